@@ -1,0 +1,298 @@
+"""On-device image augmentation with a continuous, per-member strength.
+
+A `Policy` (static, hashable) says which ops exist and how strong each is at strength 1.
+`magnitudes(policy, s)` maps a scalar strength `s` (a Python float or a traced per-member
+scalar) to every op's magnitude; `augment_batch` applies them to an NHWC batch. Which ops
+run is decided by the *keys* of the magnitude dict (static structure); how strong they are
+by its *values* (traced arrays). There is no `lax.switch`/`cond`: every op is branch-free,
+and a zero magnitude gives its input back bit-for-bit, so strength 0 is exactly the
+identity. Under `jax.vmap` over members each member gets its own key and magnitudes.
+
+Laws (u ~ U[-1, 1) and v ~ U[0, 1) drawn independently per image and per op):
+
+- translation, m = `max_shift` magnitude in pixels: per axis, shift = floor(u (m + 1/2) + 1/2),
+  zero fill. At integer m it is uniform on {-m, ..., m} (CIFAR's pad-m crop); at m = 0 it
+  is 0.
+- flip: left-right with probability p (flip iff v < p).
+- rotation: angle = u * `rotate_deg`; zoom = 1 + u' * `scale`; one bilinear resample.
+- brightness: x + u b; contrast: (x - mean) (1 + u c) + mean; saturation: S (1 + u s);
+  hue: H + u h turns; then clipped to [0, 1]. Saturation and hue need RGB.
+- cutout: a square of side `cutout_frac` * (H, W), centre uniform on the image, set to
+  `policy.cutout_fill`.
+- mixup: lam ~ Beta(a, a) per image; x = lam x + (1 - lam) x_p, same for labels.
+- cutmix: lam ~ Beta(a, a); a box of sides sqrt(1 - lam) (H, W), centre uniform, pasted
+  from the partner; labels mixed by the box's true (clipped) area.
+- noise: x + sigma * N(0, 1), not clipped.
+
+The partner x_p is the batch rolled by a random offset. Order: flip/translate, rotation,
+colour, cutout, mixup, cutmix, noise.
+
+References: DeVries & Taylor 2017 (Cutout); Zhang et al. 2018 (mixup); Yun et al. 2019
+(CutMix); Hoffer et al. 2019 and Fort et al. 2021 (augmentation multiplicity).
+"""
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from lrjax import _augment_ops as ops
+
+# Op magnitudes, in the order they are applied. Random streams are keyed by position here
+# (fold_in), so enabling one op never changes another op's draws.
+OPS = ("max_shift", "flip_prob", "rotate_deg", "scale", "brightness", "contrast",
+       "saturation", "hue", "cutout_frac", "mixup_alpha", "cutmix_alpha", "noise_std")
+COLOUR_RGB_ONLY = ("saturation", "hue")
+_MAX_FLIP_PROB = 0.5  # past 1/2 a flip adds no variety, it only makes flipped the norm
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+  """Which augmentation ops exist and their magnitudes at strength 1.
+
+  A magnitude at strength s is `value * s + beyond[op] * max(s - 1, 0)`, clipped at 0;
+  `flip_prob` is also capped at 1/2. `beyond` holds ops (or extra slope) that join only
+  above s = 1, so s in [0, 1] scales the dataset's standard recipe and s > 1 adds
+  aggressive ops on top. An op is off when its value and its `beyond` slope are both 0
+  (unless `magnitudes` gets an override for it).
+
+  Attributes:
+    name: a label for reports.
+    max_shift: translation range in pixels (per axis).
+    flip_prob: probability of a left-right flip.
+    rotate_deg: maximum rotation in degrees.
+    scale: maximum relative zoom change (0.1: zoom in [0.9, 1.1]).
+    brightness: maximum additive brightness change.
+    contrast: maximum relative contrast change.
+    saturation: maximum relative saturation change (RGB only).
+    hue: maximum hue rotation in turns (RGB only).
+    cutout_frac: cutout square side as a fraction of the image side.
+    mixup_alpha: mixup's Beta(a, a) parameter.
+    cutmix_alpha: CutMix's Beta(a, a) parameter.
+    noise_std: Gaussian noise standard deviation (images are in [0, 1]).
+    beyond: (op, slope) pairs: magnitude added per unit of strength above 1.
+    cutout_fill: the value erased pixels get.
+
+  >>> Policy(max_shift=4, flip_prob=.5).max_shift
+  4
+  """
+  name: str = "custom"
+  max_shift: float = 0.0
+  flip_prob: float = 0.0
+  rotate_deg: float = 0.0
+  scale: float = 0.0
+  brightness: float = 0.0
+  contrast: float = 0.0
+  saturation: float = 0.0
+  hue: float = 0.0
+  cutout_frac: float = 0.0
+  mixup_alpha: float = 0.0
+  cutmix_alpha: float = 0.0
+  noise_std: float = 0.0
+  beyond: tuple = ()
+  cutout_fill: float = 0.0
+
+  def __post_init__(self):
+    for op, _ in self.beyond:
+      if op not in OPS:
+        raise ValueError(f"unknown augmentation op {op!r} in beyond; known: {OPS}")
+
+
+_RGB_BEYOND = (("rotate_deg", 10.0), ("scale", 0.1), ("brightness", 0.2),
+               ("contrast", 0.2), ("saturation", 0.2), ("hue", 0.05),
+               ("cutout_frac", 0.5))
+_GRAY_BEYOND = (("scale", 0.1), ("noise_std", 0.05), ("cutout_frac", 0.3))
+
+
+def policy_for(dataset: str, image_shape: tuple) -> Policy:
+  """The dataset's standard recipe at strength 1, with aggressive extras above it.
+
+  | dataset | s = 1 | added above s = 1 (per unit of s - 1) |
+  |---|---|---|
+  | digits (8x8x1) | shift 1 px, rotate 10 deg, noise 0.05 | scale 0.1, noise 0.05, cutout 0.3 |
+  | mnist, fashion_mnist, kmnist, emnist | shift 2 px | rotate 10, scale 0.1, noise 0.05, cutout 0.3 |
+  | cifar10, cifar100 | shift 4 px, flip 0.5 | rotate 10, scale 0.1, colour jitter, cutout 0.5 |
+  | svhn_cropped | shift 4 px | the same, no flip |
+  | anything else | shift H/8 px | noise 0.05 (+ brightness/contrast 0.1 on RGB) |
+
+  Digits and SVHN never flip (a flipped 2 or 5 is another glyph); colour ops only on RGB.
+
+  Args:
+    dataset: a dataset name; a TFDS version suffix (`cifar10:3.0.2`) is ignored.
+    image_shape: (H, W, C).
+
+  Returns:
+    A `Policy`.
+
+  >>> policy_for("cifar10", (32, 32, 3)).flip_prob
+  0.5
+  """
+  name = dataset.split(":")[0].lower()
+  h, w, c = image_shape
+  rgb = c == 3
+  fill = 0.5 if rgb else 0.0  # grey on colour images, background on digit-like ones
+  if name == "digits":
+    return Policy(name=name, max_shift=1.0, rotate_deg=10.0, noise_std=0.05,
+                  beyond=(("scale", 0.1), ("noise_std", 0.05), ("cutout_frac", 0.3)))
+  if name in ("mnist", "fashion_mnist", "kmnist", "emnist"):
+    return Policy(name=name, max_shift=2.0,
+                  beyond=(("rotate_deg", 10.0),) + _GRAY_BEYOND)
+  if name in ("cifar10", "cifar100", "svhn_cropped"):
+    flip = 0.0 if name == "svhn_cropped" else 0.5
+    beyond = _RGB_BEYOND if rgb else _GRAY_BEYOND
+    return Policy(name=name, max_shift=4.0, flip_prob=flip, beyond=beyond,
+                  cutout_fill=fill)
+  beyond = (("noise_std", 0.05),)
+  if rgb:
+    beyond += (("brightness", 0.1), ("contrast", 0.1))
+  return Policy(name="generic", max_shift=float(max(1, round(min(h, w) / 8))),
+                beyond=beyond, cutout_fill=fill)
+
+
+def magnitudes(policy: Policy, strength, **overrides) -> dict:
+  """Maps a scalar strength to the magnitude of every op the policy (or overrides) enables.
+
+  Args:
+    policy: a `Policy`.
+    strength: a scalar, possibly traced (one per member under vmap).
+    **overrides: op name -> magnitude (possibly traced), replacing the policy's law, so one
+      op's magnitude can be its own grid axis; an override also enables an op the policy
+      leaves off. Taken as given (flip_prob is clipped to [0, 1] when applied).
+
+  Returns:
+    A dict op name -> float32 scalar, with keys in `OPS` order; the key set is static.
+
+  >>> m = magnitudes(policy_for("cifar10", (32, 32, 3)), 0.5)
+  >>> float(m["max_shift"]), float(m["flip_prob"])
+  (2.0, 0.25)
+  """
+  unknown = set(overrides) - set(OPS)
+  if unknown:
+    raise ValueError(f"unknown augmentation ops {sorted(unknown)}; known: {OPS}")
+  s = jnp.asarray(strength, jnp.float32)
+  above = jnp.maximum(s - 1.0, 0.0)
+  slopes = dict(policy.beyond)
+  mags = {}
+  for op in OPS:
+    if op in overrides:
+      mags[op] = jnp.asarray(overrides[op], jnp.float32)
+      continue
+    base, extra = float(getattr(policy, op)), float(slopes.get(op, 0.0))
+    if base == 0.0 and extra == 0.0:
+      continue
+    m = jnp.maximum(base * s + extra * above, 0.0)
+    mags[op] = jnp.minimum(m, _MAX_FLIP_PROB) if op == "flip_prob" else m
+  return mags
+
+
+def _uniform(key, op, n, lo=-1.0, hi=1.0):
+  return jax.random.uniform(jax.random.fold_in(key, OPS.index(op)), (n,), jnp.float32,
+                            lo, hi)
+
+
+def augment_batch(key, images, labels, mags: dict, policy: Policy,
+                  multiplicity: int = 1) -> tuple:
+  """Augments a batch: `multiplicity` independently augmented copies of each example.
+
+  Args:
+    key: a PRNG key (one per member under vmap).
+    images: (b, H, W, C) float images in [0, 1].
+    labels: (b, K) float one-hot or soft labels.
+    mags: from `magnitudes`; its keys choose the ops, its values their strengths.
+    policy: the `Policy` (static; supplies `cutout_fill`).
+    multiplicity: M copies per example (Hoffer et al. 2019); copy m of example i is row
+      m * b + i.
+
+  Returns:
+    (images (b M, H, W, C) of the input dtype, labels (b M, K) float32 summing to 1 per
+    row when the input rows do). With every magnitude 0 the images are the input, tiled,
+    bit-for-bit.
+
+  >>> pol = policy_for("digits", (8, 8, 1))
+  >>> x, y = jnp.zeros((4, 8, 8, 1)), jax.nn.one_hot(jnp.arange(4), 10)
+  >>> xa, ya = jax.jit(augment_batch, static_argnums=(4, 5))(
+  ...     jax.random.key(0), x, y, magnitudes(pol, 1.0), pol, 2)
+  >>> xa.shape, ya.shape
+  ((8, 8, 8, 1), (8, 10))
+  """
+  unknown = set(mags) - set(OPS)
+  if unknown:
+    raise ValueError(f"unknown augmentation ops {sorted(unknown)}; known: {OPS}")
+  dtype = images.dtype
+  x = jnp.tile(images.astype(jnp.float32), (multiplicity, 1, 1, 1))
+  y = jnp.tile(labels.astype(jnp.float32), (multiplicity, 1))
+  n, h, w, c = x.shape
+  on = {op: mags[op] > 0 for op in mags}
+  if c != 3 and any(op in mags for op in COLOUR_RGB_ONLY):
+    raise ValueError(f"saturation/hue need RGB images, got {c} channels")
+
+  if "max_shift" in mags or "flip_prob" in mags:
+    m = mags.get("max_shift", jnp.zeros((), jnp.float32))
+    dy, dx = (jnp.floor(_uniform(jax.random.fold_in(key, 100 + i), "max_shift", n)
+                        * (m + 0.5) + 0.5).astype(jnp.int32) for i in range(2))
+    p = jnp.clip(mags.get("flip_prob", jnp.zeros((), jnp.float32)), 0.0, 1.0)
+    flip = _uniform(key, "flip_prob", n, 0.0, 1.0) < p
+    x = jnp.where(on.get("max_shift", False) | on.get("flip_prob", False),
+                  ops.flip_translate(x, dy, dx, flip), x)
+
+  if "rotate_deg" in mags or "scale" in mags:
+    angle = _uniform(key, "rotate_deg", n) * mags.get("rotate_deg", 0.0) * (math.pi / 180)
+    zoom = 1.0 + _uniform(key, "scale", n) * mags.get("scale", 0.0)
+    zoom = jnp.maximum(zoom, 0.05)  # a zoom <= 0 would flip or blow up the image
+    x = jnp.where(on.get("rotate_deg", False) | on.get("scale", False),
+                  ops.rotate_scale(x, angle, zoom), x)
+
+  colour = False
+  if "brightness" in mags or "contrast" in mags:
+    delta = _uniform(key, "brightness", n) * mags.get("brightness", 0.0)
+    factor = 1.0 + _uniform(key, "contrast", n) * mags.get("contrast", 0.0)
+    x_bc = ops.brightness_contrast(x, delta, factor)
+    x = jnp.where(on.get("brightness", False) | on.get("contrast", False), x_bc, x)
+    colour = on.get("brightness", False) | on.get("contrast", False)
+  if "saturation" in mags or "hue" in mags:
+    factor = 1.0 + _uniform(key, "saturation", n) * mags.get("saturation", 0.0)
+    delta = _uniform(key, "hue", n) * mags.get("hue", 0.0)
+    on_sh = on.get("saturation", False) | on.get("hue", False)
+    x = jnp.where(on_sh, ops.saturation_hue(x, factor, delta), x)
+    colour = colour | on_sh
+  if colour is not False:
+    x = jnp.where(colour, jnp.clip(x, 0.0, 1.0), x)
+
+  if "cutout_frac" in mags:
+    frac = mags["cutout_frac"]
+    cy = _uniform(jax.random.fold_in(key, 200), "cutout_frac", n, 0.0, h)
+    cx = _uniform(jax.random.fold_in(key, 201), "cutout_frac", n, 0.0, w)
+    size_y = jnp.full((n,), h, jnp.float32) * frac
+    size_x = jnp.full((n,), w, jnp.float32) * frac
+    mask = ops.box_mask(h, w, cy, cx, size_y, size_x)[..., None]
+    x = jnp.where(on["cutout_frac"] & mask, jnp.asarray(policy.cutout_fill, x.dtype), x)
+
+  if "mixup_alpha" in mags:
+    k = jax.random.fold_in(key, OPS.index("mixup_alpha"))
+    partner = ops.partner_index(jax.random.fold_in(k, 0), n)
+    lam = ops.beta(jax.random.fold_in(k, 1), mags["mixup_alpha"], n)
+    mixed_x = ops._per_image(lam) * x + ops._per_image(1 - lam) * x[partner]
+    mixed_y = lam[:, None] * y + (1 - lam)[:, None] * y[partner]
+    x = jnp.where(on["mixup_alpha"], mixed_x, x)
+    y = jnp.where(on["mixup_alpha"], mixed_y, y)
+
+  if "cutmix_alpha" in mags:
+    k = jax.random.fold_in(key, OPS.index("cutmix_alpha"))
+    partner = ops.partner_index(jax.random.fold_in(k, 0), n)
+    lam = ops.beta(jax.random.fold_in(k, 1), mags["cutmix_alpha"], n)
+    side = jnp.sqrt(1.0 - lam)
+    cy = jax.random.uniform(jax.random.fold_in(k, 2), (n,), jnp.float32, 0.0, h)
+    cx = jax.random.uniform(jax.random.fold_in(k, 3), (n,), jnp.float32, 0.0, w)
+    mask = ops.box_mask(h, w, cy, cx, side * h, side * w)
+    area = jnp.mean(mask.astype(jnp.float32), axis=(1, 2))  # clipped box, so labels match
+    mixed_x = jnp.where(mask[..., None], x[partner], x)
+    mixed_y = (1 - area)[:, None] * y + area[:, None] * y[partner]
+    x = jnp.where(on["cutmix_alpha"], mixed_x, x)
+    y = jnp.where(on["cutmix_alpha"], mixed_y, y)
+
+  if "noise_std" in mags:
+    k = jax.random.fold_in(key, OPS.index("noise_std"))
+    noise = jax.random.normal(k, x.shape, jnp.float32)
+    x = jnp.where(on["noise_std"], x + mags["noise_std"] * noise, x)
+
+  return x.astype(dtype), y
