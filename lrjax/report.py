@@ -1,0 +1,224 @@
+"""The run report: figures, ``summary.json`` and a self-contained ``report.html``.
+
+`write_report` is what ``lrjax report RUN_DIR`` calls; it only reads the tables the
+engine wrote, so it can be rerun any time (e.g. after changing the metric).
+`synthetic_run` fakes a run with a known optimum, for demos and tests.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from lrjax import analysis, plots
+
+HEATMAP_METRICS = {"heatmap_val_acc.png": "final_val_acc",
+                   "heatmap_val_loss.png": "final_val_loss"}
+CURVE_METRICS = {"curves_val_loss.png": "val_loss", "curves_val_acc.png": "val_acc"}
+SCALING_FIGURE = "best_lr_vs_batch.png"
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;
+max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.4em 0}
+pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}
+.warn{color:#a33}figcaption{font-size:.8em;color:#555}
+"""
+
+
+def _table_html(df: pd.DataFrame) -> str:
+  if df.empty:
+    return "<p><em>(empty)</em></p>"
+  fmt = {c: (lambda v: "" if pd.isna(v) else f"{v:.4g}")
+         for c in df.columns if pd.api.types.is_float_dtype(df[c])}
+  return df.to_html(index=False, formatters=fmt, na_rep="", border=0, escape=True)
+
+
+def _figure_html(run_dir: str, name: str, caption: str) -> str:
+  with open(os.path.join(run_dir, name), "rb") as f:
+    data = base64.b64encode(f.read()).decode("ascii")
+  # Embedded so the HTML is self-contained; the link points at the file beside it.
+  return (f'<figure><a href="{html.escape(name)}"><img alt="{html.escape(name)}" '
+          f'src="data:image/png;base64,{data}"></a><figcaption>{html.escape(caption)}'
+          f' (<a href="{html.escape(name)}">{html.escape(name)}</a>)</figcaption></figure>')
+
+
+def write_report(run_dir: str, metric: str = "final_val_acc") -> list[str]:
+  """Regenerates the figures, ``summary.json`` and ``report.html`` of a run directory.
+
+  Args:
+    run_dir: a directory written by ``lrjax run`` (``config.json``,
+      ``members.parquet``, ``history.parquet``).
+    metric: the members column that ranks LRs and members.
+
+  Returns:
+    The paths written: the PNGs, ``summary.json`` and ``report.html`` (last).
+
+  Raises:
+    lrjax.errors.ConfigError: the directory is incomplete or the metric unknown.
+
+  Example:
+    >>> import tempfile
+    >>> d = save_run(synthetic_run(lrs=(0.01, 0.1), batch_sizes=(32,), seeds=(0,)),
+    ...              tempfile.mkdtemp())
+    >>> [os.path.basename(p) for p in write_report(d)][-2:]
+    ['summary.json', 'report.html']
+  """
+  run = analysis.load_run(run_dir)
+  members, history = run.members, run.history
+  axes = analysis.grid_axes(members, run.config)
+  summary = analysis.summarize(run, metric)
+  table = analysis.best_lr_table(members, metric, axes=axes)
+  fit = analysis.fit_lr_batch_scaling(table)
+  boundary = analysis.divergence_boundary(members)
+  written, figures = [], []
+  for name, m in HEATMAP_METRICS.items():
+    if m in members.columns:
+      written.append(plots.heatmaps(members, m, os.path.join(run_dir, name), axes))
+      figures.append((name, f"{m}: LR x batch size, one panel per aug strength"))
+  for name, m in CURVE_METRICS.items():
+    if m in history.columns and not history.empty:
+      written.append(plots.training_curves(history, members, os.path.join(run_dir, name), m))
+      figures.append((name, f"{m} vs examples seen, coloured by LR"))
+  written.append(plots.best_lr_vs_batch(table, fit, os.path.join(run_dir, SCALING_FIGURE)))
+  figures.append((SCALING_FIGURE, "best LR vs batch size with linear and sqrt rules"))
+
+  summary_path = os.path.join(run_dir, "summary.json")
+  with open(summary_path, "w") as f:
+    json.dump(summary, f, indent=2)
+  written.append(summary_path)
+
+  best = summary["best_member"]
+  headline = pd.DataFrame([
+      ("members", summary["n_members"]), ("diverged", summary["n_diverged"]),
+      ("ranked by", metric),
+      ("best member", "none (all diverged)" if best is None else
+       ", ".join(f"{a}={best[a]}" for a in axes)),
+      *[(c, f"{best[c]:.4g}" if isinstance(best.get(c), float) else "")
+        for c in analysis.METRIC_COLUMNS if best is not None and c in best],
+      *[(f"axis {a}", ", ".join(f"{v:g}" if isinstance(v, (int, float)) else str(v)
+                                for v in vals)) for a, vals in summary["axes"].items()],
+  ], columns=["", "value"])
+  config = run.config
+  title = f"lrjax report: {config.get('dataset', '?')} / {config.get('model', '?')} / " \
+          f"{config.get('optimizer', '?')}"
+  parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>"
+           f"{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+           f"<h1>{html.escape(title)}</h1>",
+           f"<p>Run directory: <code>{html.escape(os.path.abspath(run_dir))}</code></p>",
+           "<h2>Summary</h2>", _table_html(headline)]
+  if summary["warnings"]:
+    parts.append("<ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>"
+                                  for w in summary["warnings"]) + "</ul>")
+  parts += [f"<h2>Best LR per batch size and aug ({html.escape(metric)}, mean over "
+            "seeds; lr_lo..lr_hi: LRs within 1% of the best)</h2>", _table_html(table),
+            "<h2>LR-batch scaling fit: log(best LR) = slope &middot; log(batch size) + "
+            "c (linear rule: slope 1; sqrt rule: slope 0.5)</h2>", _table_html(fit),
+            "<h2>Divergence boundary (smallest LR where any member diverged)</h2>",
+            _table_html(boundary),
+            "<h2>Augmentation effect (best LR relative to the weakest aug)</h2>",
+            _table_html(analysis.aug_effect(table)), "<h2>Figures</h2>"]
+  parts += [_figure_html(run_dir, name, cap) for name, cap in figures]
+  parts += ["<h2>Config</h2>",
+            f"<pre>{html.escape(json.dumps(config, indent=2, default=str))}</pre>",
+            "</body></html>"]
+  report_path = os.path.join(run_dir, "report.html")
+  with open(report_path, "w") as f:
+    f.write("\n".join(parts))
+  written.append(report_path)
+  return written
+
+
+def synthetic_run(lrs: Sequence[float] = tuple(0.01 * 2.0 ** k for k in range(-3, 6)),
+                  batch_sizes: Sequence[int] = (32, 64, 128, 256),
+                  augs: Sequence[float] = (0.0, 0.5), seeds: Sequence[int] = (0, 1),
+                  exponent: float = 1.0, base_lr: float = 0.01, base_batch: int = 32,
+                  aug_shift: float = 0.0, diverge_above: float = 8.0,
+                  n_evals: int = 8, extra_axes: dict | None = None) -> analysis.Run:
+  """A fake run whose best LR is ``base_lr * (B / base_batch)**exponent * 2**(aug_shift*aug)``.
+
+  Accuracy falls off quadratically in log LR around that optimum (plus a per-seed
+  offset that never moves the argmax); LRs above ``diverge_above`` times the optimum
+  diverge halfway through training.
+
+  Args:
+    lrs, batch_sizes, augs, seeds: the grid.
+    exponent: the LR-batch scaling exponent (1 linear, 0.5 sqrt).
+    base_lr, base_batch: the best LR at ``base_batch``.
+    aug_shift: log2 shift of the best LR per unit of aug strength.
+    diverge_above: the divergence threshold, as a multiple of the best LR.
+    n_evals: evaluations per member in the history.
+    extra_axes: more axes, name -> values (they do not change the metrics).
+
+  Returns:
+    A `lrjax.analysis.Run` with ``run_dir`` ``""``.
+
+  Example:
+    >>> run = synthetic_run(lrs=(0.01, 0.02), batch_sizes=(32,), augs=(0.0,), seeds=(0,))
+    >>> len(run.members), int(run.members["diverged"].sum())
+    (2, 0)
+  """
+  extra_axes = dict(extra_axes or {})
+  axes = {"lr": list(lrs), "batch_size": list(batch_sizes), "aug": list(augs),
+          "seed": list(seeds), **{k: list(v) for k, v in extra_axes.items()}}
+  grid = pd.MultiIndex.from_product(list(axes.values()), names=list(axes)).to_frame(
+      index=False)
+  grid.insert(0, "member", np.arange(len(grid)))
+  opt = (base_lr * (grid["batch_size"] / base_batch) ** exponent
+         * 2.0 ** (aug_shift * grid["aug"]))
+  dist = np.log2(grid["lr"] / opt)
+  acc = 0.97 - 0.02 * dist ** 2 - 0.002 * grid["seed"] - 0.01 * grid["aug"]
+  acc = acc.clip(0.1, 1.0)
+  loss = -np.log(acc.clip(1e-3))
+  diverged = (grid["lr"] > diverge_above * opt).to_numpy()
+  total = 10 * 1000  # examples
+  m = grid.assign(
+      diverged=diverged, diverged_at=np.where(diverged, total / 2, np.nan),
+      final_val_loss=loss.where(~diverged), final_val_acc=acc.where(~diverged),
+      best_val_loss=(loss * 0.98).where(~diverged),
+      best_val_acc=(acc + 0.002).clip(upper=1).where(~diverged),
+      test_loss=(loss * 1.02).where(~diverged), test_acc=(acc - 0.003).where(~diverged))
+  t = np.linspace(0, 1, n_evals)
+  rows = []
+  for r, d in zip(m.itertuples(), diverged):
+    lr_speed = 3.0 * min(r.lr / (base_lr * (r.batch_size / base_batch) ** exponent), 4.0)
+    final = -np.log(0.3) if d else r.final_val_loss
+    curve = final + (np.log(10) - final) * np.exp(-lr_speed * t * 3)
+    vacc = np.exp(-curve)
+    if d:  # explode, then NaN after divergence
+      curve = np.where(t < 0.5, curve * (1 + 4 * t), np.nan)
+      vacc = np.where(t < 0.5, 0.1, np.nan)
+    for k, tk in enumerate(t):
+      rows.append((r.member, tk * total, int(tk * total / r.batch_size),
+                   r.lr * (1 - 0.5 * tk), curve[k] * 1.05, curve[k], vacc[k]))
+  history = pd.DataFrame(rows, columns=["member", "examples_seen", "updates", "lr_now",
+                                        "train_loss", "val_loss", "val_acc"])
+  config = {"dataset": "synthetic", "model": "none", "optimizer": "sgd",
+            "schedule": "constant", "epochs": 10,
+            "grid": {k: list(v) for k, v in axes.items()}}
+  return analysis.Run(config=config, members=m, history=history, run_dir="")
+
+
+def save_run(run: analysis.Run, run_dir: str) -> str:
+  """Writes a `Run`'s tables as the engine does (``config.json``, parquet files).
+
+  Example:
+    >>> import tempfile
+    >>> d = save_run(synthetic_run(seeds=(0,)), tempfile.mkdtemp())
+    >>> sorted(os.listdir(d))
+    ['config.json', 'history.parquet', 'members.parquet']
+  """
+  os.makedirs(run_dir, exist_ok=True)
+  with open(os.path.join(run_dir, "config.json"), "w") as f:
+    json.dump(analysis.jsonable(run.config), f, indent=2)
+  run.members.to_parquet(os.path.join(run_dir, "members.parquet"), index=False)
+  run.history.to_parquet(os.path.join(run_dir, "history.parquet"), index=False)
+  return run_dir
