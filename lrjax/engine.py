@@ -1,0 +1,336 @@
+"""The vmapped, scanned training program: a whole grid of members in one compiled step.
+
+How it works (DESIGN.md):
+
+* Members step in lockstep over *ticks*. Each tick feeds every member the same
+  number ``b`` of examples (the micro-batch). A member with batch size ``B = k*b``
+  sums its gradients over ``k`` ticks and applies one optimizer update (a masked
+  update, as ``optax.MultiSteps`` does), so every member sees the same examples
+  budget and one program holds every batch size.
+* Two vmap levels: the outer axis runs over *input groups* (members sharing
+  ``seed`` and augmentation settings get identical inputs), the inner axis over the
+  optimizer hyperparameters with the input unbatched -- the first layer becomes
+  one wide matmul instead of many small ones.
+* Data lives on the device as uint8; batches are gathers by index.
+* A member whose loss goes non-finite, or past ``divergence_factor`` times its
+  first loss, is frozen and marked diverged; nothing crosses between members.
+* ``lax.scan`` over the ticks of a segment (one evaluation period) inside one
+  jitted function, compiled once per grid chunk and reused for every segment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from lrjax import grid as grid_lib
+from lrjax import optimizers
+from lrjax.data import Dataset, example_order
+from lrjax.errors import ConfigError
+from lrjax.models import ModelAdapter
+
+
+class MemberState(NamedTuple):
+  """Training state; every leaf has leading (group, inner) member axes."""
+
+  params: Any
+  opt_state: Any
+  grad_acc: Any
+  updates: jax.Array  # applied optimizer updates
+  diverged: jax.Array  # bool
+  diverged_at: jax.Array  # examples seen when divergence was detected; -1 if never
+  first_loss: jax.Array  # the loss at tick 0, reference for "exploding"
+  loss_sum: jax.Array  # training loss summed over the current segment
+
+
+class Constants(NamedTuple):
+  """Per-chunk arrays the compiled program reads (arguments, not baked constants)."""
+
+  train_images: jax.Array  # uint8 (N, H, W, C)
+  train_labels: jax.Array  # int32 (N,)
+  eval_images: jax.Array  # uint8 (M, H, W, C), padded to a multiple of eval_batch
+  eval_labels: jax.Array  # int32 (M,)
+  eval_weights: jax.Array  # f32 (M,): 0 on padding
+  order: jax.Array  # int32 (S, total_examples): example stream per distinct seed
+  seed_index: jax.Array  # int32 (G,): row of `order` for each group
+  aug_keys: jax.Array  # key (G,)
+  aug_mags: dict  # name -> f32 (G,)
+  hparams: dict  # name -> (G, I): lr, k, total_updates, optimizer/schedule hparams
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+  """Everything static about a grid run (resolved from the user's config)."""
+
+  optimizer: str = "momentum"
+  schedule: str = "constant"
+  schedule_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  optimizer_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  epochs: float = 10.0
+  eval_every: int = 0  # examples between evaluations; 0 = one epoch
+  micro_batch: int = 0  # 0 = gcd of the grid's batch sizes
+  augment_policy: Any = None  # an lrjax.augment.Policy, or None for no augmentation
+  multiplicity: int = 1  # augmented copies of each example per micro-batch
+  divergence_factor: float = 100.0
+  max_members_per_chunk: int = 0  # 0 = the whole grid in one chunk
+  eval_batch: int = 1000
+
+
+@dataclasses.dataclass
+class GridResult:
+  """What a grid run returns.
+
+  Attributes:
+    members: the member table plus result columns (see DESIGN.md).
+    history: one row per member and evaluation.
+    params: final parameters, leaves with a leading member axis (N, ...).
+    info: timings and sizes: ticks, examples per member, compile and train seconds.
+  """
+
+  members: pd.DataFrame
+  history: pd.DataFrame
+  params: Any
+  info: dict
+
+
+def _loss(logits, labels):
+  return optax.softmax_cross_entropy(logits, labels).mean()
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Resolved sizes of a run."""
+
+  micro_batch: int
+  ticks_per_segment: int
+  num_segments: int
+  k_lcm: int
+
+  @property
+  def total_ticks(self) -> int:
+    return self.ticks_per_segment * self.num_segments
+
+  @property
+  def examples_per_member(self) -> int:
+    return self.total_ticks * self.micro_batch
+
+
+def plan(table: pd.DataFrame, num_train: int, settings: TrainSettings) -> Plan:
+  """Resolves micro-batch, segment length and number of segments.
+
+  A segment is a whole number of every member's batches (a multiple of the lcm
+  of the accumulation factors k), so evaluations see completed updates only. The
+  budget ``epochs * num_train`` is rounded to whole segments (at least one).
+  """
+  b = settings.micro_batch or grid_lib.default_micro_batch(table)
+  grid_lib.validate(table, b, num_train)
+  if not (settings.epochs > 0 and math.isfinite(settings.epochs)):
+    raise ConfigError(f"epochs: must be finite and > 0; got {settings.epochs}.")
+  if settings.multiplicity < 1:
+    raise ConfigError(f"multiplicity: must be an integer >= 1; got {settings.multiplicity}.")
+  if settings.eval_every < 0:
+    raise ConfigError(f"eval_every: examples between evaluations, >= 0 (0 = one epoch); "
+                      f"got {settings.eval_every}.")
+  ks = sorted({int(bs) // b for bs in table["batch_size"]})
+  k_lcm = math.lcm(*ks)
+  eval_every = settings.eval_every or num_train
+  ticks = max(k_lcm, int(round(eval_every / b / k_lcm)) * k_lcm)
+  budget_ticks = settings.epochs * num_train / b
+  return Plan(b, ticks, max(1, int(round(budget_ticks / ticks))), k_lcm)
+
+
+def _split_hparams(table: pd.DataFrame, settings: TrainSettings) -> tuple[list[str], list[str]]:
+  """Sorts the inner grid columns into optimizer and schedule hyperparameters."""
+  opt_names = optimizers.optimizer_hparams(settings.optimizer)
+  opt_cols, sched_cols = [], []
+  for col in grid_lib.inner_columns(table):
+    if col in ("lr", "batch_size"):
+      continue
+    if col in opt_names:
+      opt_cols.append(col)
+    else:
+      sched_cols.append(col)
+  optimizers.check_schedule_kwargs(settings.schedule, {
+      **dict(settings.schedule_kwargs), **{c: 1.0 for c in sched_cols}}, grid_axes=sched_cols)
+  unknown_opt = sorted(set(settings.optimizer_kwargs) - set(opt_names))
+  if unknown_opt:
+    raise ConfigError(f"optimizer_kwargs: {unknown_opt} are not hyperparameters of "
+                      f"'{settings.optimizer}'; it takes {sorted(opt_names) or 'only lr'}.")
+  return opt_cols, sched_cols
+
+
+class Program:
+  """The compiled pieces for one grid layout: init, segment, evaluate.
+
+  Built once per run; ``segment`` is compiled once and reused for every segment
+  and every chunk (chunks have equal shapes).
+  """
+
+  def __init__(self, model: ModelAdapter, num_classes: int, settings: TrainSettings,
+               the_plan: Plan, opt_cols: list[str], sched_cols: list[str]):
+    self.model = model
+    self.num_classes = num_classes
+    self.settings = settings
+    self.plan = the_plan
+    self.opt_cols = opt_cols
+    self.sched_cols = sched_cols
+    self.init = jax.jit(self._init)
+    self.segment = jax.jit(self._segment, donate_argnums=(0,))
+    self.evaluate = jax.jit(self._evaluate)
+
+  # -- one member's optimizer, built from its (traced) hyperparameters ------------------
+  def _member_optimizer(self, hp: Mapping[str, jax.Array]):
+    s = self.settings
+    schedule = optimizers.make_schedule(
+        s.schedule, hp["lr"], hp["total_updates"],
+        **{**dict(s.schedule_kwargs), **{c: hp[c] for c in self.sched_cols}})
+    opt_hp = {**dict(s.optimizer_kwargs), **{c: hp[c] for c in self.opt_cols}}
+    return optimizers.make_optimizer(s.optimizer, schedule, **opt_hp), schedule
+
+  # -- init ------------------------------------------------------------------------------
+  def _init(self, init_keys, sample_x, hparams):
+    inner = next(iter(hparams.values())).shape[1]
+    group_params = jax.vmap(self.model.init, in_axes=(0, None))(init_keys, sample_x)
+    params = jax.tree.map(
+        lambda p: jnp.broadcast_to(p[:, None], (p.shape[0], inner) + p.shape[1:]), group_params)
+    opt_init = lambda p, hp: self._member_optimizer(hp)[0].init(p)
+    opt_state = jax.vmap(jax.vmap(opt_init))(params, hparams)
+    shape = (init_keys.shape[0], inner)
+    return MemberState(
+        params=params, opt_state=opt_state, grad_acc=jax.tree.map(jnp.zeros_like, params),
+        updates=jnp.zeros(shape, jnp.int32), diverged=jnp.zeros(shape, bool),
+        diverged_at=jnp.full(shape, -1, jnp.int32), first_loss=jnp.zeros(shape, jnp.float32),
+        loss_sum=jnp.zeros(shape, jnp.float32))
+
+  # -- one tick ----------------------------------------------------------------------------
+  def _group_grads(self, params, t, c: Constants, seed_index, aug_key, mags):
+    """Losses and gradients of one input group's inner members at tick ``t``."""
+    b = self.plan.micro_batch
+    idx = jax.lax.dynamic_slice(c.order[seed_index], (t * b,), (b,))
+    x = c.train_images[idx].astype(jnp.float32) / 255.0
+    y = jax.nn.one_hot(c.train_labels[idx], self.num_classes, dtype=jnp.float32)
+    policy = self.settings.augment_policy
+    if policy is not None:
+      from lrjax import augment  # noqa: PLC0415 - optional until used
+
+      x, y = augment.augment_batch(jax.random.fold_in(aug_key, t), x, y, mags, policy,
+                                   self.settings.multiplicity)
+    loss_fn = lambda p: _loss(self.model.apply(p, x), y)
+    # Inner members share x: vmap over params only.
+    return jax.vmap(jax.value_and_grad(loss_fn))(params)
+
+  def _tick(self, state: MemberState, t, c: Constants) -> MemberState:
+    hp = c.hparams
+    loss, grads = jax.vmap(self._group_grads, in_axes=(0, None, None, 0, 0, 0))(
+        state.params, t, c, c.seed_index, c.aug_keys, c.aug_mags)
+    first_loss = jnp.where(t == 0, loss, state.first_loss)
+    bad = ~jnp.isfinite(loss) | (loss > self.settings.divergence_factor * first_loss)
+    newly = bad & ~state.diverged
+    diverged = state.diverged | bad
+    diverged_at = jnp.where(newly, t * self.plan.micro_batch, state.diverged_at)
+    grad_acc = jax.tree.map(jnp.add, state.grad_acc, grads)
+    complete = (t + 1) % hp["k"] == 0
+    apply = complete & ~diverged
+
+    def update(operand):
+      params, opt_state, acc = operand
+
+      def member_update(p, o, a, h, do):
+        opt, _ = self._member_optimizer(h)
+        g = jax.tree.map(lambda x: x / h["k"].astype(x.dtype), a)
+        upd, new_o = opt.update(g, o, p)
+        new_p = optax.apply_updates(p, upd)
+        # An update that makes parameters non-finite is not applied: the member
+        # freezes at its last finite weights (and is marked diverged below), so
+        # frozen members cost no NaN/denormal arithmetic.
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new_p)]))
+        ok = do & finite
+        keep = lambda new, old: jnp.where(ok, new, old)
+        return jax.tree.map(keep, new_p, p), jax.tree.map(keep, new_o, o), do & ~finite
+
+      return jax.vmap(jax.vmap(member_update))(params, opt_state, acc, hp, apply)
+
+    # Skip the optimizer update entirely on ticks where no member's batch completes
+    # (a real branch: the cond sits outside the vmaps).
+    params, opt_state, blew_up = jax.lax.cond(
+        jnp.any(complete), update, lambda o: (o[0], o[1], jnp.zeros_like(apply)),
+        (state.params, state.opt_state, grad_acc))
+    newly = blew_up & ~diverged
+    diverged = diverged | blew_up
+    diverged_at = jnp.where(newly, (t + 1) * self.plan.micro_batch, diverged_at)
+    apply = apply & ~blew_up
+    zero_done = lambda a: jnp.where(
+        complete.reshape(complete.shape + (1,) * (a.ndim - 2)), jnp.zeros_like(a), a)
+    return MemberState(
+        params=params, opt_state=opt_state, grad_acc=jax.tree.map(zero_done, grad_acc),
+        updates=state.updates + apply.astype(jnp.int32), diverged=diverged,
+        diverged_at=diverged_at, first_loss=first_loss,
+        loss_sum=state.loss_sum + jnp.where(diverged, 0.0, loss))
+
+  # -- evaluation ----------------------------------------------------------------------
+  def _evaluate(self, params, images, labels, weights):
+    """Mean loss and accuracy of every member on a (padded) split; input shared."""
+    # Splits are padded to a multiple of min(eval_batch, real size).
+    n_batches = images.shape[0] // min(self.settings.eval_batch, images.shape[0])
+    xb = images.reshape((n_batches, -1) + images.shape[1:])
+    yb = labels.reshape((n_batches, -1))
+    wb = weights.reshape((n_batches, -1))
+
+    def batch_sums(carry, batch):
+      x, y, w = batch
+      x = x.astype(jnp.float32) / 255.0
+
+      def member(p):
+        logits = self.model.apply(p, x)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
+        return jnp.sum(losses * w), jnp.sum(correct * w)
+
+      loss, correct = jax.vmap(jax.vmap(member))(params)
+      return (carry[0] + loss, carry[1] + correct), None
+
+    lead = jax.tree.leaves(params)[0].shape[:2]
+    zeros = (jnp.zeros(lead, jnp.float32), jnp.zeros(lead, jnp.float32))
+    (loss, correct), _ = jax.lax.scan(batch_sums, zeros, (xb, yb, wb))
+    total = jnp.sum(weights)
+    return loss / total, correct / total
+
+  # -- one segment: scan over ticks, then evaluate ---------------------------------------
+  def _segment(self, state: MemberState, segment_index, c: Constants):
+    t0 = segment_index * self.plan.ticks_per_segment
+    ticks = t0 + jnp.arange(self.plan.ticks_per_segment, dtype=jnp.int32)
+    state, _ = jax.lax.scan(lambda s, t: (self._tick(s, t, c), None), state, ticks)
+    val_loss, val_acc = self._evaluate(state.params, c.eval_images, c.eval_labels,
+                                       c.eval_weights)
+    lr_now = jax.vmap(jax.vmap(lambda h, u: self._member_optimizer(h)[1](u)))(
+        c.hparams, state.updates)
+    nan = jnp.float32(jnp.nan)
+    metrics = {
+        "updates": state.updates,
+        "lr_now": lr_now.astype(jnp.float32),
+        "train_loss": jnp.where(state.diverged, nan,
+                                state.loss_sum / self.plan.ticks_per_segment),
+        "val_loss": jnp.where(state.diverged, nan, val_loss),
+        "val_acc": jnp.where(state.diverged, nan, val_acc),
+        "diverged": state.diverged,
+    }
+    return state._replace(loss_sum=jnp.zeros_like(state.loss_sum)), metrics
+
+
+def _padded_split(images: np.ndarray, labels: np.ndarray, batch: int):
+  """Pads a split to a multiple of ``batch``; weights mark the real examples."""
+  n = len(labels)
+  batch = min(batch, n)
+  pad = (-n) % batch
+  weights = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+  images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+  labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+  return images, labels.astype(np.int32), weights

@@ -1,0 +1,233 @@
+"""Grids of hyperparameters: axes -> a member table (one row per member).
+
+The engine vmaps in two levels (DESIGN.md, "Share inputs"): an outer axis over
+*input groups* -- members sharing ``seed`` and every augmentation setting see the
+same inputs -- and an inner axis over the optimizer hyperparameters. ``Layout``
+records that split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from lrjax.errors import ConfigError
+
+# Axes that change a member's *input* (data order, augmentation); the rest are inner.
+INPUT_AXES_PREFIX = ("seed", "aug")
+CORE_AXES = ("lr", "batch_size", "aug", "seed")
+
+
+def log_space(start: float, stop: float, num: int) -> tuple[float, ...]:
+  """``num`` log-spaced values from ``start`` to ``stop`` inclusive, as a tuple.
+
+  Example:
+    >>> log_space(1e-3, 1e-1, 3)
+    (0.001, 0.01, 0.1)
+  """
+  if not (start > 0 and stop > 0 and num >= 1):
+    raise ConfigError(f"log_space: need start > 0, stop > 0, num >= 1; got "
+                      f"({start}, {stop}, {num}).")
+  return tuple(float(f"{v:.6g}") for v in np.geomspace(start, stop, num))
+
+
+def log2_space(start: int, stop: int) -> tuple[int, ...]:
+  """Powers of two from ``start`` to ``stop`` inclusive (batch-size axes).
+
+  Example:
+    >>> log2_space(16, 128)
+    (16, 32, 64, 128)
+  """
+  out, v = [], int(start)
+  while v <= stop:
+    out.append(v)
+    v *= 2
+  return tuple(out)
+
+
+def is_input_axis(name: str) -> bool:
+  """Whether an axis changes members' inputs (``seed``, ``aug`` and ``aug_*``)."""
+  return name == "seed" or name == "aug" or name.startswith("aug_")
+
+
+def make_grid(axes: Mapping[str, Sequence[Any]] | None = None,
+              members: Iterable[Mapping[str, Any]] | None = None) -> pd.DataFrame:
+  """Builds the member table from axes (cartesian product) or an explicit list.
+
+  Input axes (``seed``, ``aug``, ``aug_*``) vary slowest, so members sharing
+  inputs are contiguous. Every member has ``lr``, ``batch_size``, ``aug`` and
+  ``seed`` (``aug`` defaults to 0 and ``seed`` to 0 when absent).
+
+  Args:
+    axes: ``{name: sequence of values}``; their cartesian product is the grid.
+    members: alternatively, one mapping per member.
+
+  Returns:
+    A DataFrame with a ``member`` column (0..N-1) and one column per axis.
+
+  Example:
+    >>> make_grid({"lr": (0.1, 1.0), "batch_size": (32,)})[["member", "lr"]].values.tolist()
+    [[0.0, 0.1], [1.0, 1.0]]
+  """
+  if (axes is None) == (members is None):
+    raise ConfigError("grid: give exactly one of `axes` (a product) or `members` (a list).")
+  if axes is not None:
+    axes = dict(axes)
+    for name, values in axes.items():
+      if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ConfigError(f"grid.{name}: must be a sequence (a tuple on the command line: "
+                          f"--config.grid.{name}=\"(v1,v2)\"); got {values!r}.")
+      if len(values) == 0:
+        raise ConfigError(f"grid.{name}: empty axis. Give at least one value, "
+                          f"or remove the axis to use its default.")
+    axes.setdefault("seed", (0,))
+    axes.setdefault("aug", (0.0,))
+    # Input axes first (slowest), then the rest in the given order.
+    names = sorted((n for n in axes if is_input_axis(n)), key=lambda n: (n != "seed", n))
+    names += [n for n in axes if not is_input_axis(n)]
+    rows = [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
+  else:
+    rows = [dict(m) for m in members]
+    if not rows:
+      raise ConfigError("grid: the member list is empty.")
+    for row in rows:
+      row.setdefault("seed", 0)
+      row.setdefault("aug", 0.0)
+  table = pd.DataFrame(rows)
+  missing = [a for a in ("lr", "batch_size") if a not in table.columns]
+  if missing:
+    raise ConfigError(f"grid: missing axis {missing}. Give e.g. "
+                      f"--config.grid.lr=\"(0.01,0.1)\" --config.grid.batch_size=\"(32,)\".")
+  if table[list(table.columns)].isna().any().any():
+    raise ConfigError("grid: explicit members must all give the same hyperparameters.")
+  table.insert(0, "member", np.arange(len(table)))
+  table["batch_size"] = table["batch_size"].astype(np.int64)
+  table["seed"] = table["seed"].astype(np.int64)
+  return table
+
+
+def validate(table: pd.DataFrame, micro_batch: int, num_train: int) -> None:
+  """Checks values: LRs finite and positive, batch sizes multiples of the micro-batch, ...
+
+  Raises:
+    ConfigError: naming the field and the fix.
+  """
+  lr = table["lr"].to_numpy(dtype=float)
+  bad = lr[~(np.isfinite(lr) & (lr > 0))]
+  if bad.size:
+    raise ConfigError(f"grid.lr: learning rates must be finite and > 0; got {bad.tolist()}. "
+                      f"Use e.g. --config.grid.lr=\"(0.01,0.1,1.0)\".")
+  bs = table["batch_size"].to_numpy()
+  if (bs <= 0).any():
+    raise ConfigError(f"grid.batch_size: must be positive; got {sorted(set(bs.tolist()))}.")
+  if micro_batch <= 0:
+    raise ConfigError(f"micro_batch: must be positive (0 means the gcd of grid.batch_size); "
+                      f"got {micro_batch}.")
+  off = sorted({int(b) for b in bs if b % micro_batch})
+  if off:
+    raise ConfigError(f"grid.batch_size: {off} not a multiple of micro_batch={micro_batch}. "
+                      f"Set --config.micro_batch=0 (the gcd) or to a common divisor.")
+  big = sorted({int(b) for b in bs if b > num_train})
+  if big:
+    raise ConfigError(f"grid.batch_size: {big} exceed the training split ({num_train} "
+                      f"examples). Use batch sizes <= {num_train}.")
+  aug = table["aug"].to_numpy(dtype=float)
+  if not (np.isfinite(aug).all() and (aug >= 0).all()):
+    raise ConfigError(f"grid.aug: augmentation strengths must be finite and >= 0; "
+                      f"got {sorted(set(aug.tolist()))}.")
+  for col in table.columns:
+    if col in ("member", "schedule"):
+      continue
+    vals = table[col]
+    if vals.dtype.kind not in "iufb":
+      raise ConfigError(f"grid.{col}: values must be numbers; got {vals.iloc[0]!r}.")
+    if not np.isfinite(vals.to_numpy(dtype=float)).all():
+      raise ConfigError(f"grid.{col}: values must be finite.")
+
+
+def default_micro_batch(table: pd.DataFrame) -> int:
+  """The gcd of the grid's batch sizes (the default micro-batch)."""
+  return int(math.gcd(*table["batch_size"].astype(int).tolist()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """How members map onto the engine's (group, inner) axes.
+
+  Attributes:
+    group_columns: the input axes that define groups.
+    groups: a DataFrame, one row per input group (its input-axis values).
+    member_slots: int array (N, 2): each member's (group, inner) position.
+    inner_size: members per group (groups are padded to this size).
+    pad_mask: bool array (G, I): True where a slot holds a real member.
+  """
+
+  group_columns: tuple[str, ...]
+  groups: pd.DataFrame
+  member_slots: np.ndarray
+  inner_size: int
+  pad_mask: np.ndarray
+
+  @property
+  def num_groups(self) -> int:
+    return len(self.groups)
+
+
+def layout(table: pd.DataFrame) -> Layout:
+  """Splits members into input groups (outer vmap) and inner members.
+
+  Groups smaller than the largest are padded by repeating their first member;
+  padded slots are computed and discarded.
+
+  Example:
+    >>> t = make_grid({"lr": (0.1, 1.0), "batch_size": (32,), "seed": (0, 1)})
+    >>> lay = layout(t)
+    >>> (lay.num_groups, lay.inner_size)
+    (2, 2)
+  """
+  cols = tuple(c for c in table.columns if c != "member" and is_input_axis(c))
+  keys = [tuple(r) for r in table[list(cols)].itertuples(index=False)]
+  group_ids: dict[tuple, int] = {}
+  slots = np.zeros((len(table), 2), dtype=np.int64)
+  counts: list[int] = []
+  for m, key in enumerate(keys):
+    g = group_ids.setdefault(key, len(group_ids))
+    if g == len(counts):
+      counts.append(0)
+    slots[m] = (g, counts[g])
+    counts[g] += 1
+  inner = max(counts)
+  mask = np.zeros((len(counts), inner), dtype=bool)
+  mask[slots[:, 0], slots[:, 1]] = True
+  groups = pd.DataFrame(list(group_ids.keys()), columns=list(cols))
+  return Layout(cols, groups, slots, inner, mask)
+
+
+def inner_columns(table: pd.DataFrame) -> list[str]:
+  """Numeric per-member hyperparameter columns that are not input axes."""
+  return [c for c in table.columns if c not in ("member",) and not is_input_axis(c)]
+
+
+def to_slots(values: np.ndarray, lay: Layout) -> np.ndarray:
+  """Scatters per-member values (N, ...) into the (G, I, ...) slot array.
+
+  Padded slots copy the group's first member.
+  """
+  out = np.empty((lay.num_groups, lay.inner_size) + values.shape[1:], dtype=values.dtype)
+  first = {}
+  for m, (g, i) in enumerate(lay.member_slots):
+    out[g, i] = values[m]
+    first.setdefault(g, m)
+  for g, i in zip(*np.nonzero(~lay.pad_mask)):
+    out[g, i] = values[first[g]]
+  return out
+
+
+def from_slots(array: np.ndarray, lay: Layout) -> np.ndarray:
+  """Gathers (G, I, ...) slot values back into per-member order (N, ...)."""
+  return array[lay.member_slots[:, 0], lay.member_slots[:, 1]]

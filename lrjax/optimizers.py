@@ -1,0 +1,145 @@
+"""Optimizers and learning-rate schedules by name, with array-valued hyperparameters.
+
+The engine builds each member's optimizer *inside* ``jax.vmap`` from that
+member's hyperparameters, which are traced scalars there; so every numeric
+hyperparameter (learning rate, momentum, b1, b2, eps, weight decay) can be a
+grid axis. The optimizers themselves are Optax's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import optax
+
+from lrjax.errors import ConfigError
+
+# name -> (factory(learning_rate, **hparams), default hparams). The defaults are
+# Optax's, except momentum 0.9 for the momentum methods.
+OPTIMIZERS: dict[str, tuple[Callable[..., optax.GradientTransformation], dict[str, Any]]] = {
+    "sgd": (lambda learning_rate: optax.sgd(learning_rate), {}),
+    "momentum": (lambda learning_rate, momentum: optax.sgd(learning_rate, momentum=momentum),
+                 {"momentum": 0.9}),
+    "nesterov": (lambda learning_rate, momentum: optax.sgd(
+        learning_rate, momentum=momentum, nesterov=True), {"momentum": 0.9}),
+    "adam": (optax.adam, {"b1": 0.9, "b2": 0.999, "eps": 1e-8}),
+    "adamw": (optax.adamw, {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 1e-4}),
+    "nadam": (optax.nadam, {"b1": 0.9, "b2": 0.999, "eps": 1e-8}),
+    "rmsprop": (optax.rmsprop, {"decay": 0.9, "eps": 1e-8, "momentum": 0.0}),
+}
+
+
+def optimizer_hparams(name: str) -> dict[str, Any]:
+  """The numeric hyperparameters of an optimizer (besides the LR) and their defaults.
+
+  Example:
+    >>> optimizer_hparams("adam")
+    {'b1': 0.9, 'b2': 0.999, 'eps': 1e-08}
+  """
+  check_optimizer(name)
+  return dict(OPTIMIZERS[name][1])
+
+
+def check_optimizer(name: str) -> None:
+  if name not in OPTIMIZERS:
+    raise ConfigError(f"optimizer: unknown optimizer '{name}'. Use one of "
+                      f"{sorted(OPTIMIZERS)}.")
+
+
+def make_optimizer(name: str, learning_rate, **hparams) -> optax.GradientTransformation:
+  """Builds an Optax optimizer by name; hyperparameters may be traced scalars.
+
+  Args:
+    name: one of ``OPTIMIZERS``.
+    learning_rate: a scalar or an Optax schedule ``count -> lr``.
+    **hparams: overrides of ``optimizer_hparams(name)``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> @jax.vmap
+    ... def one_step(lr, momentum):
+    ...   opt = make_optimizer("momentum", lr, momentum=momentum)
+    ...   params = jnp.ones(3)
+    ...   updates, _ = opt.update(params, opt.init(params), params)
+    ...   return updates
+    >>> one_step(jnp.array([0.1, 1.0]), jnp.array([0.9, 0.0])).shape
+    (2, 3)
+  """
+  check_optimizer(name)
+  factory, defaults = OPTIMIZERS[name]
+  unknown = sorted(set(hparams) - set(defaults))
+  if unknown:
+    raise ConfigError(f"optimizer_kwargs/grid: {unknown} are not hyperparameters of "
+                      f"'{name}'; it takes {sorted(defaults) or 'only the learning rate'}.")
+  return factory(learning_rate, **{**defaults, **hparams})
+
+
+# Schedule arguments that default to the member's whole training length (in updates).
+_LENGTH_ARGS = ("decay_steps", "total_steps", "transition_steps")
+# The argument that receives the member's (peak) learning rate, by schedule.
+_PEAK_ARGS = ("value", "init_value", "max_value")
+# Keyword handled here, not by the schedule: a gradual warmup wrapped around it.
+_WRAPPER_ARGS = ("warmup_steps", "warmup_start_value")
+SCHEDULE_ALIASES = {"warmup_cosine": "cosine"}
+
+
+def _schedule_factory(name: str):
+  import inspect  # noqa: PLC0415
+
+  from lrjax import schedules  # noqa: PLC0415 - avoid an import cycle at package init
+
+  base = SCHEDULE_ALIASES.get(name, name)
+  registry = getattr(schedules, "SCHEDULES", {})
+  if base not in registry or base in ("warmup", "join", "product"):
+    usable = sorted(set(registry) - {"warmup", "join", "product"} | set(SCHEDULE_ALIASES))
+    raise ConfigError(f"schedule: unknown schedule '{name}'. Use one of {usable}.")
+  factory = registry[base]
+  params = list(inspect.signature(factory).parameters)
+  peak = next((p for p in params if p in _PEAK_ARGS), None)
+  if peak is None:
+    raise ConfigError(f"schedule: '{name}' has no peak-value argument; lrjax cannot put "
+                      f"the grid's lr into it.")
+  return factory, params, peak
+
+
+def check_schedule_kwargs(name: str, kwargs: Mapping[str, Any], grid_axes=()) -> None:
+  """Raises ``ConfigError`` unless ``kwargs`` are arguments of schedule ``name``."""
+  _, params, peak = _schedule_factory(name)
+  unknown = sorted(set(kwargs) - (set(params) - {peak}) - set(_WRAPPER_ARGS))
+  if unknown:
+    where = "grid" if set(unknown) & set(grid_axes) else "schedule_kwargs"
+    raise ConfigError(
+        f"{where}: {unknown} are not arguments of schedule '{name}' nor of the optimizer; "
+        f"the schedule takes {sorted(set(params) - {peak}) + list(_WRAPPER_ARGS)} "
+        f"(its peak value is the grid's lr).")
+
+
+def make_schedule(name: str, peak_lr, total_updates, **kwargs) -> optax.Schedule:
+  """Builds a member's schedule from its peak LR and training length (both may be traced).
+
+  The grid's ``lr`` goes into the schedule's peak argument (``value``,
+  ``init_value`` or ``max_value``); ``decay_steps``/``total_steps``/
+  ``transition_steps`` default to the member's number of updates. A
+  ``warmup_steps`` keyword wraps the schedule in ``lrjax.schedules.warmup``
+  (the decay then spans the remaining updates).
+
+  Example:
+    >>> sched = make_schedule("cosine", 0.1, 100, warmup_steps=10)
+    >>> [round(float(sched(c)), 4) for c in (0, 10, 100)]
+    [0.0, 0.1, 0.0]
+  """
+  from lrjax import schedules  # noqa: PLC0415
+
+  factory, params, peak = _schedule_factory(name)
+  check_schedule_kwargs(name, kwargs)
+  kwargs = dict(kwargs)
+  warmup_steps = kwargs.pop("warmup_steps", None)
+  warmup_start = kwargs.pop("warmup_start_value", 0.0)
+  length = total_updates if warmup_steps is None else total_updates - warmup_steps
+  for arg in _LENGTH_ARGS:
+    if arg in params and arg not in kwargs:
+      kwargs[arg] = length
+  schedule = factory(**{peak: peak_lr}, **kwargs)
+  if warmup_steps is not None:
+    schedule = schedules.warmup(schedule, warmup_steps, start_value=warmup_start)
+  return schedule
