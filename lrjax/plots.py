@@ -58,8 +58,9 @@ def _metric_style(metric: str, values: np.ndarray):
   lo, hi = float(finite.min()), float(finite.max())
   if minimise and lo > 0 and hi / lo > 20:
     return cmap, colors.LogNorm(lo, hi)  # losses near divergence dwarf the good ones
-  if hi == lo:
-    lo, hi = lo - 0.5 * abs(lo or 1), hi + 0.5 * abs(hi or 1)
+  if hi == lo:  # one value: a small band around it, so its colour is mid-scale
+    pad = 0.05 * (abs(lo) or 1.0)
+    lo, hi = lo - pad, hi + pad
   return cmap, colors.Normalize(lo, hi)
 
 
@@ -100,7 +101,8 @@ def heatmaps(members: pd.DataFrame, metric: str = "final_val_acc",
   cmap, norm = _metric_style(metric, cells["value"].to_numpy(float))
   annotate = len(lrs) * len(bss) <= _ANNOTATE_MAX_CELLS
   panel_w, panel_h = 0.55 * len(lrs) + 1.2, 0.42 * len(bss) + 1.3
-  fig = Figure(figsize=(min(panel_w * len(augs) + 1.4, 28), max(panel_h, 2.6) + 0.5),
+  fig = Figure(figsize=(min(max(panel_w * len(augs) + 1.4, 5.5), 28),
+                        max(panel_h, 2.6) + 0.5),
                layout="constrained")
   axs = np.atleast_1d(fig.subplots(1, len(augs), sharey=True, squeeze=False)[0])
   for ax, aug in zip(axs, augs):
@@ -143,13 +145,23 @@ def heatmaps(members: pd.DataFrame, metric: str = "final_val_acc",
   fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axs),
                label=metric.replace("_", " "), shrink=0.9)
   fig.suptitle(f"{metric.replace('_', ' ')} (mean over {n_seeds} seed"
-               f"{'s' if n_seeds != 1 else ''}; red box: best stable LR per row)",
-               fontsize=10)
+               f"{'s' if n_seeds != 1 else ''})", fontsize=10)
   fig.legend(handles=[
+      Patch(fill=False, edgecolor="red", linewidth=2, label="best stable LR per row"),
       Patch(facecolor="0.82", edgecolor="0.45", hatch="///", label="× all seeds diverged"),
       Patch(facecolor="white", edgecolor="0.6", hatch="///", label="some seeds diverged"),
-  ], loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+  ], loc="outside lower center", ncol=3, fontsize=8, frameon=False)
   return _save(fig, path)
+
+
+def _plain_log_labels(axis) -> None:
+  """Labels a log axis ``0.5, 2, 3`` rather than ``5x10^-1``; minor labels too."""
+  fmt = ticker.FuncFormatter(lambda v, _: format_lr(v))
+  axis.set_major_formatter(fmt)
+  lo, hi = axis.get_view_interval()
+  # Label minor ticks only when the axis spans less than a decade (else they crowd).
+  span = np.log10(hi / lo) if lo > 0 and hi > 0 else 2.0
+  axis.set_minor_formatter(fmt if span < 1.2 else ticker.NullFormatter())
 
 
 def training_curves(history: pd.DataFrame, members: pd.DataFrame,
@@ -218,12 +230,16 @@ def training_curves(history: pd.DataFrame, members: pd.DataFrame,
     first = first[np.isfinite(first)]
     top = 2.0 * float(first.max()) if not first.empty else float(finite.max())
     axs[0, 0].set_ylim(float(finite.min()) * 0.8, max(top, float(finite.min()) * 1.5))
+    _plain_log_labels(axs[0, 0].yaxis)
   elif not is_loss and finite.size and finite.min() >= 0 and finite.max() <= 1:
     axs[0, 0].set_ylim(0, 1.02)
-  fig.colorbar(cm.ScalarMappable(norm=lr_norm, cmap=cmap), ax=axs.ravel().tolist(),
-               label="learning rate", shrink=min(0.9, 0.3 + 0.2 * len(augs)),
-               format=ticker.FuncFormatter(
-                   lambda x, _: format_lr(x)))
+  cbar = fig.colorbar(cm.ScalarMappable(norm=lr_norm, cmap=cmap),
+                      ax=axs.ravel().tolist(), label="learning rate",
+                      shrink=min(0.9, 0.3 + 0.2 * len(augs)))
+  # Tick the LRs actually in the grid (at most ~8 of them), nothing in between.
+  shown = lrs[::max(1, math.ceil(len(lrs) / 8))]
+  cbar.ax.yaxis.set_minor_locator(ticker.NullLocator())
+  cbar.set_ticks(shown, labels=[format_lr(x) for x in shown])
   fig.suptitle(f"{metric.replace('_', ' ')} during training", fontsize=10)
   fig.legend(handles=[Line2D([], [], color="0.3", label="stable"),
                       Line2D([], [], color="0.3", ls="--", marker="x",
@@ -309,12 +325,13 @@ def best_lr_vs_batch(best_lrs: pd.DataFrame, fit: pd.DataFrame,
             transform=ax.transAxes, fontsize=8, color="0.4")
   if ok["edge"].ne("").any() if "edge" in ok.columns else False:
     ax.plot([], [], "o", mfc="white", mec="0.3", label="best LR at grid edge")
+  ax.set_xlim(bss[0] / 1.5, bss[-1] * 1.5)
   ax.set_xticks(bss, [str(int(b)) for b in bss])
   ax.xaxis.set_minor_locator(ticker.NullLocator())
-  lr_fmt = ticker.FuncFormatter(lambda v, _: format_lr(v))
-  ax.yaxis.set_major_formatter(lr_fmt)
-  ax.yaxis.set_minor_formatter(ticker.NullFormatter() if np.ptp(np.log10(
-      ok["best_lr"].to_numpy(float))) > 1.5 else lr_fmt)
+  lrs = ok[["best_lr", "lr_lo", "lr_hi"] if "lr_lo" in ok else ["best_lr"]].to_numpy(float)
+  lo, hi = np.nanmin(lrs), np.nanmax(lrs)
+  ax.set_ylim(lo / 1.6, hi * 1.6)  # explicit, so a single point still gets a range
+  _plain_log_labels(ax.yaxis)
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=8, loc="best")
   return _save(fig, path)
