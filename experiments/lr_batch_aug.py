@@ -1,0 +1,40 @@
+"""The main job: learning rate x batch size x augmentation on the built-in digits.
+
+10 learning rates x 4 batch sizes x 3 augmentation strengths = 120 members of a
+64-256-256-10 MLP, SGD with momentum 0.9, 20 epochs each, trained as one vmapped
+program. Run it with:
+
+  lrjax run experiments/lr_batch_aug.py --workdir runs/lr_batch_aug
+
+A small version for smoke tests (2 x 2 x 2 members, 1 epoch, a tiny MLP):
+
+  lrjax run experiments/lr_batch_aug.py:runlocal --workdir runs/local
+
+Any field can be overridden, e.g. --config.grid.lr="(0.01,0.1)" --config.epochs=5.
+"""
+
+from lrjax.experiment import default_config
+
+
+def get_config(arg: str | None = None):
+  config = default_config()
+  config.dataset = "digits"
+  config.model = "mlp"
+  config.model_kwargs = {"hidden": (256, 256)}
+  config.optimizer = "momentum"
+  config.optimizer_kwargs = {"momentum": 0.9}
+  config.schedule = "constant"
+  config.epochs = 20.0
+  config.grid.lr = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+  config.grid.batch_size = (32, 64, 128, 256)
+  config.grid.aug = (0.0, 1.0, 2.0)
+  config.grid.seed = (0,)
+  if arg == "runlocal":
+    config.model_kwargs = {"hidden": (32,)}
+    config.epochs = 1.0
+    config.grid.lr = (0.01, 0.1)
+    config.grid.batch_size = (32, 64)
+    config.grid.aug = (0.0, 1.0)
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r}; use ':runlocal' or nothing")
+  return config

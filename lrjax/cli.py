@@ -1,0 +1,163 @@
+"""The ``lrjax`` command line: ``run``, ``report``, ``find``, ``bench``, ``augment-preview``.
+
+Bad input exits with status 2 and a one-paragraph message (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+
+from lrjax.errors import ConfigError
+
+USAGE = """\
+lrjax run CONFIG_FILE[:ARG] --workdir DIR [--overwrite] [--no-progress] [--config.KEY=VALUE ...]
+lrjax report RUN_DIR
+lrjax augment-preview --dataset NAME [--strengths 0,0.5,1,1.5,2] [--out PATH]
+lrjax bench [scripts/bench.py options]
+lrjax find CONFIG_FILE[:ARG] --workdir DIR [--config.KEY=VALUE ...]"""
+
+
+def load_config(spec: str, overrides: list[str]):
+  """Loads ``file.py[:arg]`` with ml_collections and applies ``--config.x=v`` overrides.
+
+  Example:
+    >>> c = load_config("experiments/lr_batch_aug.py:runlocal", ["--config.epochs=1"])
+    >>> c.epochs
+    1.0
+  """
+  from absl import flags  # noqa: PLC0415
+  from ml_collections import config_flags  # noqa: PLC0415
+
+  path = spec.split(":", 1)[0]
+  if not os.path.isfile(path):
+    raise ConfigError(f"CONFIG_FILE: {path} does not exist. Give an experiment file, e.g. "
+                      f"experiments/lr_batch_aug.py.")
+  bad = [o for o in overrides if not o.startswith("--config.")]
+  if bad:
+    raise ConfigError(f"unknown options {bad}. Overrides look like --config.grid.lr=\"(0.01,0.1)\".")
+  argv = ["lrjax", f"--config={spec}", *overrides]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", default=None, flag_values=fv, lock_config=True,
+                                  sys_argv=argv)
+  try:
+    fv(argv)
+  except AttributeError as e:
+    raise ConfigError(f"--config: no such config key {e}. Run `python -c \"import runpy; "
+                      f"print(runpy.run_path('{path}')['get_config']())\"` to list the keys."
+                      ) from None
+  except flags.Error as e:
+    raise ConfigError(f"--config: {e}. Sequences are tuples: "
+                      f"--config.grid.lr=\"(0.01,0.1)\".") from None
+  config = fv.config
+  if config is None or type(config).__name__ == "_ErrorConfig":
+    raise ConfigError(f"CONFIG_FILE: could not load {spec}; it must define get_config().")
+  return config
+
+
+def _run(args, overrides) -> int:
+  from lrjax import experiment  # noqa: PLC0415
+
+  config = load_config(args.config, overrides)
+  experiment.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
+                                progress=not args.no_progress)
+  workdir = os.path.abspath(args.workdir)
+  print(f"\nResults in {workdir}:\n"
+        f"  report:   {os.path.join(workdir, 'report.html')}\n"
+        f"  figures:  {os.path.join(workdir, '*.png')}\n"
+        f"  tables:   members.parquet/.csv, history.parquet, summary.json")
+  return 0
+
+
+def _report(args, overrides) -> int:
+  del overrides
+  from lrjax import report  # noqa: PLC0415
+
+  if not os.path.isdir(args.run_dir):
+    raise ConfigError(f"RUN_DIR: {args.run_dir} is not a directory; give a run directory "
+                      f"written by `lrjax run`.")
+  for path in report.write_report(args.run_dir):
+    print(path)
+  return 0
+
+
+def _augment_preview(args, overrides) -> int:
+  del overrides
+  from lrjax import augment_preview  # noqa: PLC0415
+
+  try:
+    strengths = [float(s) for s in args.strengths.split(",")]
+  except ValueError:
+    raise ConfigError(f"--strengths: comma-separated numbers, e.g. 0,0.5,1,2; got "
+                      f"{args.strengths!r}.") from None
+  if any(s < 0 for s in strengths):
+    raise ConfigError(f"--strengths: must be >= 0; got {strengths}.")
+  out = args.out or f"augment_preview_{args.dataset}.png"
+  print(augment_preview.write_preview(args.dataset, strengths, out, data_dir=args.data_dir))
+  return 0
+
+
+def _bench(args, overrides) -> int:
+  from lrjax import bench  # noqa: PLC0415
+
+  return bench.main(overrides)
+
+
+def _find(args, overrides) -> int:
+  from lrjax import lr_finder  # noqa: PLC0415
+
+  return lr_finder.main(args, overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="lrjax", usage=USAGE, description=(
+      "Train whole grids of learning rate x batch size x augmentation as one vmapped "
+      "JAX program."))
+  sub = parser.add_subparsers(dest="command", required=True)
+  run = sub.add_parser("run", help="train an experiment's grid into a run directory")
+  run.add_argument("config", help="experiment file, e.g. experiments/lr_batch_aug.py[:runlocal]")
+  run.add_argument("--workdir", required=True)
+  run.add_argument("--overwrite", action="store_true", help="replace an existing workdir")
+  run.add_argument("--no-progress", action="store_true")
+  run.set_defaults(func=_run)
+  rep = sub.add_parser("report", help="regenerate figures, summary and report from tables")
+  rep.add_argument("run_dir")
+  rep.set_defaults(func=_report)
+  prev = sub.add_parser("augment-preview", help="PNG of images at several strengths")
+  prev.add_argument("--dataset", default="digits")
+  prev.add_argument("--strengths", default="0,0.5,1,1.5,2")
+  prev.add_argument("--out", default="")
+  prev.add_argument("--data_dir", default=None)
+  prev.set_defaults(func=_augment_preview)
+  bench = sub.add_parser("bench", help="benchmark lrjax against the alternatives",
+                         add_help=False)
+  bench.set_defaults(func=_bench)
+  find = sub.add_parser("find", help="learning-rate range test")
+  find.add_argument("config")
+  find.add_argument("--workdir", required=True)
+  find.add_argument("--overwrite", action="store_true")
+  find.set_defaults(func=_find)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Entry point of the ``lrjax`` command."""
+  argv = sys.argv[1:] if argv is None else argv
+  parser = build_parser()
+  args, rest = parser.parse_known_args(argv)
+  if rest and args.command not in ("run", "find", "bench"):
+    parser.error(f"unrecognized arguments: {' '.join(rest)}")
+  try:
+    return args.func(args, rest)
+  except ConfigError as e:
+    print(textwrap.fill(f"lrjax {args.command}: error: {e}", width=100), file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("lrjax: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())
