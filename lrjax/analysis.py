@@ -32,9 +32,14 @@ METRIC_COLUMNS = (
     "final_val_loss", "final_val_acc", "best_val_loss", "best_val_acc",
     "test_loss", "test_acc")
 CORE_AXES = ("lr", "batch_size", "aug", "seed")
+# Per-member bookkeeping the engine may add; never grid axes.
+_NON_AXIS_COLUMNS = ("updates", "examples_seen", "lr_now")
 KNOWN_MEMBER_COLUMNS = frozenset(
-    ("member", *CORE_AXES, "diverged", "diverged_at", *METRIC_COLUMNS))
-REQUIRED_MEMBER_COLUMNS = ("member", *CORE_AXES, "diverged")
+    ("member", *CORE_AXES, "diverged", "diverged_at", *METRIC_COLUMNS,
+     *_NON_AXIS_COLUMNS))
+REQUIRED_MEMBER_COLUMNS = ("member", "lr", "batch_size", "diverged")
+# A grid without an aug or seed axis ran at these values.
+AXIS_DEFAULTS = {"aug": 0.0, "seed": 0}
 REQUIRED_HISTORY_COLUMNS = ("member", "examples_seen", "val_loss", "val_acc")
 # Prefixes/suffixes of per-member result columns an engine may add; never axes.
 _RESULT_PREFIXES = ("final_", "best_", "test_", "train_", "val_", "n_", "wall")
@@ -103,9 +108,24 @@ def load_run(run_dir: str) -> Run:
     if absent:
       raise ConfigError(f"{name} table in {run_dir!r} lacks columns {absent}; it was "
                         "written by an incompatible lrjax version.")
-  members = members.copy()
+  return Run(config=config, members=with_default_axes(members), history=history,
+             run_dir=run_dir)
+
+
+def with_default_axes(members: pd.DataFrame) -> pd.DataFrame:
+  """Adds ``aug``/``seed`` columns a grid left out (0.0 / 0); ``diverged`` as bool.
+
+  Example:
+    >>> df = pd.DataFrame({"lr": [0.1], "batch_size": [32], "diverged": [None]})
+    >>> with_default_axes(df)[["aug", "seed", "diverged"]].values.tolist()
+    [[0.0, 0, False]]
+  """
+  missing = {k: v for k, v in AXIS_DEFAULTS.items() if k not in members.columns}
+  if not missing and members["diverged"].dtype == bool:
+    return members
+  members = members.assign(**missing)
   members["diverged"] = members["diverged"].fillna(False).astype(bool)
-  return Run(config=config, members=members, history=history, run_dir=run_dir)
+  return members
 
 
 def grid_axes(members: pd.DataFrame, config: dict | None = None) -> list[str]:
@@ -172,6 +192,7 @@ def lr_cells(members: pd.DataFrame, metric: str = "final_val_acc",
     {'lr': [0.1, 1.0], 'value': [0.625, nan], 'stable': [True, False]}
   """
   _check_metric(members, metric)
+  members = with_default_axes(members)
   axes = list(axes) if axes is not None else grid_axes(members)
   by = list(by)
   extra = [a for a in axes if a not in (*by, "lr", "seed")]
@@ -276,6 +297,7 @@ def divergence_boundary(members: pd.DataFrame,
     {'min_diverged_lr': [1.0], 'max_stable_lr': [0.1]}
   """
   by = list(by)
+  members = with_default_axes(members)
   rows = []
   for key, group in members.groupby(by, dropna=False, sort=True):
     key = key if isinstance(key, tuple) else (key,)
@@ -415,7 +437,7 @@ def summarize(run: Run, metric: str = "final_val_acc") -> dict:
     >>> s["n_diverged"], s["best_member"]["lr"]
     (1, 0.1)
   """
-  members, config = run.members, run.config
+  members, config = with_default_axes(run.members), run.config
   axes = grid_axes(members, config)
   _check_metric(members, metric)
   minimise = metric_mode(metric) == "min"
@@ -436,7 +458,6 @@ def summarize(run: Run, metric: str = "final_val_acc") -> dict:
     warnings.append(f"batch_size={r['batch_size']}, aug={r['aug']}: the best LR "
                     f"{r['best_lr']:g} is the {side} tried; widen grid.lr.")
   return jsonable({
-      "run_dir": run.run_dir,
       "n_members": len(members),
       "n_diverged": n_div,
       "axes": {a: sorted(members[a].dropna().unique().tolist(), key=str)

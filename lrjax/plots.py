@@ -92,6 +92,7 @@ def heatmaps(members: pd.DataFrame, metric: str = "final_val_acc",
     >>> os.path.getsize(p) > 1000
     True
   """
+  members = analysis.with_default_axes(members)
   cells = analysis.lr_cells(members, metric, ("batch_size", "aug"), axes)
   best = analysis.best_lr_table(members, metric, ("batch_size", "aug"), axes=axes)
   lrs = np.sort(members["lr"].unique())
@@ -159,9 +160,16 @@ def _plain_log_labels(axis) -> None:
   fmt = ticker.FuncFormatter(lambda v, _: format_lr(v))
   axis.set_major_formatter(fmt)
   lo, hi = axis.get_view_interval()
-  # Label minor ticks only when the axis spans less than a decade (else they crowd).
-  span = np.log10(hi / lo) if lo > 0 and hi > 0 else 2.0
-  axis.set_minor_formatter(fmt if span < 1.2 else ticker.NullFormatter())
+  span = np.log10(hi / lo) if lo > 0 and hi > 0 else 3.0
+  # Label minor ticks only as far as room allows: all of them, 2 and 5, or none.
+  keep = (range(2, 10) if span < 0.8 else (2, 5) if span < 2.5 else ())
+
+  def minor(v, _):
+    mantissa = round(v / 10 ** math.floor(math.log10(v) + 1e-9)) if v > 0 else 0
+    return format_lr(v) if mantissa in keep else ""
+  axis.set_minor_formatter(ticker.FuncFormatter(minor))
+  if span >= 0.8:  # fewer minor ticks: cheaper to lay out and less clutter
+    axis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0) if span < 4 else ()))
 
 
 def training_curves(history: pd.DataFrame, members: pd.DataFrame,
@@ -189,7 +197,9 @@ def training_curves(history: pd.DataFrame, members: pd.DataFrame,
     >>> os.path.getsize(training_curves(h, m, tempfile.mktemp(suffix=".png"))) > 1000
     True
   """
-  info = members[["member", "lr", "batch_size", "aug", "diverged"]]
+  members = analysis.with_default_axes(members)
+  info = members[["member", "lr", "batch_size", "aug", "diverged"]].assign(
+      diverged_at=members["diverged_at"] if "diverged_at" in members else np.nan)
   df = history[["member", "examples_seen", metric]].merge(info, on="member", how="inner")
   bss, augs = np.sort(members["batch_size"].unique()), np.sort(members["aug"].unique())
   lrs = np.sort(members["lr"].unique())
@@ -203,6 +213,9 @@ def training_curves(history: pd.DataFrame, members: pd.DataFrame,
   finite = values[np.isfinite(values)]
   is_loss = "loss" in metric
   log_y = is_loss and finite.size > 0 and finite.min() > 0
+  # With few evaluations, lines are too short to see: mark every point.
+  marker = "o" if len(df) == 0 or df.groupby("member").size().max() <= 15 else None
+  x_max = float(df["examples_seen"].max()) if len(df) else 1.0
   for (a, aug), (b, bs) in ((x, y) for x in enumerate(augs) for y in enumerate(bss)):
     ax = axs[a, b]
     sub = df[(df["aug"] == aug) & (df["batch_size"] == bs)]
@@ -211,14 +224,19 @@ def training_curves(history: pd.DataFrame, members: pd.DataFrame,
       diverged = bool(g["diverged"].iloc[0])
       color = cmap(lr_norm(g["lr"].iloc[0]))
       ax.plot(g["examples_seen"], g[metric], color=color, lw=1.2, alpha=0.85,
-              ls="--" if diverged else "-")
+              ls="--" if diverged else "-", marker=marker, ms=3)
       last = g[np.isfinite(g[metric].to_numpy(float))].tail(1)
       if diverged and not last.empty:
         ax.plot(last["examples_seen"], last[metric], marker="x", ms=7, mew=2,
                 color=color, ls="none")
+      elif diverged and np.isfinite(g["diverged_at"].iloc[0]):
+        # Diverged before its first evaluation: mark where, on the top edge.
+        ax.plot(g["diverged_at"].iloc[0], 1.0, marker="x", ms=7, mew=2, color=color,
+                transform=ax.get_xaxis_transform(), clip_on=False, ls="none")
     ax.set_title(f"batch {int(bs)}, aug {aug:g}", fontsize=9)
     ax.grid(alpha=0.3, which="both" if log_y else "major")
     ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))
+    ax.set_xlim(0, x_max * 1.03)
     if a == len(augs) - 1:
       ax.set_xlabel("examples seen")
     if b == 0:
@@ -313,6 +331,7 @@ def best_lr_vs_batch(best_lrs: pd.DataFrame, fit: pd.DataFrame,
     ax.plot(x[~edge], y[~edge], "o", color=color, ms=7, label=label)
     ax.plot(x[edge], y[edge], "o", mfc="white", mec=color, mew=1.8, ms=7,
             label=None if (~edge).any() else label)
+  ref_ends = []
   if len(bss) > 1:
     b0 = ok[ok["batch_size"] == ok["batch_size"].min()]
     y0 = float(np.exp(np.mean(np.log(b0["best_lr"].to_numpy(float)))))
@@ -320,6 +339,7 @@ def best_lr_vs_batch(best_lrs: pd.DataFrame, fit: pd.DataFrame,
     ax.plot(xs, y0 * xs / x0, ls="--", color="0.45", lw=1, label="linear rule (slope 1)")
     ax.plot(xs, y0 * np.sqrt(xs / x0), ls=":", color="0.45", lw=1.3,
             label="sqrt rule (slope 1/2)")
+    ref_ends = [y0 * xs[-1] / x0, y0 * xs[0] / x0]
   else:
     ax.text(0.5, 0.04, "one batch size: no scaling fit", ha="center",
             transform=ax.transAxes, fontsize=8, color="0.4")
@@ -330,6 +350,9 @@ def best_lr_vs_batch(best_lrs: pd.DataFrame, fit: pd.DataFrame,
   ax.xaxis.set_minor_locator(ticker.NullLocator())
   lrs = ok[["best_lr", "lr_lo", "lr_hi"] if "lr_lo" in ok else ["best_lr"]].to_numpy(float)
   lo, hi = np.nanmin(lrs), np.nanmax(lrs)
+  # Show the reference lines' ends too, unless they run far off the data.
+  lo, hi = min([lo, *ref_ends, lo]), max([hi, *ref_ends])
+  lo, hi = max(lo, np.nanmin(lrs) / 30), min(hi, np.nanmax(lrs) * 30)
   ax.set_ylim(lo / 1.6, hi * 1.6)  # explicit, so a single point still gets a range
   _plain_log_labels(ax.yaxis)
   ax.grid(alpha=0.3, which="both")

@@ -113,7 +113,6 @@ def write_report(run_dir: str, metric: str = "final_val_acc") -> list[str]:
   parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>"
            f"{html.escape(title)}</title><style>{_CSS}</style></head><body>",
            f"<h1>{html.escape(title)}</h1>",
-           f"<p>Run directory: <code>{html.escape(os.path.abspath(run_dir))}</code></p>",
            "<h2>Summary</h2>", _table_html(headline)]
   if summary["warnings"]:
     parts.append("<ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>"
@@ -128,7 +127,12 @@ def write_report(run_dir: str, metric: str = "final_val_acc") -> list[str]:
             _table_html(analysis.aug_effect(table)), "<h2>Figures</h2>"]
   parts += [_figure_html(run_dir, name, cap) for name, cap in figures]
   parts += ["<h2>Config</h2>",
-            f"<pre>{html.escape(json.dumps(config, indent=2, default=str))}</pre>",
+            f"<pre>{html.escape(json.dumps(config, indent=2, default=str))}</pre>"]
+  info_path = os.path.join(run_dir, "run_info.json")
+  if os.path.exists(info_path):  # timings and layout, written by the engine
+    with open(info_path) as f:
+      parts += ["<h2>Run info</h2>", f"<pre>{html.escape(f.read())}</pre>"]
+  parts += [
             "</body></html>"]
   report_path = os.path.join(run_dir, "report.html")
   with open(report_path, "w") as f:
