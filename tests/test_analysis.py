@@ -174,3 +174,20 @@ def test_unknown_metric_raises():
   run = synthetic_run(lrs=(0.01,), batch_sizes=(32,), augs=(0.0,), seeds=(0,))
   with pytest.raises(ConfigError, match="final_val_acc"):
     analysis.best_lr_table(run.members, metric="val_f1")
+
+
+def test_best_lr_table_engine_columns_without_aug_seed():
+  # As lrjax.trainer writes it for a grid of lr x batch_size only, with `updates`.
+  m = pd.DataFrame({"member": range(4), "batch_size": [32, 32, 64, 64],
+                    "lr": [0.1, 1.0, 0.1, 1.0], "diverged": [False, True, False, False],
+                    "diverged_at": [np.nan, 64.0, np.nan, np.nan],
+                    "updates": [40, 2, 20, 20],
+                    "final_val_acc": np.float32([0.9, np.nan, 0.8, 0.85])})
+  assert analysis.grid_axes(analysis.with_default_axes(m)) == [
+      "lr", "batch_size", "aug", "seed"]
+  table = analysis.best_lr_table(m)
+  assert table["best_lr"].tolist() == [0.1, 1.0] and (table["aug"] == 0.0).all()
+  b = analysis.divergence_boundary(m)
+  assert b["min_diverged_lr"].tolist()[0] == 1.0
+  s = analysis.summarize(analysis.Run({"grid": {"lr": [0.1, 1.0]}}, m, pd.DataFrame(), ""))
+  assert s["best_member"]["lr"] == 0.1 and s["n_diverged"] == 1
