@@ -1,0 +1,46 @@
+"""The benchmark harness on tiny settings: every case runs, results agree."""
+import numpy as np
+import pytest
+
+from lrjax import bench
+from lrjax import _bench_baselines as baselines
+
+
+@pytest.fixture(scope="module")
+def tiny_report():
+  # Two members, one epoch, a 32-wide MLP, machine limits given: the whole harness,
+  # dominated by compilation.
+  limits = {"peak_flops": 1e10, "peak_bytes_per_s": 1e9, "matmul_n": 0, "copy_bytes": 0}
+  return bench.run_bench(["mlp"], [2], [32], epochs=1, model_kwargs={"hidden": (32,)},
+                         limits=limits, log=lambda s: None)
+
+
+def test_run_bench_has_every_case_tiny_grid(tiny_report):
+  cases = {r["case"] for r in tiny_report["rows"]}
+  expected = set(bench.CASES) if baselines.torch_available() else set(bench.CASES) - {
+      "torch_func"}
+  assert cases == expected
+  for r in tiny_report["rows"]:
+    assert r["train_s"] > 0 and np.isfinite(r["examples_per_s"])
+    assert r["steps"] == tiny_report["summary"][0]["examples_per_member"] // 32
+
+
+def test_run_bench_results_allclose_to_plain_loop(tiny_report):
+  rows = {r["case"]: r for r in tiny_report["rows"]}
+  assert rows["python_loop"]["allclose"] is None  # the reference itself
+  for case in ("lrjax", "scans", "vmap_scan"):
+    assert rows[case]["allclose"], (case, rows[case]["max_abs_diff"])
+  summary = tiny_report["summary"][0]
+  assert summary["lrjax_allclose"] and summary["best_baseline"] in bench.BASELINES
+  assert summary["members_checked"] == [0, 1]
+
+
+def test_format_table_lists_every_row(tiny_report):
+  text = bench.format_table(tiny_report)
+  assert text.count("| mlp | 2 | 32 |") == len(tiny_report["rows"])
+  assert "best baseline" in text
+
+
+def test_main_rejects_unknown_case_with_message(capsys):
+  assert bench.main(["--quick", "--cases", "nope", "--json", ""]) == 2
+  assert "unknown" in capsys.readouterr().err
