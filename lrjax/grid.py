@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import numbers
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -85,6 +86,11 @@ def make_grid(axes: Mapping[str, Sequence[Any]] | None = None,
       if len(values) == 0:
         raise ConfigError(f"grid.{name}: empty axis. Give at least one value, "
                           f"or remove the axis to use its default.")
+      if name != "schedule":
+        odd = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Real)]
+        if odd:
+          raise ConfigError(f"grid.{name}: values must be numbers; got {odd!r}. Write e.g. "
+                            f"--config.grid.{name}=\"(0.01,0.1)\" (inf/nan are not allowed).")
     axes.setdefault("seed", (0,))
     axes.setdefault("aug", (0.0,))
     # Input axes first (slowest), then the rest in the given order.
@@ -103,7 +109,7 @@ def make_grid(axes: Mapping[str, Sequence[Any]] | None = None,
   if missing:
     raise ConfigError(f"grid: missing axis {missing}. Give e.g. "
                       f"--config.grid.lr=\"(0.01,0.1)\" --config.grid.batch_size=\"(32,)\".")
-  if table[list(table.columns)].isna().any().any():
+  if members is not None and table.isna().any().any():
     raise ConfigError("grid: explicit members must all give the same hyperparameters.")
   table.insert(0, "member", np.arange(len(table)))
   table["batch_size"] = table["batch_size"].astype(np.int64)

@@ -1,0 +1,132 @@
+"""The engine's guarantees: a grid member equals its plain Optax run, accumulation
+equals true large batches, and divergence stays inside its member."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from lrjax import data, grid, models
+from lrjax.engine import TrainSettings
+from lrjax.trainer import train_grid
+from plain_training import plain_train
+from tree_helpers import assert_trees_allclose, assert_trees_equal
+
+
+@pytest.fixture(scope="module")
+def digits():
+  return data.load("digits")
+
+
+def member_params(result, member):
+  return jax.tree.map(lambda a: a[member], result.params)
+
+
+TINY_MLP = dict(hidden=(32,))
+
+
+def test_member_equals_plain_optax_loop_in_16_member_grid(digits):
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.01, 0.03, 0.1, 0.3), "batch_size": (16, 32),
+                          "seed": (0, 1)})
+  assert len(table) == 16
+  settings = TrainSettings(optimizer="momentum", epochs=1, eval_every=640)
+  result = train_grid(model, digits, table, settings, progress=False)
+  n_examples = result.info["examples_per_member"]
+  for row in table[(table.lr == 0.1) | (table.lr == 0.01)].itertuples():
+    expected = plain_train(model, digits, optax.sgd(row.lr, momentum=0.9), row.batch_size,
+                           row.seed, n_examples)
+    assert_trees_allclose(member_params(result, row.member), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_accumulated_batch_equals_true_batch_when_micro_batch_is_quarter(digits):
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.05, 0.2), "batch_size": (32,)})
+  common = dict(optimizer="adam", epochs=1, eval_every=640)
+  accumulated = train_grid(model, digits, table, TrainSettings(micro_batch=8, **common),
+                           progress=False)
+  true_batch = train_grid(model, digits, table, TrainSettings(micro_batch=32, **common),
+                          progress=False)
+  assert accumulated.info["examples_per_member"] == true_batch.info["examples_per_member"]
+  assert (accumulated.members.updates == true_batch.members.updates).all()
+  assert_trees_allclose(accumulated.params, true_batch.params, rtol=1e-4, atol=1e-5)
+
+
+def test_diverging_member_leaves_others_bit_identical(digits):
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  settings = TrainSettings(optimizer="momentum", epochs=1, eval_every=640)
+  axes = {"batch_size": (16, 32), "seed": (0,)}
+  with_bad = train_grid(model, digits, grid.make_grid({"lr": (0.01, 0.1, 1e3), **axes}),
+                        settings, progress=False)
+  without = train_grid(model, digits, grid.make_grid({"lr": (0.01, 0.1), **axes}),
+                       settings, progress=False)
+  bad = with_bad.members[with_bad.members.lr == 1e3]
+  assert bad.diverged.all() and (bad.diverged_at >= 0).all()
+  assert bad.final_val_acc.isna().all()
+  good = with_bad.members[with_bad.members.lr != 1e3]
+  assert not good.diverged.any()
+  for row in good.itertuples():
+    twin = without.members[(without.members.lr == row.lr) &
+                           (without.members.batch_size == row.batch_size)].member.item()
+    assert_trees_equal(member_params(with_bad, row.member), member_params(without, twin))
+    hist_a = with_bad.history[with_bad.history.member == row.member].drop(columns="member")
+    hist_b = without.history[without.history.member == twin].drop(columns="member")
+    np.testing.assert_array_equal(hist_a.to_numpy(), hist_b.to_numpy())
+
+
+class LinenNet(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    x = x.reshape(x.shape[:-3] + (-1,))
+    return nn.Dense(10)(nn.tanh(nn.Dense(24)(x)))
+
+
+class NnxNet(nnx.Module):
+  def __init__(self, rngs: nnx.Rngs):
+    self.hidden = nnx.Linear(64, 24, rngs=rngs)
+    self.out = nnx.Linear(24, 10, rngs=rngs)
+
+  def __call__(self, x):
+    return self.out(jnp.tanh(self.hidden(x.reshape(x.shape[:-3] + (-1,)))))
+
+
+@pytest.mark.parametrize("adapter", [models.from_linen(LinenNet()), models.from_nnx(NnxNet)],
+                         ids=["linen", "nnx"])
+def test_user_model_member_equals_plain_loop_when_linen_or_nnx(digits, adapter):
+  table = grid.make_grid({"lr": (0.05, 0.5), "batch_size": (32,), "seed": (3,)})
+  result = train_grid(adapter, digits, table,
+                      TrainSettings(optimizer="nesterov", epochs=1, eval_every=640),
+                      progress=False)
+  assert result.members.final_val_acc.max() > 0.5
+  expected = plain_train(adapter, digits, optax.sgd(0.05, momentum=0.9, nesterov=True), 32, 3,
+                         result.info["examples_per_member"])
+  assert_trees_allclose(member_params(result, 0), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_members_sharing_seed_start_from_same_weights_when_only_lr_differs(digits):
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (1e-8, 2e-8), "batch_size": (64,), "seed": (0, 1)})
+  result = train_grid(model, digits, table, TrainSettings(optimizer="sgd", epochs=1),
+                      progress=False)
+  w = result.params["Dense_0"]["kernel"]
+  np.testing.assert_allclose(w[0], w[1], atol=1e-6)  # seed 0, two LRs
+  assert np.abs(w[0] - w[2]).max() > 1e-2  # seed 0 vs seed 1
+
+
+def test_history_records_examples_updates_and_lr_when_batch_sizes_differ(digits):
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.1,), "batch_size": (16, 64)})
+  result = train_grid(model, digits, table,
+                      TrainSettings(optimizer="momentum", schedule="cosine", epochs=2,
+                                    eval_every=640), progress=False)
+  hist = result.history
+  n_eval = result.info["num_segments"]
+  assert len(hist) == 2 * n_eval
+  last = hist.groupby("member").last()
+  ex = result.info["examples_per_member"]
+  assert (last.examples_seen == ex).all()
+  assert last.updates.tolist() == [ex // 16, ex // 64]
+  np.testing.assert_allclose(last.lr_now, 0.0, atol=1e-7)  # cosine reached its end
+  assert result.members.updates.tolist() == [ex // 16, ex // 64]
