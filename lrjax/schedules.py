@@ -1,0 +1,228 @@
+"""Array-valued, Optax-compatible learning-rate schedules.
+
+``lrjax.schedules.<name>(...)`` returns an Optax schedule, a callable ``count ->
+value`` (float32). Every numeric argument -- step counts included -- may be a
+Python number, an array with a leading member axis, or a tracer, so one call
+describes a whole grid and a schedule can be built per member inside
+``jax.vmap``. All math is ``jnp`` (no Python branching on values): schedules work
+under ``jit``, ``vmap`` and ``grad`` and inside ``optax.inject_hyperparams``.
+Only structure is static: the number of milestones/boundaries/schedules, mode
+strings and booleans (``staircase``, ``cycle``, ``three_phase``, ``anneal``).
+
+Bad concrete arguments (negative steps, ``pct_start`` outside (0, 1), unknown
+mode) raise ``ValueError``. Traced arguments cannot be checked: step counts that
+must be positive are clamped to ``1e-12`` and everything else is used as given.
+
+The engine-facing API: :data:`SCHEDULES` (name -> factory), :func:`schedule_family`
+(one schedule choosing among families by a traced per-member index) and
+:func:`momentum_schedule` (torch's ``cycle_momentum`` for onecycle/cyclic).
+"""
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+
+from lrjax._schedules_base import (
+    _count, _f32, check_choice, check_value, constant, cosine, cosine_restarts,
+    exponential, inverse_time, linear, multistep, nonnegative_steps, piecewise_constant,
+    polynomial, step)
+from lrjax._schedules_cyclic import (
+    cyclic, cyclic_momentum, momentum_schedule, onecycle, onecycle_momentum)
+
+__all__ = [
+    "SCHEDULES", "constant", "cosine", "cosine_restarts", "cyclic", "cyclic_momentum",
+    "exponential", "inverse_time", "join", "linear", "momentum_schedule", "multistep",
+    "onecycle", "onecycle_momentum", "piecewise_constant", "polynomial", "product",
+    "schedule_family", "step", "warmup",
+]
+
+WARMUP_KINDS = ("linear", "exponential")
+
+
+def warmup(schedule, warmup_steps, start_value=0.0, kind="linear", shift=True):
+  """Ramps from ``start_value`` into ``schedule`` over ``warmup_steps`` steps.
+
+  With ``shift=True`` (Optax's ``warmup_*`` convention) the ramp ends at
+  ``schedule(0)`` and ``schedule`` then runs on ``count - warmup_steps``; with
+  ``shift=False`` the ramp ends at ``schedule(warmup_steps)`` and ``schedule``
+  keeps the absolute count (Goyal et al.'s milestones in absolute epochs).
+  ``kind="linear"`` interpolates linearly; ``"exponential"`` geometrically
+  (``start_value`` must then be > 0). ``warmup_steps = 0`` means no warmup.
+  ``optax.warmup_cosine_decay_schedule(i, p, w, d, e)`` equals
+  ``warmup(cosine(p, d - w, e / p), w, i)``.
+
+  Args:
+    schedule: any schedule (callable ``count -> value``).
+    warmup_steps: length of the ramp (>= 0).
+    start_value: value at count 0.
+    kind: ``"linear"`` or ``"exponential"`` (static).
+    shift: run ``schedule`` on the count since the end of warmup (static).
+
+  Returns:
+    A schedule ``count -> value`` (float32).
+
+  >>> from lrjax import schedules
+  >>> s = schedules.warmup(schedules.constant(1.0), warmup_steps=4)
+  >>> [float(s(t)) for t in (0, 1, 4, 9)]
+  [0.0, 0.25, 1.0, 1.0]
+
+  References:
+    Goyal et al. 2017, Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour.
+  """
+  fn = "warmup"
+  check_choice(fn, "kind", kind, WARMUP_KINDS)
+  w = nonnegative_steps(fn, "warmup_steps", warmup_steps)
+  if kind == "exponential":
+    check_value(fn, "start_value", start_value, lambda a: a > 0,
+                "positive for kind='exponential'")
+  start = _f32(start_value)
+
+  def warmed(count):
+    t = _count(count)
+    target = _f32(schedule(jnp.zeros_like(t) if shift else w + jnp.zeros_like(t)))
+    frac = jnp.clip(t / jnp.maximum(w, 1e-12), 0.0, 1.0)
+    if kind == "linear":
+      ramp = start + (target - start) * frac
+    else:
+      safe = jnp.where(start > 0, start, 1.0)
+      ramp = safe * (target / safe) ** frac
+    after = _f32(schedule(t - w if shift else t))
+    return jnp.where(t < w, ramp, after)
+  return warmed
+
+
+def join(schedules, boundaries):
+  """Runs ``schedules[i]`` from ``boundaries[i - 1]`` on, on the count since then.
+
+  Optax ``join_schedules`` semantics; torch ``SequentialLR(schedulers,
+  milestones)`` with the same boundaries (each torch scheduler restarts at its
+  milestone, as here).
+
+  Args:
+    schedules: a sequence of schedules (static length n).
+    boundaries: n - 1 step counts (each may be traced), in increasing order.
+
+  Returns:
+    A schedule ``count -> value`` (float32).
+
+  >>> from lrjax import schedules
+  >>> s = schedules.join([schedules.linear(0.0, 1.0, 5), schedules.cosine(1.0, 10)], [5])
+  >>> [round(float(s(t)), 6) for t in (0, 5, 10, 15)]
+  [0.0, 1.0, 0.5, 0.0]
+
+  References:
+    Optax ``join_schedules``; PyTorch ``SequentialLR``.
+  """
+  schedules = list(schedules)
+  boundaries = [nonnegative_steps("join", "boundaries", b) for b in boundaries]
+  if len(boundaries) != len(schedules) - 1:
+    raise ValueError(f"join: need len(schedules) - 1 = {len(schedules) - 1} boundaries; "
+                     f"got {len(boundaries)}.")
+
+  def joined(count):
+    t = _f32(count)
+    out = _f32(schedules[0](t))
+    for boundary, schedule in zip(boundaries, schedules[1:]):
+      out = jnp.where(t < boundary, out, _f32(schedule(t - boundary)))
+    return out
+  return joined
+
+
+def product(*schedules):
+  """The product of several schedules (torch ``ChainedScheduler``, multiplicative).
+
+  torch chains schedulers by letting each multiply the current LR; the result is
+  the base LR times each scheduler's factor, i.e. the product of schedules of
+  which one carries the base value and the others are unit-valued factors.
+
+  Args:
+    *schedules: schedules to multiply (at least one).
+
+  Returns:
+    A schedule ``count -> value`` (float32).
+
+  >>> from lrjax import schedules
+  >>> s = schedules.product(schedules.exponential(1.0, 0.5),
+  ...                       schedules.piecewise_constant(1.0, {2: 0.1}))
+  >>> [round(float(s(t)), 6) for t in (0, 1, 2)]
+  [1.0, 0.5, 0.025]
+
+  References:
+    PyTorch ``ChainedScheduler``.
+  """
+  if not schedules:
+    raise ValueError("product: needs at least one schedule.")
+
+  def multiplied(count):
+    out = _f32(schedules[0](count))
+    for schedule in schedules[1:]:
+      out = out * _f32(schedule(count))
+    return out
+  return multiplied
+
+
+SCHEDULES = {
+    "constant": constant,
+    "step": step,
+    "multistep": multistep,
+    "piecewise_constant": piecewise_constant,
+    "exponential": exponential,
+    "inverse_time": inverse_time,
+    "polynomial": polynomial,
+    "linear": linear,
+    "cosine": cosine,
+    "cosine_restarts": cosine_restarts,
+    "onecycle": onecycle,
+    "cyclic": cyclic,
+    "warmup": warmup,
+    "join": join,
+    "product": product,
+}
+
+
+def schedule_family(names: Sequence[str], index, factories_kwargs: Sequence[dict]):
+  """One schedule choosing among schedule families by a (traced) integer ``index``.
+
+  Every family is evaluated and the member's one is selected with ``jnp.where``
+  (no ``lax.switch``, which under ``vmap`` would run every branch anyway), so one
+  compiled program can hold members with different families: build it inside
+  ``jax.vmap`` with each member's ``index`` and keyword values. An ``index``
+  outside ``range(len(names))`` selects ``names[0]``.
+
+  Args:
+    names: family names, keys of :data:`SCHEDULES` (static).
+    index: which family, an int or traced integer scalar (or member array).
+    factories_kwargs: one dict of keyword arguments per name (values may be traced).
+
+  Returns:
+    A schedule ``count -> value`` (float32).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from lrjax import schedules
+  >>> def member_lr(index, lr):
+  ...   s = schedules.schedule_family(
+  ...       ["cosine", "exponential"], index,
+  ...       [dict(init_value=lr, decay_steps=100), dict(init_value=lr, decay_rate=0.9)])
+  ...   return s(50)
+  >>> lrs = jax.vmap(member_lr)(jnp.array([0, 1]), jnp.array([1.0, 1.0]))
+  >>> [round(float(v), 6) for v in lrs]
+  [0.5, 0.005154]
+
+  References:
+    Smith 2017 and Loshchilov & Hutter 2017 compare such families on one task.
+  """
+  names = list(names)
+  if len(names) != len(factories_kwargs) or not names:
+    raise ValueError("schedule_family: need one kwargs dict per name (and at least one).")
+  for name in names:
+    check_choice("schedule_family", "schedule", name, tuple(SCHEDULES))
+  check_value("schedule_family", "index", index,
+              lambda a: (a >= 0) & (a < len(names)), f"in [0, {len(names)})")
+  members = [SCHEDULES[n](**kw) for n, kw in zip(names, factories_kwargs)]
+  index = jnp.asarray(index)
+
+  def selected(count):
+    out = _f32(members[0](count))
+    for i, schedule in enumerate(members[1:], start=1):
+      out = jnp.where(index == i, _f32(schedule(count)), out)
+    return out
+  return selected
