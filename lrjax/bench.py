@@ -375,8 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (ConfigError, ValueError) as e:
     print(f"lrjax bench: {e}", file=sys.stderr)
     return 2
-  report["command"] = " ".join(["scripts/bench.py"] + list(argv if argv is not None
-                                                           else sys.argv[1:]))
+  prog = ["python", "scripts/bench.py"] if argv is None else ["lrjax", "bench"]
+  report["command"] = " ".join(prog + list(sys.argv[1:] if argv is None else argv))
   report["wall_seconds"] = time.perf_counter() - t0
   print(format_table(report))
   if args.json:
