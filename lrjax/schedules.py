@@ -22,11 +22,11 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 
 from lrjax._schedules_base import (
-    _count, _f32, check_choice, check_value, constant, cosine, cosine_restarts,
-    exponential, inverse_time, linear, multistep, nonnegative_steps, piecewise_constant,
-    polynomial, step)
+    constant, cosine, cosine_restarts, exponential, inverse_time, linear, multistep,
+    piecewise_constant, polynomial, step)
 from lrjax._schedules_cyclic import (
     cyclic, cyclic_momentum, momentum_schedule, onecycle, onecycle_momentum)
+from lrjax._schedules_util import _count, _f32, check_choice, check_value, nonnegative_steps
 
 __all__ = [
     "SCHEDULES", "constant", "cosine", "cosine_restarts", "cyclic", "cyclic_momentum",

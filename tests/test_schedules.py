@@ -173,11 +173,11 @@ def test_gradients_are_finite_for_every_family():
     return jnp.sum(jax.vmap(s)(jnp.arange(0.0, 60.0)))
   grad = jax.jit(jax.grad(total))
   for index in range(len(names)):
-    g = grad((jnp.float32(0.1), jnp.float32(20.0)), index)
+    g = grad((jnp.float32(0.1), jnp.float32(20.0)), jnp.int32(index))  # one compile
     assert all(np.isfinite(np.asarray(x)) for x in g), names[index]
     assert float(g[0]) > 0, names[index]
   # Geometric restarts too (t_mul != 1 takes the other branch).
-  g = jax.grad(lambda tm: schedules.cosine_restarts(1.0, 10.0, tm)(37.0))(jnp.float32(2.0))
+  g = jax.jit(jax.grad(lambda tm: schedules.cosine_restarts(1.0, 10.0, tm)(37.0)))(2.0)
   assert np.isfinite(g)
 
 
