@@ -1,6 +1,6 @@
 """The main job: learning rate x batch size x augmentation on the built-in digits.
 
-10 learning rates x 4 batch sizes x 3 augmentation strengths = 120 members of a
+10 learning rates x 4 batch sizes x 3 augmentation strengths (0, 0.5, 1) = 120 members of a
 64-256-256-10 MLP, SGD with momentum 0.9, 20 epochs each, trained as one vmapped
 program. Run it with:
 
@@ -27,7 +27,7 @@ def get_config(arg: str | None = None):
   config.epochs = 20.0
   config.grid.lr = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
   config.grid.batch_size = (32, 64, 128, 256)
-  config.grid.aug = (0.0, 1.0, 2.0)
+  config.grid.aug = (0.0, 0.5, 1.0)
   config.grid.seed = (0,)
   if arg == "runlocal":
     config.model_kwargs = {"hidden": (32,)}
