@@ -1,0 +1,306 @@
+"""Tests for lrjax.augment: exact identity at strength 0, the documented laws, vmap."""
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lrjax import _augment_ops as ops
+from lrjax import augment
+from tree_helpers import assert_trees_allclose, assert_trees_equal
+
+ALL_OPS = augment.Policy(
+    name="all", max_shift=2, flip_prob=.5, rotate_deg=15, scale=.1, brightness=.2,
+    contrast=.2, saturation=.2, hue=.05, cutout_frac=.3, mixup_alpha=.4,
+    cutmix_alpha=1., noise_std=.05)
+OFF = {op: 0.0 for op in augment.OPS}  # overrides that switch every op off
+N, SHAPE = 64, (8, 8, 3)  # one batch shape, so most tests reuse one compiled program
+
+aug = jax.jit(augment.augment_batch, static_argnames=("policy", "multiplicity"))
+
+
+def _batch(n=N, shape=SHAPE, k=N, seed=0):
+  x = jax.random.uniform(jax.random.key(seed), (n, *shape))
+  y = jax.nn.one_hot(jnp.arange(n) % k, k)
+  return x, y
+
+
+def _run(policy, strength, x, y, seed=0, multiplicity=1, **overrides):
+  mags = augment.magnitudes(policy, strength, **overrides)
+  return aug(jax.random.key(seed), x, y, mags, policy=policy, multiplicity=multiplicity)
+
+
+def _only(x, y, seed=0, **on):
+  """ALL_OPS with every op off except `on`: same key set, so one compiled program."""
+  return _run(ALL_OPS, 1.0, x, y, seed=seed, **{**OFF, **on})
+
+
+@pytest.mark.parametrize("policy,shape", [
+    (ALL_OPS, SHAPE),
+    (augment.policy_for("digits", (8, 8, 1)), (8, 8, 1)),
+    (augment.policy_for("cifar10", (32, 32, 3)), (32, 32, 3)),
+])
+def test_identity_bitwise_strength_zero(policy, shape):
+  x, y = _batch(n=8 if shape != SHAPE else N, shape=shape)
+  xa, ya = _run(policy, 0.0, x, y)
+  assert_trees_equal((xa, ya), (x, y))
+
+
+def test_identity_bitwise_all_overrides_zero():
+  x, y = _batch()
+  assert_trees_equal(_only(x, y), (x, y))
+
+
+def _vmapped():
+  return jax.jit(jax.vmap(augment.augment_batch, in_axes=(0, None, None, 0, None, None)),
+                 static_argnums=(4, 5))
+
+
+def test_identity_bitwise_zero_member_inside_vmap():
+  x, y = _batch()
+  mags = jax.vmap(lambda s: augment.magnitudes(ALL_OPS, s))(jnp.array([0.0, 1.0, 2.0]))
+  keys = jax.random.split(jax.random.key(0), 3)
+  xa, ya = _vmapped()(keys, x, y, mags, ALL_OPS, 1)
+  assert_trees_equal((xa[0], ya[0]), (x, y))
+  assert not np.array_equal(xa[1], x)
+
+
+def test_shapes_dtypes_preserved_multiplicity():
+  m = 3
+  x, y = _batch(n=4)
+  xa, ya = _run(ALL_OPS, 1.5, x, y, multiplicity=m)
+  assert xa.shape == (4 * m, *SHAPE) and xa.dtype == jnp.float32
+  assert ya.shape == (4 * m, N) and ya.dtype == jnp.float32
+  xz, _ = _run(ALL_OPS, 0.0, x, y, multiplicity=m)
+  assert_trees_equal(xz, jnp.tile(x, (m, 1, 1, 1)))
+  xs, ys = _run(ALL_OPS, 1.5, x, y, multiplicity=m, mixup_alpha=0.0, cutmix_alpha=0.0)
+  assert_trees_equal(ys, jnp.tile(y, (m, 1)))
+  assert not np.array_equal(xs[:4], xs[4:8])  # copies are augmented independently
+
+
+def test_flip_rate_matches_probability():
+  p, keys = 0.3, 64
+  x, y = _batch()
+  flips = []
+  for seed in range(keys):
+    xa, _ = _only(x, y, seed=seed, flip_prob=p)
+    flipped = np.all(np.asarray(xa) == np.asarray(x)[:, :, ::-1], axis=(1, 2, 3))
+    same = np.all(np.asarray(xa) == np.asarray(x), axis=(1, 2, 3))
+    assert np.all(flipped ^ same)
+    flips.append(flipped)
+  rate, n = np.mean(flips), keys * N
+  assert abs(rate - p) < 4 * math.sqrt(p * (1 - p) / n)
+
+
+def test_flip_prob_capped_at_half_strength_above_one():
+  mags = augment.magnitudes(augment.policy_for("cifar10", (32, 32, 3)), 3.0)
+  assert float(mags["flip_prob"]) == 0.5
+
+
+def _shift_law(m):
+  """P(shift = k) for shift = floor(u (m + 1/2) + 1/2), u ~ U[-1, 1)."""
+  r = m + 0.5
+  ks = np.arange(-math.ceil(m), math.ceil(m) + 1)
+  lo = np.maximum(ks - 0.5, -r)
+  hi = np.minimum(ks + 0.5, r)
+  return ks, np.maximum(hi - lo, 0) / (2 * r)
+
+
+@pytest.mark.parametrize("m", [3.0, 1.5, 0.3])
+def test_shift_distribution_matches_law(m):
+  c = SHAPE[0] // 2
+  x = jnp.zeros((N, *SHAPE)).at[:, c, c, :].set(1.0)
+  _, y = _batch()
+  dys, dxs = [], []
+  for seed in range(32):
+    xa, _ = _only(x, y, seed=seed, max_shift=m)
+    xa = np.asarray(xa)[..., 0]
+    assert np.all(xa.reshape(N, -1).sum(1) == 1.0)  # a pure integer shift
+    pos = np.argwhere(xa == 1.0)
+    dys.append(pos[:, 1] - c)
+    dxs.append(pos[:, 2] - c)
+  dy, dx = np.concatenate(dys), np.concatenate(dxs)
+  ks, probs = _shift_law(m)
+  for d in (dy, dx):
+    assert set(np.unique(d)) <= set(ks)
+    freq = np.array([(d == k).mean() for k in ks])
+    bound = 4 * np.sqrt(probs * (1 - probs) / d.size) + 1e-9
+    np.testing.assert_array_less(np.abs(freq - probs), bound)
+  assert abs(np.corrcoef(dy, dx)[0, 1]) < 0.1  # independent axes
+
+
+def test_shift_uniform_pad_crop_integer_magnitude():
+  ks, probs = _shift_law(4.0)
+  np.testing.assert_allclose(probs, np.full(9, 1 / 9))
+  ks, probs = _shift_law(0.0)
+  assert list(ks) == [0] and probs[0] == 1.0
+
+
+def test_shift_fills_zeros_outside():
+  x = jnp.ones((2, 4, 4, 1))
+  out = ops.flip_translate(x, jnp.array([1, -2]), jnp.array([0, 1]), jnp.array([False, True]))
+  np.testing.assert_array_equal(out[0, 0], 0.0)
+  np.testing.assert_array_equal(out[0, 1:], 1.0)
+  np.testing.assert_array_equal(out[1, 2:], 0.0)
+  np.testing.assert_array_equal(out[1, :2, 0], 0.0)
+
+
+def test_rotate_quarter_turn_equals_rot90():
+  x = jax.random.uniform(jax.random.key(0), (2, 5, 5, 3))
+  out = ops.rotate_scale(x, jnp.full((2,), math.pi / 2), jnp.ones(2))
+  np.testing.assert_allclose(out, np.rot90(np.asarray(x), axes=(1, 2)), atol=1e-5)
+
+
+def test_noise_std_matches_magnitude():
+  x, y = _batch()
+  xa, _ = _only(x, y, noise_std=0.1)
+  assert abs(float(jnp.std(xa - x)) - 0.1) < 0.004
+
+
+@pytest.mark.parametrize("op", ["mixup_alpha", "cutmix_alpha"])
+def test_labels_sum_to_one_mixing(op):
+  x, y = _batch()
+  xa, ya = _only(x, y, **{op: 1.0})
+  np.testing.assert_allclose(ya.sum(1), 1.0, rtol=1e-6)
+  assert float(ya.min()) >= 0.0 and float((ya > 0).sum(1).max()) == 2.0
+  assert not np.array_equal(xa, x)
+
+
+def test_labels_sum_to_one_all_ops_strength_two():
+  x, y = _batch()
+  _, ya = _run(ALL_OPS, 2.0, x, y)
+  np.testing.assert_allclose(ya.sum(1), 1.0, rtol=1e-6)
+
+
+def _constant_images():
+  """Image k is constant k / N: a pixel's value tells which image it came from."""
+  x = jnp.broadcast_to(jnp.arange(N, dtype=jnp.float32)[:, None, None, None] / N,
+                       (N, *SHAPE))
+  return x, jax.nn.one_hot(jnp.arange(N), N)
+
+
+def test_cutmix_label_weight_equals_pasted_area():
+  x, y = _constant_images()
+  xa, ya = _only(x, y, cutmix_alpha=1.0)
+  own = np.mean(np.asarray(xa) == np.asarray(x), axis=(1, 2, 3))
+  np.testing.assert_allclose(np.asarray(ya)[np.arange(N), np.arange(N)], own, atol=1e-6)
+  assert 0 < own.mean() < 1
+
+
+def test_mixup_image_and_label_use_same_lambda():
+  x, y = _constant_images()
+  xa, ya = _only(x, y, mixup_alpha=1.0)
+  np.testing.assert_allclose(xa[:, 0, 0, 0], ya @ (jnp.arange(N, dtype=jnp.float32) / N),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_mixup_lambda_distribution_is_beta():
+  alpha = 0.4
+  u = jax.random.uniform(jax.random.key(0), (ops.BETA_ROWS, 20000))
+  lam = np.asarray(jax.jit(ops.beta)(u, jnp.float32(alpha)))
+  assert abs(lam.mean() - 0.5) < 0.01
+  assert abs(lam.var() - 1 / (4 * (2 * alpha + 1))) < 0.004  # Beta(a, a) variance
+  assert np.all(ops.beta(u, jnp.float32(0.0)) == 1.0)
+
+
+def test_same_key_same_output():
+  x, y = _batch()
+  assert_trees_equal(_run(ALL_OPS, 1.0, x, y, seed=3), _run(ALL_OPS, 1.0, x, y, seed=3))
+
+
+def test_different_keys_different_outputs():
+  x, y = _batch()
+  xa, _ = _run(ALL_OPS, 1.0, x, y, seed=1)
+  xb, _ = _run(ALL_OPS, 1.0, x, y, seed=2)
+  assert not np.any(np.all(np.asarray(xa) == np.asarray(xb), axis=(1, 2, 3)))
+  xa, _ = _only(x, y, seed=1, max_shift=2.0, flip_prob=0.5)
+  xb, _ = _only(x, y, seed=2, max_shift=2.0, flip_prob=0.5)
+  assert not np.array_equal(xa, xb)
+
+
+def test_vmap_equals_member_loop():
+  members = 3
+  x, y = _batch()
+  keys = jax.random.split(jax.random.key(7), members)
+  mags = jax.vmap(lambda s: augment.magnitudes(ALL_OPS, s))(jnp.array([0.5, 1.0, 2.0]))
+  got = _vmapped()(keys, x, y, mags, ALL_OPS, 1)
+  loop = [aug(keys[i], x, y, jax.tree.map(lambda m: m[i], mags), policy=ALL_OPS)
+          for i in range(members)]
+  want = jax.tree.map(lambda *a: jnp.stack(a), *loop)
+  assert_trees_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_vmap_equals_member_loop_images_batched():
+  x, y = _batch(n=4)
+  xs, ys = jnp.stack([x, x[::-1]]), jnp.stack([y, y[::-1]])
+  keys = jax.random.split(jax.random.key(7), 2)
+  mags = jax.vmap(lambda s: augment.magnitudes(ALL_OPS, s))(jnp.array([1.0, 2.0]))
+  f = jax.jit(jax.vmap(augment.augment_batch, in_axes=(0, 0, 0, 0, None, None)),
+              static_argnums=(4, 5))
+  got = f(keys, xs, ys, mags, ALL_OPS, 3)
+  loop = [aug(keys[i], xs[i], ys[i], jax.tree.map(lambda m: m[i], mags), policy=ALL_OPS,
+              multiplicity=3) for i in range(2)]
+  assert_trees_allclose(got, jax.tree.map(lambda *a: jnp.stack(a), *loop),
+                        rtol=1e-5, atol=1e-5)
+
+
+def test_override_is_traced_grid_axis():
+  x, y = _batch()
+
+  @jax.jit
+  def per_member(key, shift):
+    mags = augment.magnitudes(ALL_OPS, 1.0, **{**OFF, "max_shift": shift})
+    return augment.augment_batch(key, x, y, mags, ALL_OPS)
+
+  xa, _ = jax.vmap(per_member)(jax.random.split(jax.random.key(0), 2), jnp.array([0., 2.]))
+  assert_trees_equal(xa[0], x)
+  assert not np.array_equal(xa[1], x)
+
+
+def test_magnitudes_linear_then_beyond():
+  pol = augment.Policy(max_shift=4.0, beyond=(("max_shift", 2.0), ("rotate_deg", 10.0)))
+  for s, shift, rot in [(0.0, 0.0, 0.0), (0.5, 2.0, 0.0), (1.0, 4.0, 0.0), (2.5, 13.0, 15.0)]:
+    mags = jax.jit(functools.partial(augment.magnitudes, pol))(s)
+    assert set(mags) == {"max_shift", "rotate_deg"}
+    np.testing.assert_allclose([mags["max_shift"], mags["rotate_deg"]], [shift, rot])
+
+
+def test_magnitudes_unknown_override_raises():
+  with pytest.raises(ValueError, match="unknown augmentation ops"):
+    augment.magnitudes(augment.Policy(), 1.0, blur=1.0)
+  with pytest.raises(ValueError, match="unknown augmentation op"):
+    augment.Policy(beyond=(("blur", 1.0),))
+
+
+def test_colour_ops_raise_on_grayscale():
+  x, y = _batch(n=2, shape=(8, 8, 1))
+  with pytest.raises(ValueError, match="RGB"):
+    _run(augment.Policy(), 1.0, x, y, hue=0.1)
+
+
+@pytest.mark.parametrize("dataset,shape", [
+    ("digits", (8, 8, 1)), ("mnist", (28, 28, 1)), ("fashion_mnist", (28, 28, 1)),
+    ("svhn_cropped", (32, 32, 3)), ("unknown_set", (20, 20, 1))])
+def test_policy_no_flips_or_colour_where_wrong(dataset, shape):
+  mags = augment.magnitudes(augment.policy_for(dataset, shape), 3.0)
+  assert "flip_prob" not in mags and "max_shift" in mags
+  if shape[-1] == 1:
+    assert not {"saturation", "hue", "brightness", "contrast"} & set(mags)
+
+
+def test_policy_digits_runs_finite_strength_three():
+  pol = augment.policy_for("digits", (8, 8, 1))
+  x, y = _batch(n=8, shape=(8, 8, 1))
+  xa, _ = _run(pol, 3.0, x, y)
+  assert xa.shape == x.shape and np.isfinite(np.asarray(xa)).all()
+  assert not np.array_equal(xa, x)
+
+
+def test_policy_cifar_standard_recipe_strength_one():
+  pol = augment.policy_for("cifar10:3.0.2", (32, 32, 3))
+  mags = augment.magnitudes(pol, 1.0)
+  active = {k: float(v) for k, v in mags.items() if float(v) > 0}
+  assert active == {"max_shift": 4.0, "flip_prob": 0.5}
+  assert hash(pol) == hash(augment.policy_for("cifar10", (32, 32, 3)))
