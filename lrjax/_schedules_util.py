@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrjax.errors import ConfigError
+
 _TINY = 1e-12
 # Relative slack for locating a restart boundary: float32 boundary arithmetic is
 # off by a few ulps, and a count on a boundary must start the new cycle.
@@ -29,7 +31,7 @@ def _is_concrete(x):
 
 
 def check_value(fn, name, value, ok, requirement):
-  """Raises a ValueError if ``value`` is concrete and ``ok(value)`` is False anywhere.
+  """Raises a ConfigError (a ValueError) if concrete ``value`` fails ``ok`` anywhere.
 
   Tracers are skipped: validation is only possible on concrete values.
   """
@@ -39,13 +41,13 @@ def check_value(fn, name, value, ok, requirement):
   with np.errstate(invalid="ignore"):
     good = np.all(ok(arr))
   if not good:
-    raise ValueError(f"{fn}: `{name}` must be {requirement}; got {value!r}.")
+    raise ConfigError(f"{fn}: `{name}` must be {requirement}; got {value!r}.")
 
 
 def check_choice(fn, name, value, choices):
-  """Raises a ValueError unless the static option ``value`` is one of ``choices``."""
+  """Raises a ConfigError (a ValueError) unless static ``value`` is in ``choices``."""
   if value not in choices:
-    raise ValueError(f"{fn}: unknown {name} {value!r}; expected one of {tuple(choices)}.")
+    raise ConfigError(f"{fn}: unknown {name} {value!r}; expected one of {tuple(choices)}.")
 
 
 def positive_steps(fn, name, value):

@@ -10,8 +10,9 @@ Only structure is static: the number of milestones/boundaries/schedules, mode
 strings and booleans (``staircase``, ``cycle``, ``three_phase``, ``anneal``).
 
 Bad concrete arguments (negative steps, ``pct_start`` outside (0, 1), unknown
-mode) raise ``ValueError``. Traced arguments cannot be checked: step counts that
-must be positive are clamped to ``1e-12`` and everything else is used as given.
+mode) raise ``lrjax.errors.ConfigError``, a ``ValueError``. Traced arguments cannot
+be checked: step counts that must be positive are clamped to ``1e-12`` and
+everything else is used as given.
 
 The engine-facing API: :data:`SCHEDULES` (name -> factory), :func:`schedule_family`
 (one schedule choosing among families by a traced per-member index) and
@@ -27,6 +28,7 @@ from lrjax._schedules_base import (
 from lrjax._schedules_cyclic import (
     cyclic, cyclic_momentum, momentum_schedule, onecycle, onecycle_momentum)
 from lrjax._schedules_util import _count, _f32, check_choice, check_value, nonnegative_steps
+from lrjax.errors import ConfigError
 
 __all__ = [
     "SCHEDULES", "constant", "cosine", "cosine_restarts", "cyclic", "cyclic_momentum",
@@ -115,7 +117,7 @@ def join(schedules, boundaries):
   schedules = list(schedules)
   boundaries = [nonnegative_steps("join", "boundaries", b) for b in boundaries]
   if len(boundaries) != len(schedules) - 1:
-    raise ValueError(f"join: need len(schedules) - 1 = {len(schedules) - 1} boundaries; "
+    raise ConfigError(f"join: need len(schedules) - 1 = {len(schedules) - 1} boundaries; "
                      f"got {len(boundaries)}.")
 
   def joined(count):
@@ -150,7 +152,7 @@ def product(*schedules):
     PyTorch ``ChainedScheduler``.
   """
   if not schedules:
-    raise ValueError("product: needs at least one schedule.")
+    raise ConfigError("product: needs at least one schedule.")
 
   def multiplied(count):
     out = _f32(schedules[0](count))
@@ -212,7 +214,7 @@ def schedule_family(names: Sequence[str], index, factories_kwargs: Sequence[dict
   """
   names = list(names)
   if len(names) != len(factories_kwargs) or not names:
-    raise ValueError("schedule_family: need one kwargs dict per name (and at least one).")
+    raise ConfigError("schedule_family: need one kwargs dict per name (and at least one).")
   for name in names:
     check_choice("schedule_family", "schedule", name, tuple(SCHEDULES))
   check_value("schedule_family", "index", index,

@@ -292,3 +292,20 @@ def test_bad_traced_step_counts_stay_finite():
 def test_docstring_examples_run(module):
   result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
   assert result.failed == 0 and result.attempted > 0
+
+
+def test_compound_schedules_with_array_arguments_match_scalars_per_member():
+  def make(lr, w, b, n):
+    return schedules.product(
+        schedules.join([schedules.warmup(schedules.cosine(lr, n), w, lr / 100),
+                        schedules.constant(lr / 10)], [b]),
+        schedules.piecewise_constant(1.0, [(b / 2, 0.5)]))
+  args = [jnp.asarray([0.1, 1.0, 0.3]), jnp.asarray([0.0, 5.0, 20.0]),
+          jnp.asarray([40.0, 60.0, 90.0]), jnp.asarray([30.0, 50.0, 60.0])]
+  counts = jnp.arange(0, 100)
+  batched = jax.jit(jax.vmap(make(*args)))(counts)
+  vmapped = jax.jit(jax.vmap(lambda *a: jax.vmap(make(*a))(counts)))(*args)
+  for m in range(3):
+    scalar = jax.vmap(make(*[float(a[m]) for a in args]))(counts)
+    np.testing.assert_allclose(batched[:, m], scalar, rtol=1e-6)
+    np.testing.assert_allclose(vmapped[m], scalar, rtol=1e-6)
