@@ -309,3 +309,39 @@ def test_compound_schedules_with_array_arguments_match_scalars_per_member():
     scalar = jax.vmap(make(*[float(a[m]) for a in args]))(counts)
     np.testing.assert_allclose(batched[:, m], scalar, rtol=1e-6)
     np.testing.assert_allclose(vmapped[m], scalar, rtol=1e-6)
+
+
+_BOUNDED = {
+    # name: (kwargs from a hypothesis draw, lower bound, upper bound)
+    "onecycle": (lambda a, n, p: dict(max_value=a, total_steps=n, pct_start=p, anneal="cos",
+                                      three_phase=True),
+                 lambda a: a / 25.0 / 1e4, lambda a: a),
+    "cyclic": (lambda a, n, p: dict(base_value=a * p, max_value=a, step_size_up=n,
+                                    step_size_down=n * p + 1.0, mode="exp_range",
+                                    gamma=0.99),
+               lambda a: a * 0.0, lambda a: a),
+    "cosine_restarts": (lambda a, n, p: dict(init_value=a, first_decay_steps=n,
+                                             t_mul=1.0 + 2.0 * p, m_mul=p, alpha=p / 10),
+                        lambda a: 0.0 * a, lambda a: a),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BOUNDED))
+def test_values_stay_finite_and_bounded_for_random_traced_arguments(name):
+  hypothesis = pytest.importorskip("hypothesis")
+  st = hypothesis.strategies
+  make, lower, upper = _BOUNDED[name]
+  counts = jnp.arange(0, 400, 7)
+
+  @jax.jit
+  def values(a, n, p):
+    return jax.vmap(schedules.SCHEDULES[name](**make(a, n, p)))(counts)
+
+  @hypothesis.settings(max_examples=25, deadline=None, derandomize=True)
+  @hypothesis.given(st.floats(1e-4, 10.0), st.integers(2, 300), st.floats(0.05, 0.95))
+  def check(a, n, p):
+    v = np.asarray(values(jnp.float32(a), jnp.float32(n), jnp.float32(p)))
+    assert np.all(np.isfinite(v))
+    assert np.all(v >= lower(a) * (1 - 1e-5) - 1e-12)
+    assert np.all(v <= upper(a) * (1 + 1e-5))
+  check()
