@@ -22,7 +22,8 @@ Laws (u ~ U[-1, 1) and v ~ U[0, 1) drawn independently per image and per op):
 - mixup: lam ~ Beta(a, a) per image; x = lam x + (1 - lam) x_p, same for labels.
 - cutmix: lam ~ Beta(a, a); a box of sides sqrt(1 - lam) (H, W), centre uniform, pasted
   from the partner; labels mixed by the box's true (clipped) area.
-- noise: x + sigma * N(0, 1), not clipped.
+- noise: x + sigma z, not clipped; z a standard normal quantised to 16 bits
+  (z = sqrt(2) erfinv(2 (k + 1/2) / 2^16 - 1), k uniform on 0..2^16-1: half the random bits).
 
 The partner x_p is the batch rolled by a random offset. Order: flip/translate, rotation,
 colour, cutout, mixup, cutmix, noise.
@@ -35,6 +36,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lrjax import _augment_ops as ops
 
@@ -184,6 +186,27 @@ def magnitudes(policy: Policy, strength, **overrides) -> dict:
   return mags
 
 
+def drop_inactive(mags: dict) -> dict:
+  """Drops the ops whose (concrete) magnitudes are 0 for every member: host-side pruning.
+
+  Under vmap every op in the dict is computed for every member, even at magnitude 0. A
+  grid whose strengths are known before compiling (they always are) can leave out the ops
+  no member uses, e.g. CIFAR's rotation and colour jitter when no strength exceeds 1.
+
+  Args:
+    mags: op -> magnitudes with a leading member axis (numpy or concrete jax arrays).
+
+  Returns:
+    The same dict without the ops that are 0 everywhere.
+
+  >>> pol = policy_for("cifar10", (32, 32, 3))
+  >>> mags = jax.vmap(lambda s: magnitudes(pol, s))(jnp.array([0.0, 1.0]))
+  >>> sorted(drop_inactive(mags))
+  ['flip_prob', 'max_shift']
+  """
+  return {op: m for op, m in mags.items() if np.any(np.asarray(m) > 0)}
+
+
 def _layout():
   """Row slices of the per-image uniform table: fixed, so ops never share draws."""
   rows = (("shift", 2), ("flip", 1), ("rotate", 1), ("scale", 1), ("brightness", 1),
@@ -255,13 +278,15 @@ def augment_batch(key, images, labels, mags: dict, policy: Policy,
     zoom = jnp.maximum(1.0 + sym("scale") * mag["scale"], 0.05)  # zoom <= 0 would flip
     x = jnp.where(on["rotate_deg"] | on["scale"], ops.rotate_scale(x, angle, zoom), x)
 
+  # Colour: every branch is an elementwise chain (plus one small mean), one clip at the end.
   colour = jnp.zeros((), bool)
-  if "brightness" in mags or "contrast" in mags:
-    on_bc = on["brightness"] | on["contrast"]
-    x_bc = ops.brightness_contrast(x, sym("brightness") * mag["brightness"],
-                                   1.0 + sym("contrast") * mag["contrast"])
-    x = jnp.where(on_bc, x_bc, x)
-    colour = colour | on_bc
+  if "brightness" in mags:
+    x = jnp.where(on["brightness"],
+                  ops.brightness(x, sym("brightness") * mag["brightness"]), x)
+    colour = colour | on["brightness"]
+  if "contrast" in mags:
+    x = jnp.where(on["contrast"], ops.contrast(x, 1.0 + sym("contrast") * mag["contrast"]), x)
+    colour = colour | on["contrast"]
   if "saturation" in mags or "hue" in mags:
     on_sh = on["saturation"] | on["hue"]
     x_sh = ops.saturation_hue(x, 1.0 + sym("saturation") * mag["saturation"],
@@ -297,8 +322,7 @@ def augment_batch(key, images, labels, mags: dict, policy: Policy,
     y = jnp.where(on["cutmix_alpha"], mixed_y, y)
 
   if "noise_std" in mags:
-    # Drawn flat: a 4-D threefry draw compiled ~5x slower than a flat one here.
-    noise = jax.random.normal(k_noise, (x.size,), jnp.float32).reshape(x.shape)
+    noise = ops.normal16(k_noise, x.shape)
     x = jnp.where(on["noise_std"], x + mag["noise_std"] * noise, x)
 
   return x.astype(dtype), y

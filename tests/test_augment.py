@@ -304,3 +304,19 @@ def test_policy_cifar_standard_recipe_strength_one():
   active = {k: float(v) for k, v in mags.items() if float(v) > 0}
   assert active == {"max_shift": 4.0, "flip_prob": 0.5}
   assert hash(pol) == hash(augment.policy_for("cifar10", (32, 32, 3)))
+
+
+def test_drop_inactive_keeps_used_ops_only():
+  pol = augment.policy_for("cifar10", (32, 32, 3))
+  mags = jax.vmap(lambda s: augment.magnitudes(pol, s))(jnp.array([0.0, 0.5, 1.0]))
+  assert set(augment.drop_inactive(mags)) == {"max_shift", "flip_prob"}
+  mags = jax.vmap(lambda s: augment.magnitudes(pol, s))(jnp.array([0.0, 1.5]))
+  assert set(augment.drop_inactive(mags)) == set(mags)
+  x, y = _batch(n=4)
+  assert_trees_equal(aug(jax.random.key(0), x, y, {}, policy=pol), (x, y))
+
+
+def test_noise_quantised_normal_moments():
+  z = np.asarray(ops.normal16(jax.random.key(0), (50000,)))
+  assert abs(z.mean()) < 0.02 and abs(z.std() - 1.0) < 0.02
+  assert abs(np.mean(np.abs(z) > 1.96) - 0.05) < 0.005
