@@ -13,7 +13,11 @@ How it works (DESIGN.md):
   one wide matmul instead of many small ones.
 * Data lives on the device as uint8; batches are gathers by index.
 * A member whose loss goes non-finite, or past ``divergence_factor`` times its
-  first loss, is frozen and marked diverged; nothing crosses between members.
+  first loss, is marked diverged (with the examples it had seen); from then on its
+  updates stop counting and its metrics are NaN. Nothing crosses between members.
+* Inner members are sorted by batch size into ``Block``s of equal ``k``: a block
+  with ``k == 1`` updates every tick with no accumulator, others take a real
+  branch every ``k`` ticks (no masked optimizer work on the ticks in between).
 * ``lax.scan`` over the ticks of a segment (one evaluation period) inside one
   jitted function, compiled once per grid chunk and reused for every segment.
 """
@@ -39,11 +43,11 @@ from lrjax.models import ModelAdapter
 
 
 class MemberState(NamedTuple):
-  """Training state; every leaf has leading (group, inner) member axes."""
+  """Training state of one Block; every leaf has leading (group, inner) member axes."""
 
   params: Any
   opt_state: Any
-  grad_acc: Any
+  grad_acc: Any  # None when the block's k is 1
   updates: jax.Array  # applied optimizer updates
   diverged: jax.Array  # bool
   diverged_at: jax.Array  # examples seen when divergence was detected; -1 if never
@@ -63,7 +67,7 @@ class Constants(NamedTuple):
   seed_index: jax.Array  # int32 (G,): row of `order` for each group
   aug_keys: jax.Array  # key (G,)
   aug_mags: dict  # name -> f32 (G,)
-  hparams: dict  # name -> (G, I): lr, k, total_updates, optimizer/schedule hparams
+  hparams: tuple  # per Block: name -> (G, I_block): lr, k, total_updates, opt/schedule hparams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,21 +171,56 @@ def _split_hparams(table: pd.DataFrame, settings: TrainSettings) -> tuple[list[s
   return opt_cols, sched_cols
 
 
+@dataclasses.dataclass(frozen=True)
+class Block:
+  """A contiguous range of inner members that share an accumulation factor ``k``.
+
+  ``k`` is static when every member in the block has the same batch size, so the
+  optimizer update is a real branch taken every ``k`` ticks (and ``k == 1`` needs
+  no accumulator at all); ``k=None`` marks the generic path for ragged grids,
+  where each member's ``k`` is data and updates are masked.
+  """
+
+  start: int
+  stop: int
+  k: int | None
+
+
+def blocks_for(k_slots: np.ndarray, pad_mask: np.ndarray) -> tuple[Block, ...]:
+  """Splits the inner axis into runs of equal ``k`` when every group has the same runs.
+
+  Example:
+    >>> blocks_for(np.array([[1, 1, 4], [1, 1, 4]]), np.ones((2, 3), bool))
+    (Block(start=0, stop=2, k=1), Block(start=2, stop=3, k=4))
+  """
+  if not pad_mask.all() or not (k_slots == k_slots[:1]).all():
+    return (Block(0, k_slots.shape[1], None),)
+  row, out, start = k_slots[0], [], 0
+  for i in range(1, len(row) + 1):
+    if i == len(row) or row[i] != row[start]:
+      out.append(Block(start, i, int(row[start])))
+      start = i
+  return tuple(out)
+
+
 class Program:
   """The compiled pieces for one grid layout: init, segment, evaluate.
 
   Built once per run; ``segment`` is compiled once and reused for every segment
-  and every chunk (chunks have equal shapes).
+  and every chunk (chunks have equal shapes). State, hyperparameters and metrics
+  are tuples with one entry per ``Block``.
   """
 
   def __init__(self, model: ModelAdapter, num_classes: int, settings: TrainSettings,
-               the_plan: Plan, opt_cols: list[str], sched_cols: list[str]):
+               the_plan: Plan, opt_cols: list[str], sched_cols: list[str],
+               blocks: tuple[Block, ...]):
     self.model = model
     self.num_classes = num_classes
     self.settings = settings
     self.plan = the_plan
     self.opt_cols = opt_cols
     self.sched_cols = sched_cols
+    self.blocks = blocks
     self.init = jax.jit(self._init)
     self.segment = jax.jit(self._segment, donate_argnums=(0,))
     self.evaluate = jax.jit(self._evaluate)
@@ -197,22 +236,27 @@ class Program:
 
   # -- init ------------------------------------------------------------------------------
   def _init(self, init_keys, sample_x, hparams):
-    inner = next(iter(hparams.values())).shape[1]
     group_params = jax.vmap(self.model.init, in_axes=(0, None))(init_keys, sample_x)
-    params = jax.tree.map(
-        lambda p: jnp.broadcast_to(p[:, None], (p.shape[0], inner) + p.shape[1:]), group_params)
-    opt_init = lambda p, hp: self._member_optimizer(hp)[0].init(p)
-    opt_state = jax.vmap(jax.vmap(opt_init))(params, hparams)
-    shape = (init_keys.shape[0], inner)
-    return MemberState(
-        params=params, opt_state=opt_state, grad_acc=jax.tree.map(jnp.zeros_like, params),
-        updates=jnp.zeros(shape, jnp.int32), diverged=jnp.zeros(shape, bool),
-        diverged_at=jnp.full(shape, -1, jnp.int32), first_loss=jnp.zeros(shape, jnp.float32),
-        loss_sum=jnp.zeros(shape, jnp.float32))
+    states = []
+    for block, hp in zip(self.blocks, hparams):
+      inner = block.stop - block.start
+      params = jax.tree.map(
+          lambda p: jnp.broadcast_to(p[:, None], (p.shape[0], inner) + p.shape[1:]),
+          group_params)
+      opt_init = lambda p, h: self._member_optimizer(h)[0].init(p)
+      opt_state = jax.vmap(jax.vmap(opt_init))(params, hp)
+      shape = (init_keys.shape[0], inner)
+      states.append(MemberState(
+          params=params, opt_state=opt_state,
+          grad_acc=None if block.k == 1 else jax.tree.map(jnp.zeros_like, params),
+          updates=jnp.zeros(shape, jnp.int32), diverged=jnp.zeros(shape, bool),
+          diverged_at=jnp.full(shape, -1, jnp.int32),
+          first_loss=jnp.zeros(shape, jnp.float32), loss_sum=jnp.zeros(shape, jnp.float32)))
+    return tuple(states)
 
   # -- one tick ----------------------------------------------------------------------------
-  def _group_grads(self, params, t, c: Constants, seed_index, aug_key, mags):
-    """Losses and gradients of one input group's inner members at tick ``t``."""
+  def _group_inputs(self, t, c: Constants, seed_index, aug_key, mags):
+    """One input group's (possibly augmented) micro-batch at tick ``t``."""
     b = self.plan.micro_batch
     idx = jax.lax.dynamic_slice(c.order[seed_index], (t * b,), (b,))
     x = c.train_images[idx].astype(jnp.float32) / 255.0
@@ -223,61 +267,92 @@ class Program:
 
       x, y = augment.augment_batch(jax.random.fold_in(aug_key, t), x, y, mags, policy,
                                    self.settings.multiplicity)
-    loss_fn = lambda p: _loss(self.model.apply(p, x), y)
-    # Inner members share x: vmap over params only.
-    return jax.vmap(jax.value_and_grad(loss_fn))(params)
+    return x, y
 
-  def _tick(self, state: MemberState, t, c: Constants) -> MemberState:
-    hp = c.hparams
-    loss, grads = jax.vmap(self._group_grads, in_axes=(0, None, None, 0, 0, 0))(
-        state.params, t, c, c.seed_index, c.aug_keys, c.aug_mags)
+  def _losses_and_grads(self, params, x, y):
+    """Per-member losses and gradients; (G, I) members, inputs (G, ...) shared by I."""
+
+    def group(params_g, x_g, y_g):
+      loss_fn = lambda p: _loss(self.model.apply(p, x_g), y_g)
+      return jax.vmap(jax.value_and_grad(loss_fn))(params_g)  # x shared: wide first layer
+
+    return jax.vmap(group)(params, x, y)
+
+  def _apply(self, params, opt_state, grads, hp, ok=None):
+    """One optimizer step for every member.
+
+    With ``ok``, members where it is False keep their state (the ragged-grid path).
+    Without it every member steps: a per-member select over all parameters and
+    optimizer state measured ~40% of a CPU tick, so blocks with a static ``k`` do
+    not mask; a diverged member keeps computing, but its weights are no longer
+    reported (its ``updates`` stop counting and its metrics are NaN).
+    """
+
+    def member(p, o, g, h, do):
+      opt, _ = self._member_optimizer(h)
+      upd, new_o = opt.update(g, o, p)
+      new_p = optax.apply_updates(p, upd)
+      if do is None:
+        return new_p, new_o
+      keep = lambda new, old: jnp.where(do, new, old)
+      return jax.tree.map(keep, new_p, p), jax.tree.map(keep, new_o, o)
+
+    return jax.vmap(jax.vmap(member))(params, opt_state, grads, hp, ok)
+
+  def _block_tick(self, state: MemberState, t, loss, grads, hp, block: Block) -> MemberState:
     first_loss = jnp.where(t == 0, loss, state.first_loss)
     bad = ~jnp.isfinite(loss) | (loss > self.settings.divergence_factor * first_loss)
-    newly = bad & ~state.diverged
     diverged = state.diverged | bad
-    diverged_at = jnp.where(newly, t * self.plan.micro_batch, state.diverged_at)
-    grad_acc = jax.tree.map(jnp.add, state.grad_acc, grads)
-    complete = (t + 1) % hp["k"] == 0
-    apply = complete & ~diverged
+    diverged_at = jnp.where(bad & ~state.diverged, t * self.plan.micro_batch,
+                            state.diverged_at)
+    if block.k == 1:  # every tick is a whole batch: no accumulator, no branch
+      apply = ~diverged
+      params, opt_state = self._apply(state.params, state.opt_state, grads, hp)
+      grad_acc = None
+    else:
+      k = hp["k"] if block.k is None else block.k
+      grad_acc = jax.tree.map(jnp.add, state.grad_acc, grads)
+      complete = (t + 1) % k == 0
+      apply = complete & ~diverged
 
-    def update(operand):
-      params, opt_state, acc = operand
+      def update(operand):
+        params, opt_state, acc = operand
+        scale = lambda a: a / k.reshape(k.shape + (1,) * (a.ndim - 2)).astype(a.dtype) \
+            if block.k is None else a / block.k
+        return self._apply(params, opt_state, jax.tree.map(scale, acc), hp,
+                           apply if block.k is None else None)
 
-      def member_update(p, o, a, h, do):
-        opt, _ = self._member_optimizer(h)
-        g = jax.tree.map(lambda x: x / h["k"].astype(x.dtype), a)
-        upd, new_o = opt.update(g, o, p)
-        new_p = optax.apply_updates(p, upd)
-        # An update that makes parameters non-finite is not applied: the member
-        # freezes at its last finite weights (and is marked diverged below), so
-        # frozen members cost no NaN/denormal arithmetic.
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new_p)]))
-        ok = do & finite
-        keep = lambda new, old: jnp.where(ok, new, old)
-        return jax.tree.map(keep, new_p, p), jax.tree.map(keep, new_o, o), do & ~finite
-
-      return jax.vmap(jax.vmap(member_update))(params, opt_state, acc, hp, apply)
-
-    # Skip the optimizer update entirely on ticks where no member's batch completes
-    # (a real branch: the cond sits outside the vmaps).
-    params, opt_state, blew_up = jax.lax.cond(
-        jnp.any(complete), update, lambda o: (o[0], o[1], jnp.zeros_like(apply)),
-        (state.params, state.opt_state, grad_acc))
-    newly = blew_up & ~diverged
-    diverged = diverged | blew_up
-    diverged_at = jnp.where(newly, (t + 1) * self.plan.micro_batch, diverged_at)
-    apply = apply & ~blew_up
-    zero_done = lambda a: jnp.where(
-        complete.reshape(complete.shape + (1,) * (a.ndim - 2)), jnp.zeros_like(a), a)
+      # A real branch (the cond sits outside the vmaps): skip the optimizer on ticks
+      # where no member of the block completes its batch.
+      params, opt_state = jax.lax.cond(jnp.any(complete), update, lambda o: (o[0], o[1]),
+                                       (state.params, state.opt_state, grad_acc))
+      if block.k is None:
+        zero_done = lambda a: jnp.where(
+            complete.reshape(complete.shape + (1,) * (a.ndim - 2)), jnp.zeros_like(a), a)
+      else:
+        zero_done = lambda a: jnp.where(complete, jnp.zeros_like(a), a)
+      grad_acc = jax.tree.map(zero_done, grad_acc)
     return MemberState(
-        params=params, opt_state=opt_state, grad_acc=jax.tree.map(zero_done, grad_acc),
+        params=params, opt_state=opt_state, grad_acc=grad_acc,
         updates=state.updates + apply.astype(jnp.int32), diverged=diverged,
         diverged_at=diverged_at, first_loss=first_loss,
         loss_sum=state.loss_sum + jnp.where(diverged, 0.0, loss))
 
+  def _tick(self, states, t, c: Constants):
+    x, y = jax.vmap(self._group_inputs, in_axes=(None, None, 0, 0, 0))(
+        t, c, c.seed_index, c.aug_keys, c.aug_mags)
+    out = []
+    for state, hp, block in zip(states, c.hparams, self.blocks):
+      loss, grads = self._losses_and_grads(state.params, x, y)
+      out.append(self._block_tick(state, t, loss, grads, hp, block))
+    return tuple(out)
+
   # -- evaluation ----------------------------------------------------------------------
   def _evaluate(self, params, images, labels, weights):
-    """Mean loss and accuracy of every member on a (padded) split; input shared."""
+    """Mean loss and accuracy of every member on a (padded) split; input shared.
+
+    ``params`` is a tuple over blocks; returns (G, I) arrays.
+    """
     # Splits are padded to a multiple of min(eval_batch, real size).
     n_batches = images.shape[0] // min(self.settings.eval_batch, images.shape[0])
     xb = images.reshape((n_batches, -1) + images.shape[1:])
@@ -294,35 +369,40 @@ class Program:
         correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
         return jnp.sum(losses * w), jnp.sum(correct * w)
 
-      loss, correct = jax.vmap(jax.vmap(member))(params)
+      sums = [jax.vmap(jax.vmap(member))(p) for p in params]
+      loss = jnp.concatenate([s[0] for s in sums], axis=1)
+      correct = jnp.concatenate([s[1] for s in sums], axis=1)
       return (carry[0] + loss, carry[1] + correct), None
 
-    lead = jax.tree.leaves(params)[0].shape[:2]
+    lead = (jax.tree.leaves(params)[0].shape[0], sum(b.stop - b.start for b in self.blocks))
     zeros = (jnp.zeros(lead, jnp.float32), jnp.zeros(lead, jnp.float32))
     (loss, correct), _ = jax.lax.scan(batch_sums, zeros, (xb, yb, wb))
     total = jnp.sum(weights)
     return loss / total, correct / total
 
   # -- one segment: scan over ticks, then evaluate ---------------------------------------
-  def _segment(self, state: MemberState, segment_index, c: Constants):
+  def _segment(self, states, segment_index, c: Constants):
     t0 = segment_index * self.plan.ticks_per_segment
     ticks = t0 + jnp.arange(self.plan.ticks_per_segment, dtype=jnp.int32)
-    state, _ = jax.lax.scan(lambda s, t: (self._tick(s, t, c), None), state, ticks)
-    val_loss, val_acc = self._evaluate(state.params, c.eval_images, c.eval_labels,
-                                       c.eval_weights)
-    lr_now = jax.vmap(jax.vmap(lambda h, u: self._member_optimizer(h)[1](u)))(
-        c.hparams, state.updates)
+    states, _ = jax.lax.scan(lambda s, t: (self._tick(s, t, c), None), states, ticks)
+    val_loss, val_acc = self._evaluate(tuple(s.params for s in states), c.eval_images,
+                                       c.eval_labels, c.eval_weights)
+    cat = lambda xs: jnp.concatenate(xs, axis=1)
+    lr_now = cat([jax.vmap(jax.vmap(lambda h, u: self._member_optimizer(h)[1](u)))(
+        hp, s.updates) for hp, s in zip(c.hparams, states)])
+    diverged = cat([s.diverged for s in states])
     nan = jnp.float32(jnp.nan)
     metrics = {
-        "updates": state.updates,
+        "updates": cat([s.updates for s in states]),
         "lr_now": lr_now.astype(jnp.float32),
-        "train_loss": jnp.where(state.diverged, nan,
-                                state.loss_sum / self.plan.ticks_per_segment),
-        "val_loss": jnp.where(state.diverged, nan, val_loss),
-        "val_acc": jnp.where(state.diverged, nan, val_acc),
-        "diverged": state.diverged,
+        "train_loss": jnp.where(diverged, nan, cat([s.loss_sum for s in states]) /
+                                self.plan.ticks_per_segment),
+        "val_loss": jnp.where(diverged, nan, val_loss),
+        "val_acc": jnp.where(diverged, nan, val_acc),
+        "diverged": diverged,
     }
-    return state._replace(loss_sum=jnp.zeros_like(state.loss_sum)), metrics
+    states = tuple(s._replace(loss_sum=jnp.zeros_like(s.loss_sum)) for s in states)
+    return states, metrics
 
 
 def _padded_split(images: np.ndarray, labels: np.ndarray, batch: int):

@@ -198,13 +198,13 @@ def layout(table: pd.DataFrame) -> Layout:
   """
   cols = tuple(c for c in table.columns if c != "member" and is_input_axis(c))
   keys = [tuple(r) for r in table[list(cols)].itertuples(index=False)]
-  group_ids: dict[tuple, int] = {}
+  group_ids = {key: g for g, key in enumerate(dict.fromkeys(keys))}  # first-appearance order
   slots = np.zeros((len(table), 2), dtype=np.int64)
-  counts: list[int] = []
-  for m, key in enumerate(keys):
-    g = group_ids.setdefault(key, len(group_ids))
-    if g == len(counts):
-      counts.append(0)
+  counts = [0] * len(group_ids)
+  # Within a group, inner slots are sorted by batch size (stable), so members with
+  # equal accumulation factors are contiguous (the engine's Blocks).
+  for m in np.argsort(table["batch_size"].to_numpy(), kind="stable"):
+    g = group_ids[keys[m]]
     slots[m] = (g, counts[g])
     counts[g] += 1
   inner = max(counts)

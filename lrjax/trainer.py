@@ -12,7 +12,8 @@ import pandas as pd
 
 from lrjax import grid as grid_lib
 from lrjax.data import Dataset, example_order
-from lrjax.engine import Constants, GridResult, Program, TrainSettings, _padded_split, _split_hparams, plan
+from lrjax.engine import (Constants, GridResult, Program, TrainSettings, _padded_split,
+                          _split_hparams, blocks_for, plan)
 from lrjax.errors import ConfigError
 from lrjax.models import ModelAdapter
 
@@ -83,6 +84,7 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
   for col in opt_cols + sched_cols:
     member_hp[col] = table[col].to_numpy(np.float32)
   slot_hp = {n: grid_lib.to_slots(v, lay) for n, v in member_hp.items()}
+  blocks = blocks_for(slot_hp["k"], lay.pad_mask)
 
   # Per-group input settings.
   groups = lay.groups
@@ -115,7 +117,8 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
                                                 dataset.validation.labels, settings.eval_batch)]
   test = [jnp.asarray(a) for a in _padded_split(dataset.test.images, dataset.test.labels,
                                                  settings.eval_batch)]
-  program = Program(model, dataset.num_classes, settings, the_plan, opt_cols, sched_cols)
+  program = Program(model, dataset.num_classes, settings, the_plan, opt_cols, sched_cols,
+                    blocks)
   sample_x = jnp.zeros((1,) + dataset.image_shape, jnp.float32)
   root_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
   init_keys = jax.vmap(lambda key: jax.random.fold_in(key, 0))(root_keys)
@@ -138,7 +141,8 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
         **device_data, eval_images=val[0], eval_labels=val[1], eval_weights=val[2],
         seed_index=jnp.asarray(seed_row[gidx]), aug_keys=aug_keys[gidx],
         aug_mags={n: jnp.asarray(v[gidx]) for n, v in aug_mags.items()},
-        hparams={n: jnp.asarray(v[gidx]) for n, v in slot_hp.items()})
+        hparams=tuple({n: jnp.asarray(v[gidx][:, blk.start:blk.stop])
+                       for n, v in slot_hp.items()} for blk in blocks))
     if sharding is not None:
       consts = consts._replace(
           seed_index=jax.device_put(consts.seed_index, sharding),
@@ -165,12 +169,14 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
         on_segment(chunk_i * n_seg + s + 1, len(chunks) * n_seg)
     seg_metrics = jax.device_get(seg_metrics)
     train_s += time.perf_counter() - t0
-    test_loss, test_acc = jax.device_get(program.evaluate(state.params, *test))
+    block_params = tuple(s.params for s in state)
+    test_loss, test_acc = jax.device_get(program.evaluate(block_params, *test))
     history_parts.append((gidx, seg_metrics))
-    final_params.append((gidx, jax.device_get(state.params)))
+    cat = lambda *xs: np.concatenate(xs, axis=1)
+    final_params.append((gidx, jax.tree.map(cat, *jax.device_get(block_params))))
     test_metrics.append((gidx, test_loss, test_acc))
-    final_state_parts.append((gidx, jax.device_get(
-        (state.diverged, state.diverged_at, state.updates))))
+    final_state_parts.append((gidx, tuple(cat(*jax.device_get([getattr(s, f) for s in state]))
+                                          for f in ("diverged", "diverged_at", "updates"))))
   if bar is not None:
     bar.close()
 
@@ -196,7 +202,8 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
       "num_segments": n_seg, "examples_per_member": the_plan.examples_per_member,
       "epochs_effective": the_plan.examples_per_member / len(dataset.train),
       "num_members": len(table), "num_groups": lay.num_groups, "inner_size": lay.inner_size,
-      "num_chunks": len(chunks), "compile_seconds": compile_s, "train_seconds": train_s,
+      "num_chunks": len(chunks), "blocks": [(b.start, b.stop, b.k) for b in blocks],
+      "compile_seconds": compile_s, "train_seconds": train_s,
       "devices": [str(d) for d in jax.devices()],
   }
   return GridResult(members, history, params, info)
