@@ -320,3 +320,25 @@ def test_noise_quantised_normal_moments():
   z = np.asarray(ops.normal16(jax.random.key(0), (50000,)))
   assert abs(z.mean()) < 0.02 and abs(z.std() - 1.0) < 0.02
   assert abs(np.mean(np.abs(z) > 1.96) - 0.05) < 0.005
+
+
+def test_preview_rows_share_draws_strength_zero_is_input():
+  from lrjax import augment_preview
+  imgs = (np.arange(3 * 8 * 8).reshape(3, 8, 8, 1) % 256).astype(np.uint8)
+  pol = augment.policy_for("digits", (8, 8, 1))
+  rows = augment_preview.augment_rows(imgs, [0.0, 1.0, 1.0], pol, seed=1)
+  np.testing.assert_allclose(rows[0], imgs / np.float32(255.0), rtol=1e-6)  # XLA: x * (1/255)
+  np.testing.assert_array_equal(rows[1], rows[2])  # one key for every row
+
+
+def test_preview_png_written_digits(tmp_path):
+  from lrjax import augment_preview
+  path = augment_preview.write_preview("digits", [0, 1, 2], str(tmp_path / "p.png"), 4)
+  with open(path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_preview_picks_one_per_class_first():
+  from lrjax import augment_preview
+  idx = augment_preview.pick_examples(np.array([0, 0, 1, 1, 2, 2]), 4)
+  assert idx.tolist() == [0, 2, 4, 1]
