@@ -85,6 +85,7 @@ class TrainSettings:
   multiplicity: int = 1  # augmented copies of each example per micro-batch
   divergence_factor: float = 100.0
   max_members_per_chunk: int = 0  # 0 = the whole grid in one chunk
+  vmap_width: int = 0  # members trained side by side inside the program; 0 = per backend
   eval_batch: int = 1000
 
 
@@ -103,6 +104,15 @@ class GridResult:
   history: pd.DataFrame
   params: Any
   info: dict
+
+
+def default_vmap_width() -> int:
+  """Members vmapped side by side per ``lax.map`` step, by backend.
+
+  Measured (scripts/bench.py, docs/PERFORMANCE.md): on CPU, 16 at a time beat 64
+  (cache-resident weights); accelerators want the whole grid at once.
+  """
+  return 16 if jax.default_backend() == "cpu" else 1 << 30
 
 
 def _loss(logits, labels):
@@ -258,7 +268,7 @@ class Program:
   def _group_inputs(self, t, c: Constants, seed_index, aug_key, mags):
     """One input group's (possibly augmented) micro-batch at tick ``t``."""
     b = self.plan.micro_batch
-    idx = jax.lax.dynamic_slice(c.order[seed_index], (t * b,), (b,))
+    idx = jax.lax.dynamic_slice(c.order, (seed_index, t * b), (1, b))[0]
     x = c.train_images[idx].astype(jnp.float32) / 255.0
     y = jax.nn.one_hot(c.train_labels[idx], self.num_classes, dtype=jnp.float32)
     policy = self.settings.augment_policy
@@ -338,14 +348,41 @@ class Program:
         diverged_at=diverged_at, first_loss=first_loss,
         loss_sum=state.loss_sum + jnp.where(diverged, 0.0, loss))
 
-  def _tick(self, states, t, c: Constants):
-    x, y = jax.vmap(self._group_inputs, in_axes=(None, None, 0, 0, 0))(
-        t, c, c.seed_index, c.aug_keys, c.aug_mags)
-    out = []
-    for state, hp, block in zip(states, c.hparams, self.blocks):
-      loss, grads = self._losses_and_grads(state.params, x, y)
-      out.append(self._block_tick(state, t, loss, grads, hp, block))
-    return tuple(out)
+  def _block_scan(self, state: MemberState, hp, block: Block, ticks, c: Constants):
+    """Scans one block (or one slice of its members) over a segment's ticks."""
+
+    def tick(s, t):
+      x, y = jax.vmap(self._group_inputs, in_axes=(None, None, 0, 0, 0))(
+          t, c, c.seed_index, c.aug_keys, c.aug_mags)
+      loss, grads = self._losses_and_grads(s.params, x, y)
+      return self._block_tick(s, t, loss, grads, hp, block), None
+
+    return jax.lax.scan(tick, state, ticks)[0]
+
+  def map_width(self, block: Block, num_groups: int) -> int:
+    """Inner members per ``lax.map`` step: the largest divisor of the block's size
+    with ``num_groups * width <= vmap_width`` (at least 1)."""
+    size = block.stop - block.start
+    target = self.settings.vmap_width or default_vmap_width()
+    fits = [w for w in range(1, size + 1) if size % w == 0 and w * num_groups <= target]
+    return max(fits, default=1)
+
+  def _block_segment(self, state: MemberState, hp, block: Block, ticks, c: Constants):
+    """A block's segment: ``lax.map`` over slices of its members, each scanned over ticks.
+
+    Training ``width`` members at a time keeps their weights in cache; on a 2-core
+    CPU 16 members at a time ran ~2x faster than 64 (see docs/PERFORMANCE.md).
+    """
+    groups, size = state.updates.shape
+    width = self.map_width(block, groups)
+    if width == size:
+      return self._block_scan(state, hp, block, ticks, c)
+    n = size // width
+    split = lambda a: jnp.moveaxis(a.reshape((groups, n, width) + a.shape[2:]), 1, 0)
+    merge = lambda a: jnp.moveaxis(a, 0, 1).reshape((groups, size) + a.shape[3:])
+    out = jax.lax.map(lambda sh: self._block_scan(sh[0], sh[1], block, ticks, c),
+                      jax.tree.map(split, (state, hp)))
+    return jax.tree.map(merge, out)
 
   # -- evaluation ----------------------------------------------------------------------
   def _evaluate(self, params, images, labels, weights):
@@ -384,7 +421,8 @@ class Program:
   def _segment(self, states, segment_index, c: Constants):
     t0 = segment_index * self.plan.ticks_per_segment
     ticks = t0 + jnp.arange(self.plan.ticks_per_segment, dtype=jnp.int32)
-    states, _ = jax.lax.scan(lambda s, t: (self._tick(s, t, c), None), states, ticks)
+    states = tuple(self._block_segment(state, hp, block, ticks, c)
+                   for state, hp, block in zip(states, c.hparams, self.blocks))
     val_loss, val_acc = self._evaluate(tuple(s.params for s in states), c.eval_images,
                                        c.eval_labels, c.eval_weights)
     cat = lambda xs: jnp.concatenate(xs, axis=1)

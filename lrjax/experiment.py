@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "multiplicity": 1,
     "divergence_factor": 100.0,
     "max_members_per_chunk": 0,
+    "vmap_width": 0,
     "grid": {"lr": (0.1,), "batch_size": (32,), "aug": (0.0,), "seed": (0,)},
 }
 
@@ -94,7 +95,8 @@ def resolve(config) -> tuple[data_lib.Dataset, models_lib.ModelAdapter, Any, Tra
     v = cfg[name]
     if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
       raise ConfigError(f"{name}: must be a finite number > 0; got {v!r}.")
-  for name in ("eval_every", "micro_batch", "max_members_per_chunk", "multiplicity"):
+  for name in ("eval_every", "micro_batch", "max_members_per_chunk", "multiplicity",
+               "vmap_width"):
     if not isinstance(cfg[name], int) or cfg[name] < 0:
       raise ConfigError(f"{name}: must be an integer >= 0; got {cfg[name]!r}.")
   axes = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["grid"].items()}
@@ -123,7 +125,7 @@ def resolve(config) -> tuple[data_lib.Dataset, models_lib.ModelAdapter, Any, Tra
       optimizer_kwargs=dict(cfg["optimizer_kwargs"]), epochs=float(cfg["epochs"]),
       eval_every=cfg["eval_every"], micro_batch=cfg["micro_batch"], augment_policy=policy,
       multiplicity=max(1, cfg["multiplicity"]), divergence_factor=float(cfg["divergence_factor"]),
-      max_members_per_chunk=cfg["max_members_per_chunk"])
+      max_members_per_chunk=cfg["max_members_per_chunk"], vmap_width=cfg["vmap_width"])
   # Full validation (batch sizes vs micro-batch and split size, hparam names, ...).
   from lrjax.engine import _split_hparams, plan  # noqa: PLC0415
 

@@ -130,3 +130,16 @@ def test_history_records_examples_updates_and_lr_when_batch_sizes_differ(digits)
   assert last.updates.tolist() == [ex // 16, ex // 64]
   np.testing.assert_allclose(last.lr_now, 0.0, atol=1e-7)  # cosine reached its end
   assert result.members.updates.tolist() == [ex // 16, ex // 64]
+
+
+def test_results_equal_when_members_run_in_lax_map_slices(digits):
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.01, 0.02, 0.05, 0.1), "batch_size": (16, 32), "seed": (0,)})
+  common = dict(optimizer="momentum", epochs=1, eval_every=640)
+  sliced = train_grid(model, digits, table, TrainSettings(vmap_width=2, **common),
+                      progress=False)
+  whole = train_grid(model, digits, table, TrainSettings(vmap_width=64, **common),
+                     progress=False)
+  assert_trees_allclose(sliced.params, whole.params, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(sliced.members.final_val_loss, whole.members.final_val_loss,
+                             rtol=1e-4)
