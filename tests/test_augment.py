@@ -344,3 +344,13 @@ def test_preview_picks_one_per_class_first():
   from lrjax import augment_preview
   idx = augment_preview.pick_examples(np.array([0, 0, 1, 1, 2, 2]), 4)
   assert idx.tolist() == [0, 2, 4, 1]
+
+
+def test_drop_inactive_same_output_as_unpruned():
+  pol = augment.policy_for("digits", (8, 8, 1))
+  mags = jax.vmap(lambda s: augment.magnitudes(pol, s))(jnp.array([0.0, 0.5, 1.0]))
+  pruned = augment.drop_inactive(mags)
+  assert set(mags) - set(pruned) == {"scale", "cutout_frac"}
+  x, y = _batch(n=8, shape=(8, 8, 1))
+  keys = jax.random.split(jax.random.key(0), 3)
+  assert_trees_equal(vaug(keys, x, y, pruned, pol, 1), vaug(keys, x, y, mags, pol, 1))
