@@ -94,6 +94,8 @@ class Policy:
   cutout_fill: float = 0.0
 
   def __post_init__(self):
+    # Tuples all the way down, so the policy stays hashable (static under jit).
+    object.__setattr__(self, "beyond", tuple((str(op), float(e)) for op, e in self.beyond))
     for op, _ in self.beyond:
       if op not in OPS:
         raise ValueError(f"unknown augmentation op {op!r} in beyond; known: {OPS}")
