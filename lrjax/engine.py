@@ -37,6 +37,7 @@ import pandas as pd
 
 from lrjax import grid as grid_lib
 from lrjax import optimizers
+from lrjax import transforms
 from lrjax.data import Dataset, example_order
 from lrjax.errors import ConfigError
 from lrjax.models import ModelAdapter
@@ -53,6 +54,7 @@ class MemberState(NamedTuple):
   diverged_at: jax.Array  # examples seen when divergence was detected; -1 if never
   first_loss: jax.Array  # the loss at tick 0, reference for "exploding"
   loss_sum: jax.Array  # training loss summed over the current segment
+  plateau: Any = None  # ReduceLROnPlateauState per member, when the plateau family is used
 
 
 class Constants(NamedTuple):
@@ -161,24 +163,26 @@ def plan(table: pd.DataFrame, num_train: int, settings: TrainSettings) -> Plan:
   return Plan(b, ticks, max(1, int(round(budget_ticks / ticks))), k_lcm)
 
 
-def _split_hparams(table: pd.DataFrame, settings: TrainSettings) -> tuple[list[str], list[str]]:
-  """Sorts the inner grid columns into optimizer and schedule hyperparameters."""
+def _split_hparams(table: pd.DataFrame, settings: TrainSettings):
+  """Sorts the inner grid columns into optimizer and schedule hyperparameters.
+
+  Returns:
+    ``(opt_cols, sched_cols, spec)`` with ``spec`` an ``optimizers.ScheduleSpec``.
+  """
   opt_names = optimizers.optimizer_hparams(settings.optimizer)
   opt_cols, sched_cols = [], []
   for col in grid_lib.inner_columns(table):
-    if col in ("lr", "batch_size"):
+    if col in ("lr", "batch_size", "schedule"):
       continue
-    if col in opt_names:
-      opt_cols.append(col)
-    else:
-      sched_cols.append(col)
-  optimizers.check_schedule_kwargs(settings.schedule, {
-      **dict(settings.schedule_kwargs), **{c: 1.0 for c in sched_cols}}, grid_axes=sched_cols)
+    (opt_cols if col in opt_names else sched_cols).append(col)
+  families = tuple(dict.fromkeys(table["schedule"])) if "schedule" in table else ()
+  spec = optimizers.schedule_spec(settings.schedule, settings.schedule_kwargs,
+                                  tuple(sched_cols), families)
   unknown_opt = sorted(set(settings.optimizer_kwargs) - set(opt_names))
   if unknown_opt:
     raise ConfigError(f"optimizer_kwargs: {unknown_opt} are not hyperparameters of "
                       f"'{settings.optimizer}'; it takes {sorted(opt_names) or 'only lr'}.")
-  return opt_cols, sched_cols
+  return opt_cols, sched_cols, spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,27 +226,26 @@ class Program:
   """
 
   def __init__(self, model: ModelAdapter, num_classes: int, settings: TrainSettings,
-               the_plan: Plan, opt_cols: list[str], sched_cols: list[str],
+               the_plan: Plan, opt_cols: list[str], spec: optimizers.ScheduleSpec,
                blocks: tuple[Block, ...]):
     self.model = model
     self.num_classes = num_classes
     self.settings = settings
     self.plan = the_plan
     self.opt_cols = opt_cols
-    self.sched_cols = sched_cols
+    self.spec = spec
     self.blocks = blocks
     self.init = jax.jit(self._init)
     self.segment = jax.jit(self._segment, donate_argnums=(0,))
     self.evaluate = jax.jit(self._evaluate)
 
   # -- one member's optimizer, built from its (traced) hyperparameters ------------------
-  def _member_optimizer(self, hp: Mapping[str, jax.Array]):
-    s = self.settings
-    schedule = optimizers.make_schedule(
-        s.schedule, hp["lr"], hp["total_updates"],
-        **{**dict(s.schedule_kwargs), **{c: hp[c] for c in self.sched_cols}})
-    opt_hp = {**dict(s.optimizer_kwargs), **{c: hp[c] for c in self.opt_cols}}
-    return optimizers.make_optimizer(s.optimizer, schedule, **opt_hp), schedule
+  def _member_optimizer(self, hp: Mapping[str, jax.Array], lr_scale=None):
+    """The member's optimizer and LR schedule (times its plateau scale, if any)."""
+    base = self.spec.schedule(hp)
+    schedule = base if lr_scale is None else (lambda count: base(count) * lr_scale)
+    opt_hp = {**dict(self.settings.optimizer_kwargs), **{c: hp[c] for c in self.opt_cols}}
+    return optimizers.make_optimizer(self.settings.optimizer, schedule, **opt_hp), schedule
 
   # -- init ------------------------------------------------------------------------------
   def _init(self, init_keys, sample_x, hparams):
@@ -261,7 +264,10 @@ class Program:
           grad_acc=None if block.k == 1 else jax.tree.map(jnp.zeros_like, params),
           updates=jnp.zeros(shape, jnp.int32), diverged=jnp.zeros(shape, bool),
           diverged_at=jnp.full(shape, -1, jnp.int32),
-          first_loss=jnp.zeros(shape, jnp.float32), loss_sum=jnp.zeros(shape, jnp.float32)))
+          first_loss=jnp.zeros(shape, jnp.float32), loss_sum=jnp.zeros(shape, jnp.float32),
+          plateau=None if self.spec.plateau is None else jax.tree.map(
+              lambda a: jnp.broadcast_to(a, shape),
+              transforms.plateau_init(self.spec.plateau.get("mode", "min")))))
     return tuple(states)
 
   # -- one tick ----------------------------------------------------------------------------
@@ -288,7 +294,7 @@ class Program:
 
     return jax.vmap(group)(params, x, y)
 
-  def _apply(self, params, opt_state, grads, hp, ok=None):
+  def _apply(self, params, opt_state, grads, hp, scale, ok=None):
     """One optimizer step for every member.
 
     With ``ok``, members where it is False keep their state (the ragged-grid path).
@@ -298,8 +304,8 @@ class Program:
     reported (its ``updates`` stop counting and its metrics are NaN).
     """
 
-    def member(p, o, g, h, do):
-      opt, _ = self._member_optimizer(h)
+    def member(p, o, g, h, sc, do):
+      opt, _ = self._member_optimizer(h, sc)
       upd, new_o = opt.update(g, o, p)
       new_p = optax.apply_updates(p, upd)
       if do is None:
@@ -307,7 +313,7 @@ class Program:
       keep = lambda new, old: jnp.where(do, new, old)
       return jax.tree.map(keep, new_p, p), jax.tree.map(keep, new_o, o)
 
-    return jax.vmap(jax.vmap(member))(params, opt_state, grads, hp, ok)
+    return jax.vmap(jax.vmap(member))(params, opt_state, grads, hp, scale, ok)
 
   def _block_tick(self, state: MemberState, t, loss, grads, hp, block: Block) -> MemberState:
     first_loss = jnp.where(t == 0, loss, state.first_loss)
@@ -315,9 +321,10 @@ class Program:
     diverged = state.diverged | bad
     diverged_at = jnp.where(bad & ~state.diverged, t * self.plan.micro_batch,
                             state.diverged_at)
+    scale = None if state.plateau is None else state.plateau.scale
     if block.k == 1:  # every tick is a whole batch: no accumulator, no branch
       apply = ~diverged
-      params, opt_state = self._apply(state.params, state.opt_state, grads, hp)
+      params, opt_state = self._apply(state.params, state.opt_state, grads, hp, scale)
       grad_acc = None
     else:
       k = hp["k"] if block.k is None else block.k
@@ -327,9 +334,9 @@ class Program:
 
       def update(operand):
         params, opt_state, acc = operand
-        scale = lambda a: a / k.reshape(k.shape + (1,) * (a.ndim - 2)).astype(a.dtype) \
+        mean = lambda a: a / k.reshape(k.shape + (1,) * (a.ndim - 2)).astype(a.dtype) \
             if block.k is None else a / block.k
-        return self._apply(params, opt_state, jax.tree.map(scale, acc), hp,
+        return self._apply(params, opt_state, jax.tree.map(mean, acc), hp, scale,
                            apply if block.k is None else None)
 
       # A real branch (the cond sits outside the vmaps): skip the optimizer on ticks
@@ -342,7 +349,7 @@ class Program:
       else:
         zero_done = lambda a: jnp.where(complete, jnp.zeros_like(a), a)
       grad_acc = jax.tree.map(zero_done, grad_acc)
-    return MemberState(
+    return state._replace(
         params=params, opt_state=opt_state, grad_acc=grad_acc,
         updates=state.updates + apply.astype(jnp.int32), diverged=diverged,
         diverged_at=diverged_at, first_loss=first_loss,
@@ -417,6 +424,12 @@ class Program:
     total = jnp.sum(weights)
     return loss / total, correct / total
 
+  def _plateau_step(self, state: MemberState, hp, val_loss) -> MemberState:
+    static = {k: v for k, v in self.spec.plateau.items() if k != "factor"}
+    step = lambda st, v, h: transforms.plateau_step(
+        st, v, factor=self.spec.plateau_factor(h), **static)
+    return state._replace(plateau=jax.vmap(jax.vmap(step))(state.plateau, val_loss, hp))
+
   # -- one segment: scan over ticks, then evaluate ---------------------------------------
   def _segment(self, states, segment_index, c: Constants):
     t0 = segment_index * self.plan.ticks_per_segment
@@ -425,9 +438,14 @@ class Program:
                    for state, hp, block in zip(states, c.hparams, self.blocks))
     val_loss, val_acc = self._evaluate(tuple(s.params for s in states), c.eval_images,
                                        c.eval_labels, c.eval_weights)
+    if self.spec.plateau is not None:  # torch ReduceLROnPlateau.step(val_loss), per member
+      states = tuple(self._plateau_step(s, hp, val_loss[:, b.start:b.stop])
+                     for s, hp, b in zip(states, c.hparams, self.blocks))
     cat = lambda xs: jnp.concatenate(xs, axis=1)
-    lr_now = cat([jax.vmap(jax.vmap(lambda h, u: self._member_optimizer(h)[1](u)))(
-        hp, s.updates) for hp, s in zip(c.hparams, states)])
+    lr_of = lambda h, u, sc: self._member_optimizer(h, sc)[1](u)
+    lr_now = cat([jax.vmap(jax.vmap(lr_of))(
+        hp, s.updates, None if s.plateau is None else s.plateau.scale)
+        for hp, s in zip(c.hparams, states)])
     diverged = cat([s.diverged for s in states])
     nan = jnp.float32(jnp.nan)
     metrics = {

@@ -8,8 +8,10 @@ grid axis. The optimizers themselves are Optax's.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping
 
+import jax.numpy as jnp
 import optax
 
 from lrjax.errors import ConfigError
@@ -84,6 +86,8 @@ SCHEDULE_ALIASES = {"warmup_cosine": "cosine"}
 
 
 def _schedule_factory(name: str):
+  if name == PLATEAU:
+    name = "constant"
   import inspect  # noqa: PLC0415
 
   from lrjax import schedules  # noqa: PLC0415 - avoid an import cycle at package init
@@ -91,7 +95,8 @@ def _schedule_factory(name: str):
   base = SCHEDULE_ALIASES.get(name, name)
   registry = getattr(schedules, "SCHEDULES", {})
   if base not in registry or base in ("warmup", "join", "product"):
-    usable = sorted(set(registry) - {"warmup", "join", "product"} | set(SCHEDULE_ALIASES))
+    usable = sorted(set(registry) - {"warmup", "join", "product"} | set(SCHEDULE_ALIASES)
+                    | {PLATEAU})
     raise ConfigError(f"schedule: unknown schedule '{name}'. Use one of {usable}.")
   factory = registry[base]
   params = list(inspect.signature(factory).parameters)
@@ -143,3 +148,95 @@ def make_schedule(name: str, peak_lr, total_updates, **kwargs) -> optax.Schedule
   if warmup_steps is not None:
     schedule = schedules.warmup(schedule, warmup_steps, start_value=warmup_start)
   return schedule
+
+
+PLATEAU = "plateau"  # a constant LR, reduced on validation plateaus (torch ReduceLROnPlateau)
+_PLATEAU_ARGS = ("factor", "patience", "threshold", "threshold_mode", "cooldown",
+                 "min_scale", "mode", "eps")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleSpec:
+  """How every member's learning rate evolves: one family, or a family per member.
+
+  Attributes:
+    families: schedule names; more than one when ``schedule`` is a grid axis.
+    kwargs: per family, its arguments (the peak is the member's ``lr``).
+    grid_args: grid columns that are schedule arguments (one family only).
+    plateau: ``plateau_step`` arguments when the ``"plateau"`` family is present:
+      its LR is multiplied by a scale the engine reduces on validation-loss plateaus.
+  """
+
+  families: tuple[str, ...]
+  kwargs: tuple[Mapping[str, Any], ...]
+  grid_args: tuple[str, ...] = ()
+  plateau: Mapping[str, Any] | None = None
+
+  def schedule(self, hp: Mapping[str, Any]) -> optax.Schedule:
+    """A member's schedule from its (traced) hyperparameters ``hp``."""
+    built = []
+    for name, kw in zip(self.families, self.kwargs):
+      name = "constant" if name == PLATEAU else name
+      kw = {**kw, **{c: hp[c] for c in self.grid_args}}
+      built.append(make_schedule(name, hp["lr"], hp["total_updates"], **kw))
+    if len(built) == 1:
+      return built[0]
+    index = hp["schedule_index"]
+
+    def selected(count):  # evaluate every family, pick with where (no switch under vmap)
+      out = built[0](count)
+      for i, sched in enumerate(built[1:], start=1):
+        out = jnp.where(index == i, sched(count), out)
+      return out
+
+    return selected
+
+  def plateau_factor(self, hp: Mapping[str, Any]):
+    """The member's reduction factor; 1.0 (never reduce) for non-plateau families."""
+    factor = jnp.float32(self.plateau.get("factor", 0.1))
+    if len(self.families) == 1:
+      return factor
+    return jnp.where(hp["schedule_index"] == self.families.index(PLATEAU), factor, 1.0)
+
+
+def schedule_spec(schedule: str, schedule_kwargs: Mapping[str, Any],
+                  grid_args: tuple[str, ...] = (),
+                  families: tuple[str, ...] = ()) -> ScheduleSpec:
+  """Validates schedule settings into a ``ScheduleSpec``; raises ``ConfigError``.
+
+  With a ``schedule`` grid axis (``families`` given), ``schedule_kwargs`` maps each
+  family name to its arguments, e.g. ``{"cosine": {"alpha": 0.01}, "plateau":
+  {"patience": 2}}``.
+
+  Example:
+    >>> spec = schedule_spec("cosine", {"alpha": 0.1})
+    >>> spec.families
+    ('cosine',)
+  """
+  schedule_kwargs = dict(schedule_kwargs)
+  if families and grid_args:
+    raise ConfigError(f"grid: {list(grid_args)} cannot be axes together with grid.schedule; "
+                      f"give per-family arguments in schedule_kwargs instead.")
+  if families:
+    unknown = sorted(set(schedule_kwargs) - set(families))
+    if unknown:
+      raise ConfigError(f"schedule_kwargs: with grid.schedule, give one dict per family "
+                        f"({list(families)}); {unknown} are not in grid.schedule.")
+    per_family = [dict(schedule_kwargs.get(f, {})) for f in families]
+  else:
+    families, per_family = (schedule,), [schedule_kwargs]
+  plateau = None
+  checked = []
+  for name, kw in zip(families, per_family):
+    if name == PLATEAU:
+      bad = sorted(set(kw) - set(_PLATEAU_ARGS))
+      if bad:
+        raise ConfigError(f"schedule_kwargs: {bad} are not arguments of the plateau rule; "
+                          f"it takes {list(_PLATEAU_ARGS)} (torch ReduceLROnPlateau's, "
+                          f"patience counted in evaluations).")
+      plateau = kw
+      checked.append({})
+    else:
+      check_schedule_kwargs(name, {**kw, **dict.fromkeys(grid_args, 1.0)}, grid_axes=grid_args)
+      checked.append(kw)
+  return ScheduleSpec(tuple(families), tuple(checked), tuple(grid_args), plateau)

@@ -70,7 +70,7 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
     [[0.05, False], [0.2, False]]
   """
   the_plan = plan(table, len(dataset.train), settings)
-  opt_cols, sched_cols = _split_hparams(table, settings)
+  opt_cols, sched_cols, spec = _split_hparams(table, settings)
   lay = grid_lib.layout(table)
   b = the_plan.micro_batch
 
@@ -83,6 +83,9 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
   }
   for col in opt_cols + sched_cols:
     member_hp[col] = table[col].to_numpy(np.float32)
+  if len(spec.families) > 1:
+    member_hp["schedule_index"] = np.array(
+        [spec.families.index(f) for f in table["schedule"]], np.int32)
   slot_hp = {n: grid_lib.to_slots(v, lay) for n, v in member_hp.items()}
   blocks = blocks_for(slot_hp["k"], lay.pad_mask)
 
@@ -102,6 +105,8 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
     strengths = groups["aug"].to_numpy(np.float32)
     aug_mags = jax.tree.map(np.asarray, jax.vmap(
         lambda s, o: augment.magnitudes(policy, s, **o))(strengths, overrides))
+    # Ops at magnitude 0 in every group would still run under vmap: drop them.
+    aug_mags = augment.drop_inactive(aug_mags)
   elif (table["aug"] != 0).any() or any(c.startswith("aug_") for c in table.columns):
     raise ConfigError("grid.aug: nonzero augmentation strengths need an augmentation policy "
                       "(settings.augment_policy, e.g. lrjax.augment.policy_for(dataset)).")
@@ -117,8 +122,7 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
                                                 dataset.validation.labels, settings.eval_batch)]
   test = [jnp.asarray(a) for a in _padded_split(dataset.test.images, dataset.test.labels,
                                                  settings.eval_batch)]
-  program = Program(model, dataset.num_classes, settings, the_plan, opt_cols, sched_cols,
-                    blocks)
+  program = Program(model, dataset.num_classes, settings, the_plan, opt_cols, spec, blocks)
   sample_x = jnp.zeros((1,) + dataset.image_shape, jnp.float32)
   root_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
   init_keys = jax.vmap(lambda key: jax.random.fold_in(key, 0))(root_keys)

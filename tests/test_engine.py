@@ -143,3 +143,28 @@ def test_results_equal_when_members_run_in_lax_map_slices(digits):
   assert_trees_allclose(sliced.params, whole.params, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(sliced.members.final_val_loss, whole.members.final_val_loss,
                              rtol=1e-4)
+
+
+def test_schedule_families_share_one_program_when_schedule_is_an_axis(digits):
+  from lrjax import transforms
+
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.05, 0.5), "batch_size": (32,),
+                          "schedule": ("cosine", "plateau", "onecycle")})
+  plateau = {"factor": 0.5, "patience": 0, "threshold": 0.05}
+  settings = TrainSettings(optimizer="momentum", schedule_kwargs={"plateau": plateau},
+                           epochs=3, eval_every=320)
+  result = train_grid(model, digits, table, settings, progress=False)
+  hist = result.history.merge(table[["member", "lr", "schedule"]], on="member")
+  last = hist.groupby("member").last()
+  cos = last[last.schedule == "cosine"]
+  np.testing.assert_allclose(cos.lr_now, 0.0, atol=1e-7)
+  one = last[last.schedule == "onecycle"]
+  assert (one.lr_now < one.lr / 1000).all()  # onecycle anneals to max/(25*1e4)-ish
+  # Plateau members: replay torch's rule on the recorded validation losses.
+  for member, rows in hist[hist.schedule == "plateau"].groupby("member"):
+    state = transforms.plateau_init("min")
+    for row in rows.itertuples():
+      state = transforms.plateau_step(state, row.val_loss, **plateau)
+      np.testing.assert_allclose(row.lr_now, row.lr * float(state.scale), rtol=1e-6)
+  assert (hist[hist.schedule == "plateau"].lr_now < hist[hist.schedule == "plateau"].lr).any()
