@@ -6,7 +6,9 @@ API is re-exported here; submodules hold the rest.
 
 from lrjax import augment
 from lrjax import data
+from lrjax import lr_finder
 from lrjax import schedules
+from lrjax import transforms
 from lrjax.data import Dataset, load
 from lrjax.engine import GridResult, TrainSettings
 from lrjax.errors import ConfigError
@@ -21,6 +23,6 @@ __version__ = "0.1.0"
 __all__ = [
     "CNN", "ConfigError", "Dataset", "GridResult", "MLP", "ModelAdapter", "OPTIMIZERS",
     "TrainSettings", "augment", "data", "default_config", "from_linen", "from_nnx",
-    "get_model", "layout", "load", "log2_space", "log_space", "make_grid", "make_optimizer",
+    "get_model", "layout", "lr_finder", "transforms", "load", "log2_space", "log_space", "make_grid", "make_optimizer",
     "make_schedule", "optimizer_hparams", "schedules", "train_and_evaluate", "train_grid",
 ]
