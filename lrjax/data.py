@@ -178,23 +178,20 @@ def load(name: str = BUILTIN, data_dir: str | None = None) -> Dataset:
 def example_order(seed: int, num_train: int, num_examples: int) -> np.ndarray:
   """The training stream of a seed: example indices, epoch after epoch.
 
-  Epoch ``e`` is ``jax.random.permutation(fold_in(fold_in(key(seed), 1), e), N)``;
-  the stream concatenates epochs and is cut at ``num_examples``, so a batch may
-  straddle an epoch boundary (like ``repeat().batch()``). Every member with this
-  seed reads the same stream (common random numbers), whatever its batch size.
+  Epoch ``e`` is ``numpy.random.default_rng((seed, e)).permutation(N)`` (host-side:
+  no compilation at start-up); the stream concatenates epochs and is cut at
+  ``num_examples``, so a batch may straddle an epoch boundary (like
+  ``repeat().batch()``). Every member with this seed reads the same stream (common
+  random numbers), whatever its batch size.
 
   Example:
     >>> order = example_order(0, num_train=10, num_examples=25)
     >>> order.shape, sorted(order[:10].tolist()) == list(range(10))
     ((25,), True)
   """
-  import jax  # noqa: PLC0415
-
   num_epochs = -(-num_examples // num_train)
-  key = jax.random.fold_in(jax.random.key(seed), 1)
-  perms = jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(key, e), num_train))(
-      jax.numpy.arange(num_epochs))
-  return np.asarray(perms, dtype=np.int32).reshape(-1)[:num_examples]
+  perms = [np.random.default_rng((seed, e)).permutation(num_train) for e in range(num_epochs)]
+  return np.concatenate(perms).astype(np.int32)[:num_examples]
 
 
 def _main(argv: list[str]) -> int:
