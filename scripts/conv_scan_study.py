@@ -283,7 +283,9 @@ def main(argv=None):
   rows = []
   for n in members:
     for b in batches:
-      rows += time_cell(forms, n, b, args.steps, args.rounds, args.slow_s, log)
+      cell = time_cell(forms, n, b, args.steps, args.rounds, args.slow_s, log)
+      rows += cell
+      log(table(cell))  # as it goes, so an interrupted run still leaves its cells
   if args.worker:
     print(json.dumps(rows))
     return 0
