@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
     cmd = [os.path.join(BIN, "lrjax"), "run", "experiments/lr_batch_aug.py",
            "--workdir", workdir, *rest]
   else:
-    cmd = [PY, "-m", "pytest", "-q", *rest]
+    cmd = [PY, "-m", "pytest", *rest]
   print("dev.py: " + " ".join(cmd), flush=True)
   return subprocess.call(cmd, cwd=ROOT)
 

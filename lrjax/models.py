@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lrjax.conv import PatchConv
 from lrjax.errors import ConfigError
 
 
@@ -56,7 +57,10 @@ class CNN(nn.Module):
   @nn.compact
   def __call__(self, x):
     for i, ch in enumerate(self.channels):
-      x = nn.relu(nn.Conv(ch, (3, 3), strides=(1, 1) if i == 0 else (2, 2))(x))
+      # im2col + matmul: inside lax.scan XLA:CPU runs nn.Conv's backward convolutions
+      # on a naive path, 7-32x slower (scripts/conv_scan_study.py). Same params as nn.Conv.
+      x = nn.relu(PatchConv(ch, (3, 3), strides=(1, 1) if i == 0 else (2, 2),
+                            name=f"Conv_{i}")(x))
     x = jnp.mean(x, axis=(-3, -2))
     return nn.Dense(self.num_classes)(x)
 
