@@ -108,13 +108,18 @@ class GridResult:
   info: dict
 
 
+# Largest precomputed segment of augmented inputs (float32) kept in memory.
+INPUT_CACHE_BYTES = 256 << 20
+
+
 def default_vmap_width() -> int:
   """Members vmapped side by side per ``lax.map`` step, by backend.
 
-  Measured (scripts/bench.py, docs/PERFORMANCE.md): on CPU, 16 at a time beat 64
-  (cache-resident weights); accelerators want the whole grid at once.
+  Measured on a 2-core CPU (64-member MLP grid, docs/PERFORMANCE.md): 1-8 members
+  at a time train 1.3-1.4x faster than 16 or 64 (XLA:CPU's batched matmuls lose to
+  plain ones); accelerators want the whole grid at once.
   """
-  return 16 if jax.default_backend() == "cpu" else 1 << 30
+  return 4 if jax.default_backend() == "cpu" else 1 << 30
 
 
 def _loss(logits, labels):
@@ -355,16 +360,26 @@ class Program:
         diverged_at=diverged_at, first_loss=first_loss,
         loss_sum=state.loss_sum + jnp.where(diverged, 0.0, loss))
 
-  def _block_scan(self, state: MemberState, hp, block: Block, ticks, c: Constants):
-    """Scans one block (or one slice of its members) over a segment's ticks."""
+  def _inputs(self, t, c: Constants):
+    """Every input group's micro-batch at tick ``t``: x (G, b*M, H, W, C), y (G, b*M, K)."""
+    return jax.vmap(self._group_inputs, in_axes=(None, None, 0, 0, 0))(
+        t, c, c.seed_index, c.aug_keys, c.aug_mags)
 
-    def tick(s, t):
-      x, y = jax.vmap(self._group_inputs, in_axes=(None, None, 0, 0, 0))(
-          t, c, c.seed_index, c.aug_keys, c.aug_mags)
+  def _block_scan(self, state: MemberState, hp, block: Block, ticks, c: Constants,
+                  inputs=None):
+    """Scans one block (or one slice of its members) over a segment's ticks.
+
+    ``inputs``: the segment's precomputed (x, y) per tick, or None to build them
+    at each tick.
+    """
+
+    def tick(s, t_xy):
+      t, xy = t_xy
+      x, y = self._inputs(t, c) if xy is None else xy
       loss, grads = self._losses_and_grads(s.params, x, y)
       return self._block_tick(s, t, loss, grads, hp, block), None
 
-    return jax.lax.scan(tick, state, ticks)[0]
+    return jax.lax.scan(tick, state, (ticks, inputs))[0]
 
   def map_width(self, block: Block, num_groups: int) -> int:
     """Inner members per ``lax.map`` step: the largest divisor of the block's size
@@ -374,20 +389,21 @@ class Program:
     fits = [w for w in range(1, size + 1) if size % w == 0 and w * num_groups <= target]
     return max(fits, default=1)
 
-  def _block_segment(self, state: MemberState, hp, block: Block, ticks, c: Constants):
+  def _block_segment(self, state: MemberState, hp, block: Block, ticks, c: Constants,
+                     inputs=None):
     """A block's segment: ``lax.map`` over slices of its members, each scanned over ticks.
 
-    Training ``width`` members at a time keeps their weights in cache; on a 2-core
-    CPU 16 members at a time ran ~2x faster than 64 (see docs/PERFORMANCE.md).
+    Training ``width`` members at a time: on a 2-core CPU 4 at a time ran 1.3x
+    faster than all 64 (see ``default_vmap_width``).
     """
     groups, size = state.updates.shape
     width = self.map_width(block, groups)
     if width == size:
-      return self._block_scan(state, hp, block, ticks, c)
+      return self._block_scan(state, hp, block, ticks, c, inputs)
     n = size // width
     split = lambda a: jnp.moveaxis(a.reshape((groups, n, width) + a.shape[2:]), 1, 0)
     merge = lambda a: jnp.moveaxis(a, 0, 1).reshape((groups, size) + a.shape[3:])
-    out = jax.lax.map(lambda sh: self._block_scan(sh[0], sh[1], block, ticks, c),
+    out = jax.lax.map(lambda sh: self._block_scan(sh[0], sh[1], block, ticks, c, inputs),
                       jax.tree.map(split, (state, hp)))
     return jax.tree.map(merge, out)
 
@@ -424,6 +440,16 @@ class Program:
     total = jnp.sum(weights)
     return loss / total, correct / total
 
+  def _precompute_inputs(self, states, c: Constants) -> bool:
+    """Whether to build a segment's inputs up front: when several scans would each
+    rebuild them (more than one block or ``lax.map`` slice) and they fit in
+    ``INPUT_CACHE_BYTES``."""
+    groups = c.seed_index.shape[0]
+    scans = sum((b.stop - b.start) // self.map_width(b, groups) for b in self.blocks)
+    per_tick = (groups * self.plan.micro_batch * self.settings.multiplicity *
+                (math.prod(c.train_images.shape[1:]) + self.num_classes) * 4)
+    return scans > 1 and per_tick * self.plan.ticks_per_segment <= INPUT_CACHE_BYTES
+
   def _plateau_step(self, state: MemberState, hp, val_loss) -> MemberState:
     static = {k: v for k, v in self.spec.plateau.items() if k != "factor"}
     step = lambda st, v, h: transforms.plateau_step(
@@ -434,7 +460,10 @@ class Program:
   def _segment(self, states, segment_index, c: Constants):
     t0 = segment_index * self.plan.ticks_per_segment
     ticks = t0 + jnp.arange(self.plan.ticks_per_segment, dtype=jnp.int32)
-    states = tuple(self._block_segment(state, hp, block, ticks, c)
+    inputs = None
+    if self._precompute_inputs(states, c):  # build each tick's inputs once, not per slice
+      inputs = jax.lax.map(lambda t: self._inputs(t, c), ticks)
+    states = tuple(self._block_segment(state, hp, block, ticks, c, inputs)
                    for state, hp, block in zip(states, c.hparams, self.blocks))
     val_loss, val_acc = self._evaluate(tuple(s.params for s in states), c.eval_images,
                                        c.eval_labels, c.eval_weights)
