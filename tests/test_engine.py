@@ -168,3 +168,33 @@ def test_schedule_families_share_one_program_when_schedule_is_an_axis(digits):
       state = transforms.plateau_step(state, row.val_loss, **plateau)
       np.testing.assert_allclose(row.lr_now, row.lr * float(state.scale), rtol=1e-6)
   assert (hist[hist.schedule == "plateau"].lr_now < hist[hist.schedule == "plateau"].lr).any()
+
+
+def test_optimizer_hparam_axis_matches_plain_optax_when_b1_varies(digits):
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.003,), "batch_size": (32,), "b1": (0.5, 0.9)})
+  result = train_grid(model, digits, table,
+                      TrainSettings(optimizer="adam", epochs=1, eval_every=640),
+                      progress=False)
+  for row in table.itertuples():
+    expected = plain_train(model, digits, optax.adam(row.lr, b1=row.b1), 32, 0,
+                           result.info["examples_per_member"])
+    assert_trees_allclose(member_params(result, row.member), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_multiplicity_trains_on_augmented_copies_when_aug_positive(digits):
+  from lrjax import augment
+
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.1,), "batch_size": (32,), "aug": (0.0, 1.0)})
+  policy = augment.policy_for("digits", digits.image_shape)
+  one = train_grid(model, digits, table, TrainSettings(epochs=1, augment_policy=policy),
+                   progress=False)
+  four = train_grid(model, digits, table,
+                    TrainSettings(epochs=1, augment_policy=policy, multiplicity=4),
+                    progress=False)
+  assert np.isfinite(four.members.final_val_loss).all()
+  # Strength 0 is the identity, so its 4 copies are the same batch: the same gradient.
+  w1, w4 = (r.params["Dense_0"]["kernel"] for r in (one, four))
+  np.testing.assert_allclose(w1[0], w4[0], rtol=1e-4, atol=1e-5)
+  assert np.abs(w1[1] - w4[1]).max() > 1e-4  # strength 1: 4 different augmented copies
