@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +37,6 @@ import pandas as pd
 from lrjax import grid as grid_lib
 from lrjax import optimizers
 from lrjax import transforms
-from lrjax.data import Dataset, example_order
 from lrjax.errors import ConfigError
 from lrjax.models import ModelAdapter
 

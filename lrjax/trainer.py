@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -140,7 +140,6 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
   history_parts, final_params, test_metrics, final_state_parts = [], [], [], []
   compile_s, train_s = 0.0, 0.0
   for chunk_i, gidx in enumerate(chunks):
-    take = lambda a: a[gidx]
     consts = Constants(
         **device_data, eval_images=val[0], eval_labels=val[1], eval_weights=val[2],
         seed_index=jnp.asarray(seed_row[gidx]), aug_keys=aug_keys[gidx],
