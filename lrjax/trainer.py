@@ -153,6 +153,8 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
           aug_mags=jax.device_put(consts.aug_mags, sharding),
           hparams=jax.device_put(consts.hparams, sharding))
     state = program.init(init_keys[gidx], sample_x, consts.hparams)
+    if sharding is not None:  # members' state split over devices along the group axis
+      state = jax.device_put(state, sharding)
     if chunk_i == 0:
       t0 = time.perf_counter()
       segment = program.segment.lower(state, jnp.int32(0), consts).compile()
