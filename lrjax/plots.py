@@ -358,3 +358,43 @@ def best_lr_vs_batch(best_lrs: pd.DataFrame, fit: pd.DataFrame,
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=8, loc="best")
   return _save(fig, path)
+
+
+def metric_vs_lr_by_axis(members: pd.DataFrame, axis: str, metric: str = "final_val_acc",
+                         path: str | None = None) -> str:
+  """``metric`` vs LR, one line per value of an extra grid axis (e.g. ``schedule``).
+
+  Mean over seeds; one panel per (aug, batch size). Diverged members count as
+  missing, so a line stops where its LR diverged.
+
+  Example:
+    >>> import tempfile, os
+    >>> df = pd.DataFrame({"lr": [0.1, 1.0] * 2, "batch_size": 32, "aug": 0.0, "seed": 0,
+    ...                    "schedule": ["cosine"] * 2 + ["constant"] * 2,
+    ...                    "diverged": False, "final_val_acc": [0.9, 0.8, 0.85, 0.5]})
+    >>> p = metric_vs_lr_by_axis(df, "schedule", path=os.path.join(tempfile.mkdtemp(), "a.png"))
+    >>> os.path.exists(p)
+    True
+  """
+  path = path or f"by_{axis}_{metric}.png"
+  df = members.copy()
+  df.loc[df["diverged"].astype(bool), metric] = np.nan
+  augs = sorted(df["aug"].unique()) if "aug" in df else [None]
+  batches = sorted(df["batch_size"].unique())
+  fig = Figure(figsize=(4.2 * len(batches), 3.4 * len(augs)), layout="constrained")
+  axs = fig.subplots(len(augs), len(batches), squeeze=False)
+  for r, aug in enumerate(augs):
+    for c, batch in enumerate(batches):
+      ax = axs[r][c]
+      cell = df[(df["batch_size"] == batch) & ((df["aug"] == aug) if aug is not None else True)]
+      for i, (value, rows) in enumerate(cell.groupby(axis, sort=True)):
+        curve = rows.groupby("lr")[metric].mean()
+        ax.plot(curve.index, curve.values, "o-", color=f"C{i % 10}", label=str(value), ms=4)
+      ax.set_xscale("log")
+      _plain_log_labels(ax.xaxis)
+      ax.set_xlabel("learning rate")
+      ax.set_ylabel(metric.replace("_", " "))
+      ax.set_title(f"batch {batch}" + (f", aug {aug:g}" if aug is not None else ""))
+      ax.grid(alpha=0.3)
+  axs[0][0].legend(title=axis, fontsize=8)
+  return _save(fig, path)

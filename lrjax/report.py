@@ -90,6 +90,11 @@ def write_report(run_dir: str, metric: str = "final_val_acc") -> list[str]:
       figures.append((name, f"{m} vs examples seen, coloured by LR"))
   written.append(plots.best_lr_vs_batch(table, fit, os.path.join(run_dir, SCALING_FIGURE)))
   figures.append((SCALING_FIGURE, "best LR vs batch size with linear and sqrt rules"))
+  for axis in axes[len([a for a in analysis.CORE_AXES if a in members.columns]):]:
+    name = f"by_{axis}_{metric}.png"  # extra axes (schedule, momentum, ...) compared directly
+    written.append(plots.metric_vs_lr_by_axis(members, axis, metric,
+                                              os.path.join(run_dir, name)))
+    figures.append((name, f"{metric} vs LR, one line per {axis} (mean over seeds)"))
 
   summary_path = os.path.join(run_dir, "summary.json")
   with open(summary_path, "w") as f:

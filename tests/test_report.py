@@ -55,3 +55,12 @@ def test_write_report_missing_history_raises(tmp_path):
   os.remove(tmp_path / "history.parquet")
   with pytest.raises(ConfigError, match="history.parquet"):
     report.write_report(str(tmp_path))
+
+
+def test_report_draws_extra_axis_figure_when_grid_has_schedule_axis(tmp_path):
+  run = report.synthetic_run(lrs=(0.01, 0.1), batch_sizes=(32,), seeds=(0,),
+                             extra_axes={"schedule": ("cosine", "constant")})
+  run_dir = report.save_run(run, str(tmp_path))
+  written = [os.path.basename(p) for p in report.write_report(run_dir)]
+  assert "by_schedule_final_val_acc.png" in written
+  assert "by_schedule_final_val_acc.png" in (tmp_path / "report.html").read_text()
