@@ -181,6 +181,11 @@ def _split_hparams(table: pd.DataFrame, settings: TrainSettings):
   families = tuple(dict.fromkeys(table["schedule"])) if "schedule" in table else ()
   spec = optimizers.schedule_spec(settings.schedule, settings.schedule_kwargs,
                                   tuple(sched_cols), families)
+  cycles = [f for f, kw in zip(spec.families, spec.kwargs) if kw.get("cycle_momentum")]
+  if cycles and optimizers.momentum_name(settings.optimizer) is None:
+    raise ConfigError(f"schedule_kwargs: cycle_momentum ({cycles}) needs an optimizer with "
+                      f"momentum or b1; '{settings.optimizer}' has none. Use e.g. "
+                      f"optimizer='momentum' or 'adam'.")
   unknown_opt = sorted(set(settings.optimizer_kwargs) - set(opt_names))
   if unknown_opt:
     raise ConfigError(f"optimizer_kwargs: {unknown_opt} are not hyperparameters of "
@@ -247,8 +252,14 @@ class Program:
     """The member's optimizer and LR schedule (times its plateau scale, if any)."""
     base = self.spec.schedule(hp)
     schedule = base if lr_scale is None else (lambda count: base(count) * lr_scale)
-    opt_hp = {**dict(self.settings.optimizer_kwargs), **{c: hp[c] for c in self.opt_cols}}
-    return optimizers.make_optimizer(self.settings.optimizer, schedule, **opt_hp), schedule
+    name = self.settings.optimizer
+    opt_hp = {**optimizers.optimizer_hparams(name), **dict(self.settings.optimizer_kwargs),
+              **{c: hp[c] for c in self.opt_cols}}
+    mom = optimizers.momentum_name(name)
+    cycled = None if mom is None else self.spec.momentum(hp, opt_hp[mom])
+    if cycled is not None:  # torch's cycle_momentum: momentum (or b1) follows the LR cycle
+      opt_hp[mom] = cycled
+    return optimizers.make_optimizer(name, schedule, **opt_hp), schedule
 
   # -- init ------------------------------------------------------------------------------
   def _init(self, init_keys, sample_x, hparams):

@@ -73,7 +73,21 @@ def make_optimizer(name: str, learning_rate, **hparams) -> optax.GradientTransfo
   if unknown:
     raise ConfigError(f"optimizer_kwargs/grid: {unknown} are not hyperparameters of "
                       f"'{name}'; it takes {sorted(defaults) or 'only the learning rate'}.")
-  return factory(learning_rate, **{**defaults, **hparams})
+  hparams = {**defaults, **hparams}
+  if any(callable(v) for v in hparams.values()):  # e.g. a cycled momentum: count -> value
+    return optax.inject_hyperparams(factory)(learning_rate, **hparams)
+  return factory(learning_rate, **hparams)
+
+
+def momentum_name(optimizer: str) -> str | None:
+  """The hyperparameter torch's ``cycle_momentum`` cycles: momentum, or Adam's b1.
+
+  Example:
+    >>> momentum_name("adam"), momentum_name("nesterov"), momentum_name("sgd")
+    ('b1', 'momentum', None)
+  """
+  names = optimizer_hparams(optimizer)
+  return "b1" if "b1" in names else ("momentum" if "momentum" in names else None)
 
 
 # Schedule arguments that default to the member's whole training length (in updates).
@@ -82,6 +96,9 @@ _LENGTH_ARGS = ("decay_steps", "total_steps", "transition_steps")
 _PEAK_ARGS = ("value", "init_value", "max_value")
 # Keyword handled here, not by the schedule: a gradual warmup wrapped around it.
 _WRAPPER_ARGS = ("warmup_steps", "warmup_start_value")
+# Keywords of onecycle/cyclic that cycle the optimizer's momentum (torch cycle_momentum).
+_MOMENTUM_ARGS = ("cycle_momentum", "base_momentum", "max_momentum")
+CYCLIC_FAMILIES = ("onecycle", "cyclic")
 SCHEDULE_ALIASES = {"warmup_cosine": "cosine"}
 
 
@@ -110,13 +127,31 @@ def _schedule_factory(name: str):
 def check_schedule_kwargs(name: str, kwargs: Mapping[str, Any], grid_axes=()) -> None:
   """Raises ``ConfigError`` unless ``kwargs`` are arguments of schedule ``name``."""
   _, params, peak = _schedule_factory(name)
-  unknown = sorted(set(kwargs) - (set(params) - {peak}) - set(_WRAPPER_ARGS))
+  extra = set(_WRAPPER_ARGS) | (set(_MOMENTUM_ARGS) if name in CYCLIC_FAMILIES else set())
+  unknown = sorted(set(kwargs) - (set(params) - {peak}) - extra)
   if unknown:
     where = "grid" if set(unknown) & set(grid_axes) else "schedule_kwargs"
     raise ConfigError(
         f"{where}: {unknown} are not arguments of schedule '{name}' nor of the optimizer; "
         f"the schedule takes {sorted(set(params) - {peak}) + list(_WRAPPER_ARGS)} "
         f"(its peak value is the grid's lr).")
+
+
+def _resolve(name: str, peak_lr, total_updates, kwargs):
+  """Full factory kwargs of a member's schedule, plus its warmup and momentum options."""
+  factory, params, peak = _schedule_factory(name)
+  check_schedule_kwargs(name, kwargs)
+  kwargs = dict(kwargs)
+  warmup = (kwargs.pop("warmup_steps", None), kwargs.pop("warmup_start_value", 0.0))
+  momentum = {k: kwargs.pop(k) for k in _MOMENTUM_ARGS if k in kwargs}
+  if warmup[0] is not None and momentum.get("cycle_momentum"):
+    raise ConfigError(f"schedule_kwargs: '{name}' cannot combine warmup_steps with "
+                      f"cycle_momentum; {name} has its own warm-up phase.")
+  length = total_updates if warmup[0] is None else total_updates - warmup[0]
+  for arg in _LENGTH_ARGS:
+    if arg in params and arg not in kwargs:
+      kwargs[arg] = length
+  return factory, {peak: peak_lr, **kwargs}, warmup, momentum
 
 
 def make_schedule(name: str, peak_lr, total_updates, **kwargs) -> optax.Schedule:
@@ -135,20 +170,33 @@ def make_schedule(name: str, peak_lr, total_updates, **kwargs) -> optax.Schedule
   """
   from lrjax import schedules  # noqa: PLC0415
 
-  factory, params, peak = _schedule_factory(name)
-  check_schedule_kwargs(name, kwargs)
-  kwargs = dict(kwargs)
-  warmup_steps = kwargs.pop("warmup_steps", None)
-  warmup_start = kwargs.pop("warmup_start_value", 0.0)
-  length = total_updates if warmup_steps is None else total_updates - warmup_steps
-  for arg in _LENGTH_ARGS:
-    if arg in params and arg not in kwargs:
-      kwargs[arg] = length
-  schedule = factory(**{peak: peak_lr}, **kwargs)
+  factory, full, (warmup_steps, warmup_start), _ = _resolve(name, peak_lr, total_updates,
+                                                             kwargs)
+  schedule = factory(**full)
   if warmup_steps is not None:
     schedule = schedules.warmup(schedule, warmup_steps, start_value=warmup_start)
   return schedule
 
+
+def make_momentum_schedule(name: str, peak_lr, total_updates, **kwargs):
+  """The member's cycled momentum (torch ``cycle_momentum``), or None when not asked for.
+
+  ``onecycle``/``cyclic`` accept ``cycle_momentum=True`` (opt-in here; torch's
+  default is on) with ``base_momentum``/``max_momentum`` (torch's defaults:
+  0.85/0.95 and 0.8/0.9); momentum is high where the LR is low.
+
+  Example:
+    >>> m = make_momentum_schedule("onecycle", 0.1, 100, cycle_momentum=True)
+    >>> [round(float(m(c)), 3) for c in (0, 29, 99)]
+    [0.95, 0.85, 0.95]
+  """
+  from lrjax import schedules  # noqa: PLC0415
+
+  _, full, _, momentum = _resolve(name, peak_lr, total_updates, kwargs)
+  if not momentum.get("cycle_momentum"):
+    return None
+  return schedules.momentum_schedule(name, full, momentum.get("base_momentum"),
+                                     momentum.get("max_momentum"))
 
 PLATEAU = "plateau"  # a constant LR, reduced on validation plateaus (torch ReduceLROnPlateau)
 _PLATEAU_ARGS = ("factor", "patience", "threshold", "threshold_mode", "cooldown",
@@ -187,6 +235,31 @@ class ScheduleSpec:
       out = built[0](count)
       for i, sched in enumerate(built[1:], start=1):
         out = jnp.where(index == i, sched(count), out)
+      return out
+
+    return selected
+
+  def momentum(self, hp: Mapping[str, Any], constant):
+    """The member's cycled momentum schedule, or None if no family cycles it.
+
+    Families that do not cycle keep ``constant`` (the optimizer's momentum/b1).
+    """
+    cycled = []
+    for name, kw in zip(self.families, self.kwargs):
+      m = None if name == PLATEAU else make_momentum_schedule(
+          name, hp["lr"], hp["total_updates"], **kw)
+      cycled.append(m)
+    if all(m is None for m in cycled):
+      return None
+    if len(cycled) == 1:
+      return cycled[0]
+    index = hp["schedule_index"]
+
+    def selected(count):
+      out = jnp.asarray(constant, jnp.float32)
+      for i, m in enumerate(cycled):
+        if m is not None:
+          out = jnp.where(index == i, m(count), out)
       return out
 
     return selected

@@ -198,3 +198,25 @@ def test_multiplicity_trains_on_augmented_copies_when_aug_positive(digits):
   w1, w4 = (r.params["Dense_0"]["kernel"] for r in (one, four))
   np.testing.assert_allclose(w1[0], w4[0], rtol=1e-4, atol=1e-5)
   assert np.abs(w1[1] - w4[1]).max() > 1e-4  # strength 1: 4 different augmented copies
+
+
+def test_cycled_momentum_member_equals_plain_optax_when_onecycle(digits):
+  from lrjax import schedules
+
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.2,), "batch_size": (32,)})
+  kwargs = {"cycle_momentum": True, "base_momentum": 0.8, "max_momentum": 0.95}
+  result = train_grid(model, digits, table,
+                      TrainSettings(optimizer="nesterov", schedule="onecycle",
+                                    schedule_kwargs=kwargs, epochs=1, eval_every=640),
+                      progress=False)
+  n = result.info["examples_per_member"]
+  total = n // 32
+  lr = schedules.onecycle(0.2, total_steps=total)
+  mom = schedules.momentum_schedule("onecycle", {"max_value": 0.2, "total_steps": total},
+                                    0.8, 0.95)
+  opt = optax.inject_hyperparams(
+      lambda learning_rate, momentum: optax.sgd(learning_rate, momentum, nesterov=True))(
+          learning_rate=lr, momentum=mom)
+  expected = plain_train(model, digits, opt, 32, 0, n)
+  assert_trees_allclose(member_params(result, 0), expected, rtol=1e-4, atol=1e-5)
