@@ -10,7 +10,7 @@ from lrjax import lr_finder
 from lrjax import schedules
 from lrjax import transforms
 from lrjax.data import Dataset, load
-from lrjax.engine import GridResult, TrainSettings
+from lrjax.plan import GridResult, TrainSettings
 from lrjax.errors import ConfigError
 from lrjax.experiment import default_config, train_and_evaluate
 from lrjax.grid import layout, log2_space, log_space, make_grid

@@ -127,7 +127,7 @@ def resolve(config) -> tuple[data_lib.Dataset, models_lib.ModelAdapter, Any, Tra
       multiplicity=max(1, cfg["multiplicity"]), divergence_factor=float(cfg["divergence_factor"]),
       max_members_per_chunk=cfg["max_members_per_chunk"], vmap_width=cfg["vmap_width"])
   # Full validation (batch sizes vs micro-batch and split size, hparam names, ...).
-  from lrjax.engine import _split_hparams, plan  # noqa: PLC0415
+  from lrjax.plan import _split_hparams, plan  # noqa: PLC0415
 
   plan(table, len(dataset.train), settings)
   _split_hparams(table, settings)

@@ -12,8 +12,9 @@ import pandas as pd
 
 from lrjax import grid as grid_lib
 from lrjax.data import Dataset, example_order
-from lrjax.engine import (Constants, GridResult, Program, TrainSettings, _padded_split,
-                          _split_hparams, blocks_for, plan)
+from lrjax.engine import Constants, Program
+from lrjax.plan import (GridResult, TrainSettings, _padded_split, _split_hparams, blocks_for,
+                        plan)
 from lrjax.errors import ConfigError
 from lrjax.models import ModelAdapter
 
