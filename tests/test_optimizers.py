@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from lrjax import grid, optimizers
-from lrjax.engine import TrainSettings, _split_hparams
+from lrjax.plan import TrainSettings, _split_hparams
 from lrjax.errors import ConfigError
 
 
