@@ -220,3 +220,20 @@ def test_cycled_momentum_member_equals_plain_optax_when_onecycle(digits):
           learning_rate=lr, momentum=mom)
   expected = plain_train(model, digits, opt, 32, 0, n)
   assert_trees_allclose(member_params(result, 0), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_single_op_magnitude_is_a_grid_axis_when_aug_op_axis_given(digits):
+  from lrjax import augment
+
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.1,), "batch_size": (32,), "aug": (0.0,),
+                          "aug_max_shift": (0.0, 2.0)})
+  policy = augment.policy_for("digits", digits.image_shape)
+  result = train_grid(model, digits, table, TrainSettings(epochs=1, augment_policy=policy),
+                      progress=False)
+  w = result.params["Dense_0"]["kernel"]
+  assert result.info["num_groups"] == 2  # the op magnitude splits input groups
+  assert np.abs(w[0] - w[1]).max() > 1e-4  # shifted inputs train a different model
+  plain = train_grid(model, digits, table.iloc[:1].reset_index(drop=True).drop(
+      columns="aug_max_shift"), TrainSettings(epochs=1), progress=False)
+  np.testing.assert_allclose(w[0], plain.params["Dense_0"]["kernel"][0], rtol=1e-5, atol=1e-6)
