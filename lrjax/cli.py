@@ -13,7 +13,7 @@ import textwrap
 from lrjax.errors import ConfigError
 
 USAGE = """\
-lrjax run CONFIG_FILE[:ARG] --workdir DIR [--overwrite] [--no-progress] [--config.KEY=VALUE ...]
+lrjax run CONFIG_FILE[:ARG] --workdir DIR [--resume] [--overwrite] [--no-progress] [--config.KEY=VALUE ...]
 lrjax report RUN_DIR
 lrjax augment-preview --dataset NAME [--strengths 0,0.5,1,1.5,2] [--out PATH]
 lrjax bench [scripts/bench.py options]
@@ -62,7 +62,7 @@ def _run(args, overrides) -> int:
 
   config = load_config(args.config, overrides)
   experiment.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, resume=args.resume)
   workdir = os.path.abspath(args.workdir)
   print(f"\nResults in {workdir}:\n"
         f"  report:   {os.path.join(workdir, 'report.html')}\n"
@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
   run.add_argument("config", help="experiment file, e.g. experiments/lr_batch_aug.py[:runlocal]")
   run.add_argument("--workdir", required=True)
   run.add_argument("--overwrite", action="store_true", help="replace an existing workdir")
+  run.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from WORKDIR.partial")
   run.add_argument("--no-progress", action="store_true")
   run.set_defaults(func=_run)
   rep = sub.add_parser("report", help="regenerate figures, summary and report from tables")

@@ -71,6 +71,10 @@ class Constants(NamedTuple):
 INPUT_CACHE_BYTES = 256 << 20
 
 
+# What each segment reports per member (see Program._segment).
+SEGMENT_METRICS = ("updates", "lr_now", "train_loss", "val_loss", "val_acc", "diverged")
+
+
 def default_vmap_width() -> int:
   """Members vmapped side by side per ``lax.map`` step, by backend.
 

@@ -172,15 +172,26 @@ def write_results(result: GridResult, config, workdir: str) -> list[str]:
   return sorted(os.path.join(workdir, n) for n in os.listdir(workdir))
 
 
+def partial_dir(workdir: str) -> str:
+  """Where a run's checkpoints live until it finishes: ``<workdir>.partial``."""
+  return os.path.abspath(workdir).rstrip(os.sep) + ".partial"
+
+
 def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
-                       progress: bool = True) -> GridResult:
+                       progress: bool = True, resume: bool = False) -> GridResult:
   """Validates ``config``, trains its grid, and writes the run directory.
+
+  While training, checkpoints go to ``<workdir>.partial`` (at most one a minute);
+  it is removed when the run directory is written. An interrupted run continues
+  from there with ``resume=True`` (``lrjax run ... --resume``) if the config is
+  unchanged.
 
   Args:
     config: an experiment ``ConfigDict`` (see ``default_config``).
     workdir: the run directory to create.
     overwrite: replace an existing non-empty ``workdir``.
     progress: show the progress bar.
+    resume: continue the interrupted run in ``<workdir>.partial``.
 
   Example:
     >>> c = default_config()
@@ -193,6 +204,27 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
   """
   check_workdir(workdir, overwrite)
   dataset, model, table, settings = resolve(config)
-  result = train_grid(model, dataset, table, settings, progress=progress)
+  partial = partial_dir(workdir)
+  config_json = json.dumps(config_to_dict(config), indent=2, sort_keys=True)
+  saved = os.path.join(partial, "config.json")
+  if os.path.isdir(partial):
+    if not resume:
+      raise ConfigError(f"--workdir: an interrupted run of {workdir} is in {partial}. Pass "
+                        f"--resume to continue it, or delete that directory to start over.")
+    with open(saved) as f:
+      if f.read() != config_json:
+        raise ConfigError(f"--resume: the config differs from the interrupted run's "
+                          f"({saved}); resume with the same config and overrides, or "
+                          f"delete {partial} to start over.")
+  elif resume:
+    raise ConfigError(f"--resume: nothing to resume, {partial} does not exist. Run without "
+                      f"--resume.")
+  else:
+    os.makedirs(partial)
+    with open(saved, "w") as f:
+      f.write(config_json)
+  result = train_grid(model, dataset, table, settings, progress=progress,
+                      checkpoint_dir=partial)
   write_results(result, config, workdir)
+  shutil.rmtree(partial, ignore_errors=True)
   return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -12,7 +13,8 @@ import pandas as pd
 
 from lrjax import grid as grid_lib
 from lrjax.data import Dataset, example_order
-from lrjax.engine import Constants, Program
+from lrjax import checkpoint
+from lrjax.engine import SEGMENT_METRICS, Constants, Program
 from lrjax.plan import (GridResult, TrainSettings, _padded_split, _split_hparams, blocks_for,
                         plan)
 from lrjax.errors import ConfigError
@@ -43,7 +45,9 @@ def _chunks(num_groups: int, inner: int, max_members: int) -> list[np.ndarray]:
 
 def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
                settings: TrainSettings = TrainSettings(), *, progress: bool = True,
-               on_segment: Callable[[int, int], None] | None = None) -> GridResult:
+               on_segment: Callable[[int, int], None] | None = None,
+               checkpoint_dir: str | None = None,
+               checkpoint_every_s: float = 60.0) -> GridResult:
   """Trains every member of ``table`` as one vmapped, scanned JAX program.
 
   Args:
@@ -53,6 +57,10 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
     settings: optimizer, schedule, budget, augmentation, ...
     progress: show a progress bar (members, examples/s, ETA).
     on_segment: optional callback ``(segments_done, segments_total)``.
+    checkpoint_dir: if given, the state is saved there after a segment at most every
+      ``checkpoint_every_s`` seconds (and at each chunk's end), and a run with the
+      same arguments continues from what it finds there (``lrjax run --resume``).
+    checkpoint_every_s: minimum seconds between checkpoints.
 
   Returns:
     A ``GridResult`` with the members table (hyperparameters + results), the
@@ -161,13 +169,24 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
       segment = program.segment.lower(state, jnp.int32(0), consts).compile()
       compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    seg_metrics = []
-    for s in range(n_seg):
+    seg_metrics, first = [], 0
+    ckpt = None if checkpoint_dir is None else checkpoint.chunk_path(checkpoint_dir, chunk_i)
+    if ckpt is not None and os.path.exists(ckpt):  # resume this chunk
+      state, seg_metrics, first = checkpoint.load(ckpt, state, dict.fromkeys(SEGMENT_METRICS, 0))
+      state = jax.device_put(state, sharding) if sharding is not None else jax.device_put(state)
+      if bar is not None:
+        bar.update(first)
+    last_save = time.perf_counter()
+    for s in range(first, n_seg):
       state, metrics = segment(state, jnp.int32(s), consts)
       seg_metrics.append(metrics)
+      if ckpt is not None and (s == n_seg - 1 or
+                               time.perf_counter() - last_save >= checkpoint_every_s):
+        checkpoint.save(ckpt, state, jax.device_get(seg_metrics), s + 1)
+        last_save = time.perf_counter()
       if bar is not None:
         jax.block_until_ready(metrics)
-        rate = (len(table) * (s + 1) * the_plan.ticks_per_segment * b /
+        rate = (len(table) * (s + 1 - first) * the_plan.ticks_per_segment * b /
                 max(time.perf_counter() - t0, 1e-9))
         bar.set_postfix_str(f"chunk {chunk_i + 1}/{len(chunks)}, {rate:,.0f} member-examples/s")
         bar.update(1)

@@ -76,3 +76,41 @@ def test_run_refuses_existing_workdir_when_not_overwriting(tmp_path, capsys):
 def test_missing_config_file_exits_nonzero_when_path_is_wrong(tmp_path, capsys):
   assert run(["run", "experiments/nope.py", "--workdir", str(tmp_path / "r")]) == 2
   assert "CONFIG_FILE" in capsys.readouterr().err
+
+
+def test_resume_without_interrupted_run_exits_nonzero_with_fix(tmp_path, capsys):
+  assert run(["run", f"{MAIN}:runlocal", "--workdir", str(tmp_path / "r"), "--resume"]) == 2
+  assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_interrupted_run_is_not_restarted_silently_when_resume_not_given(tmp_path, capsys):
+  (tmp_path / "r.partial").mkdir()
+  assert run(["run", f"{MAIN}:runlocal", "--workdir", str(tmp_path / "r")]) == 2
+  assert "--resume" in capsys.readouterr().err
+  assert (tmp_path / "r.partial").is_dir()
+
+
+def test_resume_continues_interrupted_run_when_config_unchanged(tmp_path, monkeypatch,
+                                                                capsys):
+  from lrjax import trainer
+
+  workdir = tmp_path / "r"
+  calls = {"n": 0}
+  original = trainer.train_grid
+
+  def interrupted(*args, **kwargs):
+    def stop(done, total):
+      raise KeyboardInterrupt
+
+    return original(*args, **{**kwargs, "on_segment": stop, "checkpoint_every_s": 0.0})
+
+  monkeypatch.setattr("lrjax.experiment.train_grid", interrupted)
+  base = ["run", f"{MAIN}:runlocal", "--workdir", str(workdir), "--no-progress",
+          "--config.eval_every=320"]  # several segments: interrupted after the first
+  assert run(base) == 130
+  assert (tmp_path / "r.partial" / "chunk0000.npz").exists() and not workdir.exists()
+  monkeypatch.setattr("lrjax.experiment.train_grid", original)
+  assert run(base + ["--resume", "--config.epochs=2"]) == 2
+  assert "config differs" in capsys.readouterr().err
+  assert run(base + ["--resume"]) == 0
+  assert (workdir / "members.parquet").exists() and not (tmp_path / "r.partial").exists()

@@ -237,3 +237,29 @@ def test_single_op_magnitude_is_a_grid_axis_when_aug_op_axis_given(digits):
   plain = train_grid(model, digits, table.iloc[:1].reset_index(drop=True).drop(
       columns="aug_max_shift"), TrainSettings(epochs=1), progress=False)
   np.testing.assert_allclose(w[0], plain.params["Dense_0"]["kernel"][0], rtol=1e-5, atol=1e-6)
+
+
+def test_resumed_run_equals_uninterrupted_run_when_killed_mid_training(digits, tmp_path):
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.03, 0.1), "batch_size": (16, 32), "seed": (0, 1)})
+  settings = TrainSettings(optimizer="momentum", epochs=2, eval_every=640,
+                           max_members_per_chunk=4)  # two chunks
+
+  class Interrupt(Exception):
+    pass
+
+  def stop_after_three(done, total):
+    if done == 3:
+      raise Interrupt
+
+  with pytest.raises(Interrupt):
+    train_grid(model, digits, table, settings, progress=False, on_segment=stop_after_three,
+               checkpoint_dir=str(tmp_path), checkpoint_every_s=0.0)
+  resumed = train_grid(model, digits, table, settings, progress=False,
+                       checkpoint_dir=str(tmp_path))
+  straight = train_grid(model, digits, table, settings, progress=False)
+  assert resumed.info["num_chunks"] == 2
+  assert_trees_allclose(resumed.params, straight.params, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(resumed.history.drop(columns="member").to_numpy(float),
+                             straight.history.drop(columns="member").to_numpy(float),
+                             rtol=1e-6)
