@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from lrjax import checkpoint
 from lrjax import grid as grid_lib
 from lrjax.data import Dataset, example_order
-from lrjax import checkpoint
 from lrjax.engine import SEGMENT_METRICS, Constants, Program
 from lrjax.plan import (GridResult, TrainSettings, _padded_split, _split_hparams, blocks_for,
                         plan)
@@ -245,7 +245,7 @@ def _tables(table, lay, the_plan, hist, tests, final_state):
   n_seg = the_plan.num_segments
   seg_ex = the_plan.ticks_per_segment * the_plan.micro_batch
   rows = []
-  metric_names = ("updates", "lr_now", "train_loss", "val_loss", "val_acc")
+  metric_names = tuple(n for n in SEGMENT_METRICS if n != "diverged")  # final state has it
   stacked = {n: np.stack([per_member(hist[s][n]) for s in range(n_seg)], 1) for n in metric_names}
   for s in range(n_seg):
     frame = pd.DataFrame({"member": table["member"].to_numpy(),
