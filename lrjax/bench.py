@@ -137,7 +137,11 @@ def _lrjax_case(adapter, ds, table, settings, expected_examples):
     raise RuntimeError(f"lrjax trained {res.info['examples_per_member']} examples per member, "
                        f"the baselines {expected_examples}: the comparison would be unequal.")
   diverged = res.members["diverged"].to_numpy()
-  note = f"{diverged.sum()} diverged" if diverged.any() else ""
+  info = res.info
+  notes = [f"{info['member_devices']} devices ({info['split_axis']} split)"
+           if info["member_devices"] > 1 else "1 device"]
+  notes += [f"{diverged.sum()} diverged"] if diverged.any() else []
+  note = "; ".join(notes)
   return baselines.Outcome(res.params, res.info["train_seconds"], res.info["compile_seconds"],
                            note), diverged
 

@@ -152,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
   if rest and args.command not in ("run", "find", "bench"):
     parser.error(f"unrecognized arguments: {' '.join(rest)}")
   try:
+    if args.command in ("run", "find", "bench"):  # before any JAX computation
+      from lrjax import parallel  # noqa: PLC0415
+
+      parallel.use_cpu_cores()
     return args.func(args, rest)
   except ConfigError as e:
     print(textwrap.fill(f"lrjax {args.command}: error: {e}", width=100), file=sys.stderr)

@@ -29,9 +29,11 @@ from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lrjax import optimizers
+from lrjax import parallel
 from lrjax import transforms
 from lrjax.models import ModelAdapter
 # GridResult, TrainSettings and plan are re-exported: they were engine names first.
@@ -78,11 +80,12 @@ SEGMENT_METRICS = ("updates", "lr_now", "train_loss", "val_loss", "val_acc", "di
 def default_vmap_width() -> int:
   """Members vmapped side by side per ``lax.map`` step, by backend.
 
-  Measured on a 2-core CPU (64-member MLP grid, docs/PERFORMANCE.md): 1-8 members
-  at a time train 1.3-1.4x faster than 16 or 64 (XLA:CPU's batched matmuls lose to
-  plain ones); accelerators want the whole grid at once.
+  On CPU one member at a time (then every matmul is a plain one): measured on
+  the 2-core CPU, 64 MLP members over 2 CPU devices, ms per member-step at
+  widths 1/2/4/8 were 0.26/0.27/0.32/0.37 (batch 32) and 0.80/0.86/0.92/0.99
+  (batch 128) (docs/PERFORMANCE.md). Accelerators want the whole grid at once.
   """
-  return 4 if jax.default_backend() == "cpu" else 1 << 30
+  return 1 if jax.default_backend() == "cpu" else 1 << 30
 
 
 def _loss(logits, labels):
@@ -99,8 +102,9 @@ class Program:
 
   def __init__(self, model: ModelAdapter, num_classes: int, settings: TrainSettings,
                the_plan: Plan, opt_cols: list[str], spec: optimizers.ScheduleSpec,
-               blocks: tuple[Block, ...]):
+               blocks: tuple[Block, ...], partition: parallel.Partition | None = None):
     self.model = model
+    self.partition = partition  # members split over devices (None: one device)
     self.num_classes = num_classes
     self.settings = settings
     self.plan = the_plan
@@ -239,86 +243,111 @@ class Program:
         t, c, c.seed_index, c.aug_keys, c.aug_mags)
 
   def _block_scan(self, state: MemberState, hp, block: Block, ticks, c: Constants,
-                  inputs=None):
+                  inputs=None, group=None):
     """Scans one block (or one slice of its members) over a segment's ticks.
 
-    ``inputs``: the segment's precomputed (x, y) per tick, or None to build them
-    at each tick.
+    ``inputs``: the segment's precomputed (x, y) per tick for every group, or None
+    to build them at each tick. ``group``: when the slice holds members of one
+    input group only (leading axes (1, width)), that group's index.
     """
+    one = lambda a: jax.lax.dynamic_index_in_dim(a, group, axis=0, keepdims=True)
 
     def tick(s, t_xy):
       t, xy = t_xy
-      x, y = self._inputs(t, c) if xy is None else xy
+      if xy is not None:
+        x, y = xy if group is None else jax.tree.map(one, xy)
+      elif group is None:
+        x, y = self._inputs(t, c)
+      else:
+        x, y = jax.tree.map(lambda a: a[None], self._group_inputs(
+            t, c, c.seed_index[group], c.aug_keys[group],
+            jax.tree.map(lambda m: m[group], c.aug_mags)))
       loss, grads = self._losses_and_grads(s.params, x, y)
       return self._block_tick(s, t, loss, grads, hp, block), None
 
     return jax.lax.scan(tick, state, (ticks, inputs))[0]
 
-  def map_width(self, block: Block, num_groups: int) -> int:
-    """Inner members per ``lax.map`` step: the largest divisor of the block's size
-    with ``num_groups * width <= vmap_width`` (at least 1)."""
+  def map_width(self, block: Block, num_groups: int) -> tuple[int, bool]:
+    """How ``lax.map`` slices a block: ``(width, per_group)``.
+
+    All ``num_groups * size`` members at once when they fit in ``vmap_width``
+    (``width == size``, ``per_group`` False); otherwise slices of ``width`` inner
+    members of a single group (``per_group`` True), ``width`` the largest divisor
+    of the block's size that is at most ``vmap_width``.
+    """
     size = block.stop - block.start
     target = self.settings.vmap_width or default_vmap_width()
-    fits = [w for w in range(1, size + 1) if size % w == 0 and w * num_groups <= target]
-    return max(fits, default=1)
+    if num_groups * size <= target:
+      return size, False
+    fits = [w for w in range(1, size + 1) if size % w == 0 and w <= target]
+    return max(fits, default=1), True
 
   def _block_segment(self, state: MemberState, hp, block: Block, ticks, c: Constants,
                      inputs=None):
     """A block's segment: ``lax.map`` over slices of its members, each scanned over ticks.
 
-    Training ``width`` members at a time: on a 2-core CPU 4 at a time ran 1.3x
-    faster than all 64 (see ``default_vmap_width``).
+    Training one member at a time is fastest on CPU (see ``default_vmap_width``):
+    a slice then holds one group's members only, and reads that group's inputs.
     """
     groups, size = state.updates.shape
-    width = self.map_width(block, groups)
-    if width == size:
+    width, per_group = self.map_width(block, groups)
+    if not per_group:
       return self._block_scan(state, hp, block, ticks, c, inputs)
     n = size // width
-    split = lambda a: jnp.moveaxis(a.reshape((groups, n, width) + a.shape[2:]), 1, 0)
-    merge = lambda a: jnp.moveaxis(a, 0, 1).reshape((groups, size) + a.shape[3:])
-    out = jax.lax.map(lambda sh: self._block_scan(sh[0], sh[1], block, ticks, c, inputs),
-                      jax.tree.map(split, (state, hp)))
+    # (G, I, ...) -> (G * n, 1, width, ...): slice j holds group j // n.
+    split = lambda a: a.reshape((groups * n, 1, width) + a.shape[2:])
+    merge = lambda a: a.reshape((groups, size) + a.shape[3:])
+    group_of = jnp.repeat(jnp.arange(groups, dtype=jnp.int32), n)
+    out = jax.lax.map(
+        lambda sh: self._block_scan(sh[0], sh[1], block, ticks, c, inputs, group=sh[2]),
+        (jax.tree.map(split, state), jax.tree.map(split, hp), group_of))
     return jax.tree.map(merge, out)
 
   # -- evaluation ----------------------------------------------------------------------
   def _evaluate(self, params, images, labels, weights):
     """Mean loss and accuracy of every member on a (padded) split; input shared.
 
-    ``params`` is a tuple over blocks; returns (G, I) arrays.
+    ``params`` is a tuple over blocks; returns (G, I) arrays. Members go through
+    ``lax.map`` in slices of ``vmap_width`` like training: one 64-wide vmap spent
+    20% of a CPU run's time on 6% of its FLOPs (batched matmuls).
     """
     # Splits are padded to a multiple of min(eval_batch, real size).
     n_batches = images.shape[0] // min(self.settings.eval_batch, images.shape[0])
-    xb = images.reshape((n_batches, -1) + images.shape[1:])
-    yb = labels.reshape((n_batches, -1))
-    wb = weights.reshape((n_batches, -1))
+    batches = (images.reshape((n_batches, -1) + images.shape[1:]),
+               labels.reshape((n_batches, -1)), weights.reshape((n_batches, -1)))
 
-    def batch_sums(carry, batch):
-      x, y, w = batch
-      x = x.astype(jnp.float32) / 255.0
-
-      def member(p):
-        logits = self.model.apply(p, x)
+    def member(p):
+      def batch_sums(carry, batch):
+        x, y, w = batch
+        logits = self.model.apply(p, x.astype(jnp.float32) / 255.0)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
-        return jnp.sum(losses * w), jnp.sum(correct * w)
+        return (carry[0] + jnp.sum(losses * w), carry[1] + jnp.sum(correct * w)), None
 
-      sums = [jax.vmap(jax.vmap(member))(p) for p in params]
-      loss = jnp.concatenate([s[0] for s in sums], axis=1)
-      correct = jnp.concatenate([s[1] for s in sums], axis=1)
-      return (carry[0] + loss, carry[1] + correct), None
+      zero = jnp.zeros((), jnp.float32)
+      return jax.lax.scan(batch_sums, (zero, zero), batches)[0]
 
-    lead = (jax.tree.leaves(params)[0].shape[0], sum(b.stop - b.start for b in self.blocks))
-    zeros = (jnp.zeros(lead, jnp.float32), jnp.zeros(lead, jnp.float32))
-    (loss, correct), _ = jax.lax.scan(batch_sums, zeros, (xb, yb, wb))
+    width = self.settings.vmap_width or default_vmap_width()
+    losses, corrects = [], []
+    for p in params:
+      lead = jax.tree.leaves(p)[0].shape[:2]
+      flat = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), p)
+      loss, correct = jax.lax.map(member, flat, batch_size=min(width, math.prod(lead)))
+      losses.append(loss.reshape(lead))
+      corrects.append(correct.reshape(lead))
     total = jnp.sum(weights)
-    return loss / total, correct / total
+    return (jnp.concatenate(losses, axis=1) / total,
+            jnp.concatenate(corrects, axis=1) / total)
 
   def _precompute_inputs(self, states, c: Constants) -> bool:
     """Whether to build a segment's inputs up front: when several scans would each
     rebuild them (more than one block or ``lax.map`` slice) and they fit in
     ``INPUT_CACHE_BYTES``."""
     groups = c.seed_index.shape[0]
-    scans = sum((b.stop - b.start) // self.map_width(b, groups) for b in self.blocks)
+    scans = 0
+    for b in self.blocks:
+      width, per_group = self.map_width(b, groups)
+      scans += groups * (b.stop - b.start) // width if per_group else 1
     per_tick = (groups * self.plan.micro_batch * self.settings.multiplicity *
                 (math.prod(c.train_images.shape[1:]) + self.num_classes) * 4)
     return scans > 1 and per_tick * self.plan.ticks_per_segment <= INPUT_CACHE_BYTES
@@ -331,6 +360,27 @@ class Program:
 
   # -- one segment: scan over ticks, then evaluate ---------------------------------------
   def _segment(self, states, segment_index, c: Constants):
+    """Trains every block over one segment and evaluates; returns (states, metrics).
+
+    With a ``partition``, each device runs ``_local_segment`` on its share of the
+    members (``shard_map``); metrics come back per block and are joined here, so
+    the member order is the same on any number of devices.
+    """
+    local = self._local_segment
+    if self.partition is not None:
+      member, group, none = (self.partition.members, self.partition.groups,
+                             jax.sharding.PartitionSpec())
+      specs = Constants(train_images=none, train_labels=none, eval_images=none,
+                        eval_labels=none, eval_weights=none, order=none,
+                        seed_index=group, aug_keys=group, aug_mags=group, hparams=member)
+      local = jax.shard_map(local, mesh=self.partition.mesh, in_specs=(member, none, specs),
+                            out_specs=(member, member), check_vma=False)
+    states, per_block = local(states, segment_index, c)
+    metrics = {name: jnp.concatenate([m[name] for m in per_block], axis=1)
+               for name in SEGMENT_METRICS}
+    return states, metrics
+
+  def _local_segment(self, states, segment_index, c: Constants):
     t0 = segment_index * self.plan.ticks_per_segment
     ticks = t0 + jnp.arange(self.plan.ticks_per_segment, dtype=jnp.int32)
     inputs = None
@@ -340,24 +390,26 @@ class Program:
                    for state, hp, block in zip(states, c.hparams, self.blocks))
     val_loss, val_acc = self._evaluate(tuple(s.params for s in states), c.eval_images,
                                        c.eval_labels, c.eval_weights)
+    # Column ranges of each block in val_loss/val_acc (local sizes under shard_map).
+    ends = np.cumsum([s.updates.shape[1] for s in states])
+    ranges = list(zip(np.concatenate([[0], ends[:-1]]), ends))
     if self.spec.plateau is not None:  # torch ReduceLROnPlateau.step(val_loss), per member
-      states = tuple(self._plateau_step(s, hp, val_loss[:, b.start:b.stop])
-                     for s, hp, b in zip(states, c.hparams, self.blocks))
-    cat = lambda xs: jnp.concatenate(xs, axis=1)
+      states = tuple(self._plateau_step(s, hp, val_loss[:, start:stop])
+                     for s, hp, (start, stop) in zip(states, c.hparams, ranges))
     lr_of = lambda h, u, sc: self._member_optimizer(h, sc)[1](u)
-    lr_now = cat([jax.vmap(jax.vmap(lr_of))(
-        hp, s.updates, None if s.plateau is None else s.plateau.scale)
-        for hp, s in zip(c.hparams, states)])
-    diverged = cat([s.diverged for s in states])
     nan = jnp.float32(jnp.nan)
-    metrics = {
-        "updates": cat([s.updates for s in states]),
-        "lr_now": lr_now.astype(jnp.float32),
-        "train_loss": jnp.where(diverged, nan, cat([s.loss_sum for s in states]) /
-                                self.plan.ticks_per_segment),
-        "val_loss": jnp.where(diverged, nan, val_loss),
-        "val_acc": jnp.where(diverged, nan, val_acc),
-        "diverged": diverged,
-    }
+    per_block = []
+    for hp, s, (start, stop) in zip(c.hparams, states, ranges):
+      bad = s.diverged
+      lr_now = jax.vmap(jax.vmap(lr_of))(hp, s.updates,
+                                        None if s.plateau is None else s.plateau.scale)
+      per_block.append({
+          "updates": s.updates,
+          "lr_now": lr_now.astype(jnp.float32),
+          "train_loss": jnp.where(bad, nan, s.loss_sum / self.plan.ticks_per_segment),
+          "val_loss": jnp.where(bad, nan, val_loss[:, start:stop]),
+          "val_acc": jnp.where(bad, nan, val_acc[:, start:stop]),
+          "diverged": bad,
+      })
     states = tuple(s._replace(loss_sum=jnp.zeros_like(s.loss_sum)) for s in states)
-    return states, metrics
+    return states, tuple(per_block)

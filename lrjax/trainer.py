@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lrjax import checkpoint
+from lrjax import parallel
 from lrjax import grid as grid_lib
 from lrjax.data import Dataset, example_order
 from lrjax.engine import SEGMENT_METRICS, Constants, Program
@@ -19,15 +20,6 @@ from lrjax.plan import (GridResult, TrainSettings, _padded_split, _split_hparams
                         plan)
 from lrjax.errors import ConfigError
 from lrjax.models import ModelAdapter
-
-
-def _member_sharding(num_groups: int):
-  """A 1-D mesh over all devices for the group axis, when it divides evenly."""
-  devices = jax.devices()
-  if len(devices) <= 1 or num_groups % len(devices):
-    return None
-  mesh = jax.sharding.Mesh(np.array(devices), ("members",))
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("members"))
 
 
 def _chunks(num_groups: int, inner: int, max_members: int) -> list[np.ndarray]:
@@ -131,14 +123,22 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
                                                 dataset.validation.labels, settings.eval_batch)]
   test = [jnp.asarray(a) for a in _padded_split(dataset.test.images, dataset.test.labels,
                                                  settings.eval_batch)]
-  program = Program(model, dataset.num_classes, settings, the_plan, opt_cols, spec, blocks)
+  chunks = _chunks(lay.num_groups, lay.inner_size, settings.max_members_per_chunk)
+  partition = parallel.member_partition(len(chunks[0]), [b.stop - b.start for b in blocks])
+  program = Program(model, dataset.num_classes, settings, the_plan, opt_cols, spec, blocks,
+                    partition)
   sample_x = jnp.zeros((1,) + dataset.image_shape, jnp.float32)
   root_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
   init_keys = jax.vmap(lambda key: jax.random.fold_in(key, 0))(root_keys)
   aug_keys = jax.vmap(lambda key: jax.random.fold_in(key, 2))(root_keys)
 
-  chunks = _chunks(lay.num_groups, lay.inner_size, settings.max_members_per_chunk)
-  sharding = _member_sharding(len(chunks[0]))
+  put_members = put_groups = jax.device_put  # one device: the default
+  if partition is not None:  # members (and, when split, groups) over the device mesh
+    shard = lambda spec: (lambda tree: jax.device_put(
+        tree, jax.sharding.NamedSharding(partition.mesh, spec)))
+    put_members, put_groups = shard(partition.members), shard(partition.groups)
+    # Data and evaluation splits replicated once, not copied at every segment call.
+    device_data, val = shard(jax.sharding.PartitionSpec())((device_data, val))
   n_seg = the_plan.num_segments
   bar = None
   if progress:
@@ -155,15 +155,10 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
         aug_mags={n: jnp.asarray(v[gidx]) for n, v in aug_mags.items()},
         hparams=tuple({n: jnp.asarray(v[gidx][:, blk.start:blk.stop])
                        for n, v in slot_hp.items()} for blk in blocks))
-    if sharding is not None:
-      consts = consts._replace(
-          seed_index=jax.device_put(consts.seed_index, sharding),
-          aug_keys=jax.device_put(consts.aug_keys, sharding),
-          aug_mags=jax.device_put(consts.aug_mags, sharding),
-          hparams=jax.device_put(consts.hparams, sharding))
-    state = program.init(init_keys[gidx], sample_x, consts.hparams)
-    if sharding is not None:  # members' state split over devices along the group axis
-      state = jax.device_put(state, sharding)
+    consts = consts._replace(
+        seed_index=put_groups(consts.seed_index), aug_keys=put_groups(consts.aug_keys),
+        aug_mags=put_groups(consts.aug_mags), hparams=put_members(consts.hparams))
+    state = put_members(program.init(init_keys[gidx], sample_x, consts.hparams))
     if chunk_i == 0:
       t0 = time.perf_counter()
       segment = program.segment.lower(state, jnp.int32(0), consts).compile()
@@ -173,7 +168,7 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
     ckpt = None if checkpoint_dir is None else checkpoint.chunk_path(checkpoint_dir, chunk_i)
     if ckpt is not None and os.path.exists(ckpt):  # resume this chunk
       state, seg_metrics, first = checkpoint.load(ckpt, state, dict.fromkeys(SEGMENT_METRICS, 0))
-      state = jax.device_put(state, sharding) if sharding is not None else jax.device_put(state)
+      state = put_members(state)
       if bar is not None:
         bar.update(first)
     last_save = time.perf_counter()
@@ -230,6 +225,8 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
       "num_chunks": len(chunks), "blocks": [(b.start, b.stop, b.k) for b in blocks],
       "compile_seconds": compile_s, "train_seconds": train_s,
       "devices": [str(d) for d in jax.devices()],
+      "member_devices": 1 if partition is None else partition.num_devices,
+      "split_axis": None if partition is None else ("groups", "inner")[partition.axis],
   }
   return GridResult(members, history, params, info)
 

@@ -5,7 +5,9 @@
 """
 import sys
 
+from lrjax import parallel
 from lrjax.bench import main
 
 if __name__ == "__main__":
+  parallel.use_cpu_cores()  # as the `lrjax` command does; LRJAX_CPU_DEVICES=1 to compare
   sys.exit(main())
