@@ -15,6 +15,7 @@ from lrjax.errors import ConfigError
 from lrjax.experiment import default_config, train_and_evaluate
 from lrjax.grid import layout, log2_space, log_space, make_grid
 from lrjax.models import CNN, MLP, ModelAdapter, from_linen, from_nnx, get_model
+from lrjax.parallel import use_cpu_cores
 from lrjax.optimizers import OPTIMIZERS, make_optimizer, make_schedule, optimizer_hparams
 from lrjax.trainer import train_grid
 
@@ -25,4 +26,5 @@ __all__ = [
     "TrainSettings", "augment", "data", "default_config", "from_linen", "from_nnx",
     "get_model", "layout", "lr_finder", "transforms", "load", "log2_space", "log_space", "make_grid", "make_optimizer",
     "make_schedule", "optimizer_hparams", "schedules", "train_and_evaluate", "train_grid",
+    "use_cpu_cores",
 ]

@@ -88,6 +88,18 @@ def default_vmap_width() -> int:
   return 1 if jax.default_backend() == "cpu" else 1 << 30
 
 
+def mean_metrics(metrics: dict, num_examples: int) -> dict:
+  """Host side: a segment's ``val_loss``/``val_acc`` sums -> means over the split.
+
+  Example:
+    >>> mean_metrics({"val_loss": np.float32([3.0]), "val_acc": np.float32([1.0])}, 4)
+    {'val_loss': array([0.75], dtype=float32), 'val_acc': array([0.25], dtype=float32)}
+  """
+  n = np.float32(num_examples)
+  return {k: (v / n).astype(np.float32) if k in ("val_loss", "val_acc") else v
+          for k, v in metrics.items()}
+
+
 def _loss(logits, labels):
   return optax.softmax_cross_entropy(logits, labels).mean()
 
@@ -305,9 +317,9 @@ class Program:
 
   # -- evaluation ----------------------------------------------------------------------
   def _evaluate(self, params, images, labels, weights):
-    """Mean loss and accuracy of every member on a (padded) split; input shared.
+    """Summed loss and number correct of every member on a (padded) split.
 
-    ``params`` is a tuple over blocks; returns (G, I) arrays. Members go through
+    ``params`` is a tuple over blocks; returns (G, I) arrays (see ``mean_metrics``). Members go through
     ``lax.map`` in slices of ``vmap_width`` like training: one 64-wide vmap spent
     20% of a CPU run's time on 6% of its FLOPs (batched matmuls).
     """
@@ -335,9 +347,9 @@ class Program:
       loss, correct = jax.lax.map(member, flat, batch_size=min(width, math.prod(lead)))
       losses.append(loss.reshape(lead))
       corrects.append(correct.reshape(lead))
-    total = jnp.sum(weights)
-    return (jnp.concatenate(losses, axis=1) / total,
-            jnp.concatenate(corrects, axis=1) / total)
+    # Sums, not means: the host divides (``mean_metrics``), so a member's reported
+    # metrics do not depend on how XLA compiled the division for this grid's shape.
+    return jnp.concatenate(losses, axis=1), jnp.concatenate(corrects, axis=1)
 
   def _precompute_inputs(self, states, c: Constants) -> bool:
     """Whether to build a segment's inputs up front: when several scans would each
@@ -389,12 +401,13 @@ class Program:
     states = tuple(self._block_segment(state, hp, block, ticks, c, inputs)
                    for state, hp, block in zip(states, c.hparams, self.blocks))
     val_loss, val_acc = self._evaluate(tuple(s.params for s in states), c.eval_images,
-                                       c.eval_labels, c.eval_weights)
+                                       c.eval_labels, c.eval_weights)  # sums
     # Column ranges of each block in val_loss/val_acc (local sizes under shard_map).
     ends = np.cumsum([s.updates.shape[1] for s in states])
     ranges = list(zip(np.concatenate([[0], ends[:-1]]), ends))
     if self.spec.plateau is not None:  # torch ReduceLROnPlateau.step(val_loss), per member
-      states = tuple(self._plateau_step(s, hp, val_loss[:, start:stop])
+      mean_loss = val_loss / jnp.sum(c.eval_weights)
+      states = tuple(self._plateau_step(s, hp, mean_loss[:, start:stop])
                      for s, hp, (start, stop) in zip(states, c.hparams, ranges))
     lr_of = lambda h, u, sc: self._member_optimizer(h, sc)[1](u)
     nan = jnp.float32(jnp.nan)

@@ -1,4 +1,12 @@
-"""Test-wide JAX settings: silent broadcasting across the member axis fails loudly."""
+"""Test-wide JAX settings.
+
+* The suite runs in the configuration the ``lrjax`` command uses: one CPU device
+  per core (members split over them) and XLA:CPU's YNNPACK fusions.
+* Silent broadcasting across the member axis fails loudly.
+"""
 import jax
 
+from lrjax import parallel
+
+parallel.use_cpu_cores()
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -1,0 +1,38 @@
+"""Device partitions for a grid's members, and the CPU device set-up."""
+import jax
+import pytest
+
+from lrjax import parallel
+
+
+def _two_devices():
+  if len(jax.devices()) < 2:
+    pytest.skip("needs 2 devices (tests run with one CPU device per core)")
+  return jax.devices()[:2]
+
+
+def test_member_partition_splits_groups_when_they_divide():
+  p = parallel.member_partition(4, [3, 5], _two_devices())
+  assert p.axis == 0 and p.num_devices == 2
+  assert p.members == jax.sharding.PartitionSpec("members")
+
+
+def test_member_partition_splits_inner_when_only_blocks_divide():
+  p = parallel.member_partition(3, [10, 4], _two_devices())
+  assert p.axis == 1 and p.members == jax.sharding.PartitionSpec(None, "members")
+  assert p.groups == jax.sharding.PartitionSpec()
+
+
+def test_member_partition_is_none_when_nothing_divides():
+  assert parallel.member_partition(3, [10, 3], _two_devices()) is None
+  assert parallel.member_partition(4, [4], jax.devices()[:1]) is None
+
+
+def test_use_cpu_cores_rejects_bad_environment_value(monkeypatch):
+  monkeypatch.setenv(parallel.ENV_VAR, "two")
+  with pytest.raises(ValueError, match=parallel.ENV_VAR):
+    parallel.use_cpu_cores()
+
+
+def test_use_cpu_cores_keeps_devices_once_jax_is_initialised():
+  assert parallel.use_cpu_cores(7) == len(jax.devices("cpu"))
