@@ -408,6 +408,9 @@ class Program:
     return states, metrics
 
   def _local_segment(self, states, segment_index, c: Constants):
+    """One device's share: train each block over the segment's ticks, evaluate,
+    step plateau schedules; returns (states, per-block metrics), where ``val_loss``
+    and ``val_acc`` are sums over the split (the host divides, ``mean_metrics``)."""
     t0 = segment_index * self.plan.ticks_per_segment
     ticks = t0 + jnp.arange(self.plan.ticks_per_segment, dtype=jnp.int32)
     inputs = None
