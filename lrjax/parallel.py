@@ -18,6 +18,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
+from lrjax.errors import ConfigError
+
 AXIS = "members"
 ENV_VAR = "LRJAX_CPU_DEVICES"
 
@@ -48,6 +50,9 @@ def use_cpu_cores(count: int | None = None, *, library_fusions: bool = True) -> 
   Returns:
     The number of CPU devices JAX will have (or has).
 
+  Raises:
+    ConfigError: ``LRJAX_CPU_DEVICES`` is not a positive integer.
+
   Example:
     >>> import lrjax
     >>> n = lrjax.use_cpu_cores()   # first thing in a script, before any jnp op
@@ -59,7 +64,7 @@ def use_cpu_cores(count: int | None = None, *, library_fusions: bool = True) -> 
   env = os.environ.get(ENV_VAR, "").strip()
   if env:
     if not env.isdigit() or int(env) < 1:
-      raise ValueError(f"{ENV_VAR}: a positive integer (CPU devices), e.g. "
+      raise ConfigError(f"{ENV_VAR}: a positive integer (CPU devices), e.g. "
                        f"{ENV_VAR}=2; got {env!r}.")
     count = int(env)
   count = count or os.cpu_count() or 1

@@ -2,7 +2,8 @@
 import jax
 import pytest
 
-from lrjax import parallel
+from lrjax import cli, parallel
+from lrjax.errors import ConfigError
 
 
 def _two_devices():
@@ -30,8 +31,17 @@ def test_member_partition_is_none_when_nothing_divides():
 
 def test_use_cpu_cores_rejects_bad_environment_value(monkeypatch):
   monkeypatch.setenv(parallel.ENV_VAR, "two")
-  with pytest.raises(ValueError, match=parallel.ENV_VAR):
+  with pytest.raises(ConfigError, match=parallel.ENV_VAR):
     parallel.use_cpu_cores()
+
+
+def test_cli_reports_bad_cpu_device_count_without_traceback(monkeypatch, capsys, tmp_path):
+  monkeypatch.setenv(parallel.ENV_VAR, "0")
+  code = cli.main(["run", "experiments/lr_batch_aug.py:runlocal", "--workdir",
+                   str(tmp_path / "run")])
+  err = capsys.readouterr().err
+  assert code == 2 and parallel.ENV_VAR in err and "Traceback" not in err
+  assert not (tmp_path / "run").exists()
 
 
 def test_use_cpu_cores_keeps_devices_once_jax_is_initialised():
