@@ -88,6 +88,16 @@ def default_vmap_width() -> int:
   return 1 if jax.default_backend() == "cpu" else 1 << 30
 
 
+def per_example(total, num_examples: int) -> np.ndarray:
+  """Host side: sums from ``Program.evaluate`` -> means over a split (float32).
+
+  Example:
+    >>> per_example(np.float32([3.0, 1.0]), 4)
+    array([0.75, 0.25], dtype=float32)
+  """
+  return np.asarray(total, np.float32) / np.float32(num_examples)
+
+
 def mean_metrics(metrics: dict, num_examples: int) -> dict:
   """Host side: a segment's ``val_loss``/``val_acc`` sums -> means over the split.
 
@@ -95,8 +105,7 @@ def mean_metrics(metrics: dict, num_examples: int) -> dict:
     >>> mean_metrics({"val_loss": np.float32([3.0]), "val_acc": np.float32([1.0])}, 4)
     {'val_loss': array([0.75], dtype=float32), 'val_acc': array([0.25], dtype=float32)}
   """
-  n = np.float32(num_examples)
-  return {k: (v / n).astype(np.float32) if k in ("val_loss", "val_acc") else v
+  return {k: per_example(v, num_examples) if k in ("val_loss", "val_acc") else v
           for k, v in metrics.items()}
 
 
@@ -334,9 +343,10 @@ class Program:
   def _evaluate(self, params, images, labels, weights):
     """Summed loss and number correct of every member on a (padded) split.
 
-    ``params`` is a tuple over blocks; returns (G, I) arrays (see ``mean_metrics``). Members go through
-    ``lax.map`` in slices of ``vmap_width`` like training: one 64-wide vmap spent
-    20% of a CPU run's time on 6% of its FLOPs (batched matmuls).
+    ``params`` is a tuple over blocks; returns (G, I) arrays (the host divides:
+    ``per_example``). Members go through ``lax.map`` in slices of ``vmap_width``
+    like training: one 64-wide vmap spent 20% of a CPU run's time on 6% of its
+    FLOPs (batched matmuls).
     """
     # Splits are padded to a multiple of min(eval_batch, real size).
     n_batches = images.shape[0] // min(self.settings.eval_batch, images.shape[0])
@@ -362,7 +372,7 @@ class Program:
       loss, correct = jax.lax.map(member, flat, batch_size=min(width, math.prod(lead)))
       losses.append(loss.reshape(lead))
       corrects.append(correct.reshape(lead))
-    # Sums, not means: the host divides (``mean_metrics``), so a member's reported
+    # Sums, not means: the host divides (``per_example``), so a member's reported
     # metrics do not depend on how XLA compiled the division for this grid's shape.
     return jnp.concatenate(losses, axis=1), jnp.concatenate(corrects, axis=1)
 

@@ -5,7 +5,7 @@ its thread pool, and at these sizes (a 32x256 @ 256x256 matmul, an optimizer upd
 over 300 KB) that splitting costs more than it gains -- a lone member's compiled
 scan keeps 2 cores only ~1.35x busy. Giving each core its own device and its own
 share of the members keeps both busy with independent work: measured on the 2-core
-CI machine, 64 MLP members at batch 32 trained 1.7-2x faster over 2 CPU devices
+development VM, 64 MLP members at batch 32 trained 1.7-2x faster over 2 CPU devices
 than on 1 (docs/PERFORMANCE.md). The same sharding spreads members over GPUs/TPUs.
 """
 

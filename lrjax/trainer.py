@@ -15,7 +15,8 @@ from lrjax import checkpoint
 from lrjax import parallel
 from lrjax import grid as grid_lib
 from lrjax.data import Dataset, example_order
-from lrjax.engine import SEGMENT_METRICS, Constants, Program, mean_metrics
+from lrjax.engine import (SEGMENT_METRICS, Constants, Program, mean_metrics,
+                          per_example)
 from lrjax.plan import (GridResult, TrainSettings, _padded_split, _split_hparams, blocks_for,
                         plan)
 from lrjax.errors import ConfigError
@@ -190,8 +191,8 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
     seg_metrics = [mean_metrics(m, len(dataset.validation)) for m in jax.device_get(seg_metrics)]
     train_s += time.perf_counter() - t0
     block_params = tuple(s.params for s in state)
-    test_sums = jax.device_get(program.evaluate(block_params, *test))
-    test_loss, test_acc = (a / np.float32(len(dataset.test)) for a in test_sums)
+    test_loss, test_acc = (per_example(a, len(dataset.test))
+                           for a in jax.device_get(program.evaluate(block_params, *test)))
     history_parts.append((gidx, seg_metrics))
     cat = lambda *xs: np.concatenate(xs, axis=1)
     final_params.append((gidx, jax.tree.map(cat, *jax.device_get(block_params))))

@@ -21,19 +21,12 @@ def _pair(stride, padding, im2col="slices", features=4):
   return ref, new
 
 
-@pytest.mark.parametrize("im2col", ["slices", "patches"])
-@pytest.mark.parametrize("stride", [1, 2])
-def test_forward_matches_nn_conv_same_padding(stride, im2col):
+@pytest.mark.parametrize("stride, padding, im2col", [
+    (1, "SAME", "slices"), (1, "SAME", "patches"), (2, "SAME", "slices"),
+    (2, "SAME", "patches"), (2, "VALID", "slices"), (2, ((1, 0), (2, 1)), "slices")])
+def test_forward_matches_nn_conv_for_each_padding(stride, padding, im2col):
   x = _input()
-  ref, new = _pair(stride, "SAME", im2col)
-  params = ref.init(jax.random.key(1), x)
-  assert_trees_allclose(jax.jit(new.apply)(params, x), jax.jit(ref.apply)(params, x), **TOL)
-
-
-@pytest.mark.parametrize("padding", ["VALID", ((1, 0), (2, 1))])
-def test_forward_matches_nn_conv_other_padding(padding):
-  x = _input()
-  ref, new = _pair(2, padding)
+  ref, new = _pair(stride, padding, im2col)
   params = ref.init(jax.random.key(1), x)
   assert_trees_allclose(jax.jit(new.apply)(params, x), jax.jit(ref.apply)(params, x), **TOL)
 
