@@ -24,28 +24,50 @@ AXIS = "members"
 ENV_VAR = "LRJAX_CPU_DEVICES"
 
 
-# XLA:CPU option: hand dots and the elementwise ops around them to YNNPACK fusions.
-# Measured (2-core CPU, 64 MLP members over 2 devices, batch 32): 0.21-0.23 vs
-# 0.24-0.31 ms per member-step without it; see docs/PERFORMANCE.md.
-YNN_FUSIONS = ("--xla_cpu_experimental_ynn_fusion_type="
-               "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE")
+# XLA:CPU options for a segment program that runs on one of several CPU devices:
+# each device is one core's worth of work, so its ops run on its own thread rather
+# than being split over the process's shared intra-op pool (where two devices'
+# ops contend). Per compilation, so other programs in the process (benchmark
+# baselines included) keep XLA's defaults. Measured in one process, 8 interleaved
+# rounds, 64 MLP members at batch 32 on 2 devices (docs/PERFORMANCE.md): median
+# 1.18 s vs 1.31 s with XLA's defaults; at batch 128 equal (0.785 vs 0.792 s).
+ONE_THREAD_PER_DEVICE = {"xla_cpu_multi_thread_eigen": False,
+                         "xla_cpu_parallel_codegen_split_count": 1}
 
 
-def use_cpu_cores(count: int | None = None, *, library_fusions: bool = True) -> int:
+def compiler_options(platform: str, num_devices: int) -> dict[str, bool | int]:
+  """XLA options for compiling the engine's segment program.
+
+  Args:
+    platform: ``jax.devices()[0].platform`` of the devices the program runs on.
+    num_devices: how many devices the members are split over.
+
+  Returns:
+    Options for ``jax.stages.Lowered.compile(compiler_options=...)``: on CPU with
+    members over several devices, ``ONE_THREAD_PER_DEVICE``; otherwise none.
+
+  Example:
+    >>> compiler_options("cpu", 2)["xla_cpu_multi_thread_eigen"]
+    False
+    >>> compiler_options("gpu", 8)
+    {}
+  """
+  if platform == "cpu" and num_devices > 1:
+    return dict(ONE_THREAD_PER_DEVICE)
+  return {}
+
+
+def use_cpu_cores(count: int | None = None) -> int:
   """Asks JAX for one CPU device per core; call it before any JAX computation.
 
-  Also (``library_fusions``) adds XLA:CPU's YNNPACK dot+elementwise fusions to
-  ``XLA_FLAGS`` unless the user set that option. A no-op once JAX's backends exist
-  (then it returns what JAX has), and the device count is left alone when
-  ``XLA_FLAGS`` already sets ``--xla_force_host_platform_device_count``. The
-  ``lrjax`` command calls it at start-up; the environment variable
-  ``LRJAX_CPU_DEVICES`` overrides ``count`` (``LRJAX_CPU_DEVICES=1`` turns the
-  split off).
+  A no-op once JAX's backends exist (then it returns what JAX has), and the
+  device count is left alone when ``XLA_FLAGS`` already sets
+  ``--xla_force_host_platform_device_count``. The ``lrjax`` command calls it at
+  start-up; the environment variable ``LRJAX_CPU_DEVICES`` overrides ``count``
+  (``LRJAX_CPU_DEVICES=1`` turns the split off).
 
   Args:
     count: devices to create; default ``os.cpu_count()``.
-    library_fusions: add the YNNPACK fusion flag (process-wide: every JAX program
-      in this process gets it, benchmark baselines included).
 
   Returns:
     The number of CPU devices JAX will have (or has).
@@ -70,10 +92,7 @@ def use_cpu_cores(count: int | None = None, *, library_fusions: bool = True) -> 
   count = count or os.cpu_count() or 1
   if xla_bridge.backends_are_initialized():  # too late to change; keep what JAX has
     return len(jax.devices("cpu"))
-  flags = os.environ.get("XLA_FLAGS", "")
-  if library_fusions and "xla_cpu_experimental_ynn_fusion_type" not in flags:
-    os.environ["XLA_FLAGS"] = f"{flags} {YNN_FUSIONS}".strip()
-  if "xla_force_host_platform_device_count" in flags:
+  if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
     return len(jax.devices("cpu"))  # the user chose; leave it
   jax.config.update("jax_num_cpu_devices", count)
   return count

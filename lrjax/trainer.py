@@ -162,7 +162,9 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
     state = put_members(program.init(init_keys[gidx], sample_x, consts.hparams))
     if chunk_i == 0:
       t0 = time.perf_counter()
-      segment = program.segment.lower(state, jnp.int32(0), consts).compile()
+      segment = program.segment.lower(state, jnp.int32(0), consts).compile(
+          compiler_options=parallel.compiler_options(
+              jax.devices()[0].platform, 1 if partition is None else partition.num_devices))
       compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     seg_metrics, first = [], 0

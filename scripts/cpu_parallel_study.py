@@ -67,6 +67,10 @@ def main():
   else:
     def slice_(a):
       p, m, lr = a
+      if w == 1:  # one member, no member axis (as the engine's width-1 slices)
+        p, m, lr = jax.tree.map(lambda v: v[0], (p, m, lr))
+        out = jax.lax.scan(lambda c, xy: (step(*c, lr, *xy), None), (p, m), (xs, ys))[0]
+        return jax.tree.map(lambda v: v[None], out)
       vstep = jax.vmap(step, in_axes=(0, 0, 0, None, None))
       return jax.lax.scan(lambda c, xy: (vstep(*c, lr, *xy), None), (p, m), (xs, ys))[0]
 

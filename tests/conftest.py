@@ -1,7 +1,7 @@
 """Test-wide JAX settings.
 
 * The suite runs in the configuration the ``lrjax`` command uses: one CPU device
-  per core (members split over them) and XLA:CPU's YNNPACK fusions.
+  per core (members split over them).
 * Silent broadcasting across the member axis fails loudly.
 """
 import jax

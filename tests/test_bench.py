@@ -44,3 +44,24 @@ def test_format_table_lists_every_row(tiny_report):
 def test_main_rejects_unknown_case_with_message(capsys):
   assert bench.main(["--quick", "--cases", "nope", "--json", ""]) == 2
   assert "unknown" in capsys.readouterr().err
+
+
+def test_run_bench_keeps_fastest_round_when_repeated():
+  limits = {"peak_flops": 1e10, "peak_bytes_per_s": 1e9, "matmul_n": 0, "copy_bytes": 0}
+  report = bench.run_bench(["mlp"], [2], [32], epochs=1, cases=["lrjax", "scans"],
+                           model_kwargs={"hidden": (32,)}, limits=limits,
+                           log=lambda s: None, repeats=2)
+  rows = {r["case"]: r for r in report["rows"]}
+  for row in rows.values():
+    assert len(row["train_s_rounds"]) == 2
+    assert row["train_s"] == min(row["train_s_rounds"])
+  summary = report["summary"][0]
+  expected = [s / l for s, l in zip(rows["scans"]["train_s_rounds"],
+                                    rows["lrjax"]["train_s_rounds"])]
+  np.testing.assert_allclose(summary["speedup_vs_best_rounds"], expected)
+  assert report["repeats"] == 2 and "2 interleaved rounds" in report["timing"]
+
+
+def test_main_rejects_zero_repeats_with_message(capsys):
+  assert bench.main(["--quick", "--repeats", "0", "--json", ""]) == 2
+  assert "repeats" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """Device partitions for a grid's members, and the CPU device set-up."""
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from lrjax import cli, parallel
@@ -46,3 +48,20 @@ def test_cli_reports_bad_cpu_device_count_without_traceback(monkeypatch, capsys,
 
 def test_use_cpu_cores_keeps_devices_once_jax_is_initialised():
   assert parallel.use_cpu_cores(7) == len(jax.devices("cpu"))
+
+
+def test_compiler_options_one_thread_per_device_only_for_several_cpu_devices():
+  assert parallel.compiler_options("cpu", 2) == parallel.ONE_THREAD_PER_DEVICE
+  assert parallel.compiler_options("cpu", 1) == {}
+  assert parallel.compiler_options("gpu", 4) == {}
+
+
+def test_compiler_options_accepted_by_xla_and_leave_results_unchanged():
+  # XLA rejects unknown option names at compile time; the options only change
+  # threading, so a small program computes the same values.
+  f = jax.jit(lambda a, b: jnp.tanh(a @ b).sum(0))
+  a = jnp.linspace(-1.0, 1.0, 64 * 32, dtype=jnp.float32).reshape(64, 32)
+  lowered = f.lower(a, a.T)
+  plain = lowered.compile()(a, a.T)
+  tuned = lowered.compile(compiler_options=parallel.compiler_options("cpu", 2))(a, a.T)
+  np.testing.assert_allclose(tuned, plain, rtol=1e-6)
