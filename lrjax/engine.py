@@ -299,15 +299,15 @@ class Program:
 
     return jax.lax.scan(tick, state, (ticks, inputs))[0]
 
-  def map_width(self, block: Block, num_groups: int) -> tuple[int, bool]:
-    """How ``lax.map`` slices a block: ``(width, per_group)``.
+  def map_width(self, size: int, num_groups: int) -> tuple[int, bool]:
+    """How ``lax.map`` slices a block of ``num_groups x size`` members: ``(width, per_group)``.
 
-    All ``num_groups * size`` members at once when they fit in ``vmap_width``
-    (``width == size``, ``per_group`` False); otherwise slices of ``width`` inner
-    members of a single group (``per_group`` True), ``width`` the largest divisor
-    of the block's size that is at most ``vmap_width``.
+    ``size`` is the block's inner size on this device (under ``shard_map`` with
+    the inner axis split, a share of the block). All members at once when they
+    fit in ``vmap_width`` (``width == size``, ``per_group`` False); otherwise
+    slices of ``width`` inner members of a single group (``per_group`` True),
+    ``width`` the largest divisor of ``size`` that is at most ``vmap_width``.
     """
-    size = block.stop - block.start
     target = self.settings.vmap_width or default_vmap_width()
     if num_groups * size <= target:
       return size, False
@@ -322,7 +322,7 @@ class Program:
     a slice then holds one group's members only, and reads that group's inputs.
     """
     groups, size = state.updates.shape
-    width, per_group = self.map_width(block, groups)
+    width, per_group = self.map_width(size, groups)
     if not per_group:
       return self._block_scan(state, hp, block, ticks, c, inputs)
     n = size // width
@@ -382,9 +382,10 @@ class Program:
     ``INPUT_CACHE_BYTES``."""
     groups = c.seed_index.shape[0]
     scans = 0
-    for b in self.blocks:
-      width, per_group = self.map_width(b, groups)
-      scans += groups * (b.stop - b.start) // width if per_group else 1
+    for s in states:
+      size = s.updates.shape[1]  # this device's share of the block
+      width, per_group = self.map_width(size, groups)
+      scans += groups * size // width if per_group else 1
     per_tick = (groups * self.plan.micro_batch * self.settings.multiplicity *
                 (math.prod(c.train_images.shape[1:]) + self.num_classes) * 4)
     return scans > 1 and per_tick * self.plan.ticks_per_segment <= INPUT_CACHE_BYTES

@@ -145,6 +145,20 @@ def test_results_equal_when_members_run_in_lax_map_slices(digits):
                              rtol=1e-4)
 
 
+def test_slices_fit_each_device_share_when_inner_axis_split(digits):
+  # 6 inner members over 2 devices: 3 per device, so width 2 (a divisor of the
+  # whole block) must not be used on a device's share of 3.
+  if len(jax.devices()) < 2:
+    pytest.skip("needs 2 devices (tests run with one CPU device per core)")
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.01, 0.02, 0.03, 0.05, 0.07, 0.1), "batch_size": (32,)})
+  common = dict(optimizer="momentum", epochs=1, eval_every=640)
+  two = train_grid(model, digits, table, TrainSettings(vmap_width=2, **common), progress=False)
+  one = train_grid(model, digits, table, TrainSettings(vmap_width=1, **common), progress=False)
+  assert two.info["member_devices"] == 2 and two.info["split_axis"] == "inner"
+  assert_trees_allclose(two.params, one.params, rtol=1e-4, atol=1e-5)
+
+
 def test_schedule_families_share_one_program_when_schedule_is_an_axis(digits):
   from lrjax import transforms
 
