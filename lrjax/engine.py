@@ -84,6 +84,8 @@ def default_vmap_width() -> int:
   the 2-core CPU, 64 MLP members over 2 CPU devices, ms per member-step at
   widths 1/2/4/8 were 0.26/0.27/0.32/0.37 (batch 32) and 0.80/0.86/0.92/0.99
   (batch 128) (docs/PERFORMANCE.md). Accelerators want the whole grid at once.
+  The trainer measures widths 1 and 2 instead when a CPU grid has enough members
+  (``lrjax.autotune``): the CNN trains fastest two members at a time.
   """
   return 1 if jax.default_backend() == "cpu" else 1 << 30
 
@@ -303,14 +305,17 @@ class Program:
     """How ``lax.map`` slices a block of ``num_groups x size`` members: ``(width, per_group)``.
 
     ``size`` is the block's inner size on this device (under ``shard_map`` with
-    the inner axis split, a share of the block). All members at once when they
-    fit in ``vmap_width`` (``width == size``, ``per_group`` False); otherwise
+    the inner axis split, a share of the block). All members at once when there
+    are several and they fit in ``vmap_width`` (``width == size``, ``per_group``
+    False); otherwise
     slices of ``width`` inner members of a single group (``per_group`` True),
     ``width`` the largest divisor of ``size`` that is at most ``vmap_width``.
     """
     target = self.settings.vmap_width or default_vmap_width()
-    if num_groups * size <= target:
+    if 1 < num_groups * size <= target:
       return size, False
+    # A lone member takes the per-group path too (``single``: no member axes), so it
+    # compiles to the same step as one member of a larger grid's slices.
     fits = [w for w in range(1, size + 1) if size % w == 0 and w <= target]
     return max(fits, default=1), True
 

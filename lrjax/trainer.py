@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Callable
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from lrjax import autotune
 from lrjax import checkpoint
 from lrjax import parallel
 from lrjax import grid as grid_lib
@@ -126,8 +128,12 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
                                                  settings.eval_batch)]
   chunks = _chunks(lay.num_groups, lay.inner_size, settings.max_members_per_chunk)
   partition = parallel.member_partition(len(chunks[0]), [b.stop - b.start for b in blocks])
-  program = Program(model, dataset.num_classes, settings, the_plan, opt_cols, spec, blocks,
-                    partition)
+  make_program = lambda st: Program(model, dataset.num_classes, st, the_plan, opt_cols, spec,
+                                    blocks, partition)
+  program = make_program(settings)
+  num_devices = 1 if partition is None else partition.num_devices
+  platform = jax.devices()[0].platform
+  vmap_width, width_probe = settings.vmap_width or None, {}
   sample_x = jnp.zeros((1,) + dataset.image_shape, jnp.float32)
   root_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
   init_keys = jax.vmap(lambda key: jax.random.fold_in(key, 0))(root_keys)
@@ -162,9 +168,14 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
     state = put_members(program.init(init_keys[gidx], sample_x, consts.hparams))
     if chunk_i == 0:
       t0 = time.perf_counter()
+      if autotune.wanted(settings, platform, len(gidx) * lay.inner_size, num_devices):
+        # Which lax.map width trains fastest depends on the model: measure it.
+        vmap_width, width_probe = autotune.choose_width(make_program, settings, state, consts,
+                                                        blocks, the_plan, partition)
+        if vmap_width is not None:
+          program = make_program(dataclasses.replace(settings, vmap_width=vmap_width))
       segment = program.segment.lower(state, jnp.int32(0), consts).compile(
-          compiler_options=parallel.compiler_options(
-              jax.devices()[0].platform, 1 if partition is None else partition.num_devices))
+          compiler_options=parallel.compiler_options(platform, num_devices))
       compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     seg_metrics, first = [], 0
@@ -229,7 +240,9 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
       "num_chunks": len(chunks), "blocks": [(b.start, b.stop, b.k) for b in blocks],
       "compile_seconds": compile_s, "train_seconds": train_s,
       "devices": [str(d) for d in jax.devices()],
-      "member_devices": 1 if partition is None else partition.num_devices,
+      "member_devices": num_devices,
+      "vmap_width": vmap_width,  # None: the backend default (engine.default_vmap_width)
+      "vmap_width_probe_seconds": width_probe,
       "split_axis": None if partition is None else ("groups", "inner")[partition.axis],
   }
   return GridResult(members, history, params, info)

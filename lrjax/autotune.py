@@ -1,0 +1,130 @@
+"""The CPU ``lax.map`` slice width, chosen by measuring it at start-up.
+
+On CPU the engine trains a device's members ``width`` at a time (``lax.map`` over
+slices, members of a slice vmapped). Which width is fastest depends on the model
+and batch size, and no static rule matched both built-in models. Measured on the
+2-core CPU (docs/PERFORMANCE.md), 64 members on 2 devices, one epoch:
+
+* MLP, batch 32: width 1 0.45 s, widths 2 and 4 0.57 s (batched matmuls lose);
+* CNN, batch 32: width 1 1.87 s, widths 2 and 4 1.61 s (its first layer's
+  K=9 patch matmul and that kernel's gradient are inefficient one member at a
+  time; vmapped over members sharing the input they become one wide matmul).
+
+So, as issue 5 proposed, the trainer times each candidate width on a few ticks of
+a few real members (the grid's own model, data, optimizer and hyperparameters)
+before compiling the segment, and keeps the fastest. The probe's time counts as
+compile time. Grids with few members per device skip it (it would cost more than
+it could save) and use ``engine.default_vmap_width()``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from lrjax import parallel
+from lrjax.engine import Constants, MemberState, Program
+from lrjax.plan import Block, Plan, TrainSettings
+
+# Widths 4 and 8 were never clearly faster than 2 on the built-in models (MLP:
+# 1 fastest at batch 32, 1 = 2 = 4 at 128; CNN: 2 = 4 > 1 at 32, 2 > 1 > 4 at 128),
+# and each candidate costs a compilation.
+CANDIDATE_WIDTHS = (1, 2)
+# Below this many members per device the probe costs more than it can save.
+MIN_MEMBERS_PER_DEVICE = 16
+PROBE_TICKS = 16  # per timed run (rounded to whole accumulation cycles)
+ROUNDS = 3  # interleaved timings per candidate; the fastest counts
+
+
+def candidate_widths(size: int) -> list[int]:
+  """The candidate widths that divide a device's share ``size`` of a block.
+
+  Example:
+    >>> candidate_widths(32), candidate_widths(5)
+    ([1, 2], [1])
+  """
+  return [w for w in CANDIDATE_WIDTHS if size % w == 0]
+
+
+def wanted(settings: TrainSettings, platform: str, num_members: int, num_devices: int) -> bool:
+  """Whether to measure: CPU, ``vmap_width`` left to lrjax (0) and enough members.
+
+  Example:
+    >>> wanted(TrainSettings(), "cpu", 64, 2), wanted(TrainSettings(vmap_width=1), "cpu", 64, 2)
+    (True, False)
+  """
+  return (platform == "cpu" and settings.vmap_width == 0
+          and num_members >= MIN_MEMBERS_PER_DEVICE * num_devices)
+
+
+def choose_width(make_program: Callable[[TrainSettings], Program], settings: TrainSettings,
+                 states: tuple[MemberState, ...], consts: Constants, blocks: tuple[Block, ...],
+                 the_plan: Plan, partition: parallel.Partition | None
+                 ) -> tuple[int | None, dict[int, float]]:
+  """Times each candidate width on the largest block's first members; picks the fastest.
+
+  The probe runs ``Program._block_segment`` (the segment's training part) for
+  ``PROBE_TICKS`` ticks on ``max(candidates)`` members of input group 0, on one
+  device, compiled with the segment's XLA options.
+
+  Args:
+    make_program: builds the engine ``Program`` for given settings.
+    settings: the run's settings (``vmap_width`` 0).
+    states: the chunk's initial state, one ``MemberState`` per block.
+    consts: the chunk's ``Constants``.
+    blocks: the chunk's blocks.
+    the_plan: the run's plan.
+    partition: how members are split over devices (None: one device).
+
+  Returns:
+    ``(width, seconds)``: the fastest width (None when there is only one
+    candidate, nothing measured) and each candidate's fastest probe time.
+  """
+  devices = 1 if partition is None else partition.num_devices
+  bi = max(range(len(blocks)), key=lambda i: blocks[i].stop - blocks[i].start)
+  size = blocks[bi].stop - blocks[bi].start
+  local = size // devices if partition is not None and partition.axis == 1 else size
+  widths = candidate_widths(local)
+  if len(widths) < 2:
+    return None, {}
+  n = max(widths)
+  device = jax.devices()[0]
+  k = the_plan.k_lcm
+  ticks = jnp.arange(max(k, PROBE_TICKS // k * k), dtype=jnp.int32)
+  block = Block(0, n, blocks[bi].k)
+  options = parallel.compiler_options(device.platform, devices)
+  base = make_program(settings)
+
+  @jax.jit
+  def take(state, hp, c):
+    """Group 0's first n members of the block, group 0's inputs for the probe ticks."""
+    state = jax.tree.map(lambda a: a[:1, :n], state)
+    hp = {name: v[:1, :n] for name, v in hp.items()}
+    c = c._replace(seed_index=c.seed_index[:1], aug_keys=c.aug_keys[:1],
+                   aug_mags={name: v[:1] for name, v in c.aug_mags.items()}, hparams=())
+    return state, hp, c, jax.lax.map(lambda t: base._inputs(t, c), ticks)
+
+  args = jax.device_put(take(states[bi], consts.hparams[bi], consts), device)
+
+  def build(w):
+    program = make_program(dataclasses.replace(settings, vmap_width=w))
+    fn = jax.jit(lambda s, h, c, x: program._block_segment(s, h, block, ticks, c, x))
+    return fn.lower(*args).compile(compiler_options=options)
+
+  # XLA compiles outside the GIL: the candidates compile side by side.
+  with concurrent.futures.ThreadPoolExecutor(len(widths)) as pool:
+    compiled = dict(zip(widths, pool.map(build, widths)))
+  for fn in compiled.values():
+    jax.block_until_ready(fn(*args))  # first run: not timed
+  seconds = {w: float("inf") for w in widths}
+  for _ in range(ROUNDS):  # interleaved, so a slow spell of the machine hits all alike
+    for w, fn in compiled.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      seconds[w] = min(seconds[w], time.perf_counter() - t0)
+  return min(seconds, key=seconds.get), seconds
