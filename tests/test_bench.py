@@ -65,3 +65,21 @@ def test_run_bench_keeps_fastest_round_when_repeated():
 def test_main_rejects_zero_repeats_with_message(capsys):
   assert bench.main(["--quick", "--repeats", "0", "--json", ""]) == 2
   assert "repeats" in capsys.readouterr().err
+
+
+def test_run_bench_rates_against_best_of_start_and_end_limits(monkeypatch):
+  # A slow spell during the first measurement must not leave efficiencies above 100%.
+  measured = iter([
+      {"peak_flops": 1e9, "peak_bytes_per_s": 4e9, "matmul_n": 1, "copy_bytes": 1},
+      {"peak_flops": 3e9, "peak_bytes_per_s": 2e9, "matmul_n": 1, "copy_bytes": 1}])
+  monkeypatch.setattr(baselines, "machine_limits", lambda: next(measured))
+  report = bench.run_bench(["mlp"], [2], [32], epochs=1, cases=["lrjax", "scans"],
+                           model_kwargs={"hidden": (32,)}, log=lambda s: None)
+  assert report["machine_limits"]["peak_flops"] == 3e9
+  assert report["machine_limits"]["peak_bytes_per_s"] == 4e9
+  s = report["summary"][0]
+  for r in report["rows"]:
+    flops = s["flops_per_member_step"] * r["steps"] * r["members"]
+    nbytes = s["bytes_per_member_step"] * r["steps"] * r["members"]
+    np.testing.assert_allclose(r["flop_efficiency"], flops / 3e9 / r["train_s"])
+    np.testing.assert_allclose(r["roofline"], max(flops / 3e9, nbytes / 4e9) / r["train_s"])
