@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import math
 import time
 from typing import Callable
 
@@ -39,6 +40,7 @@ CANDIDATE_WIDTHS = (1, 2)
 MIN_MEMBERS_PER_DEVICE = 16
 PROBE_TICKS = 16  # per timed run (rounded to whole accumulation cycles)
 ROUNDS = 3  # interleaved timings per candidate; the fastest counts
+MIN_TIMED_S = 0.02  # each timing repeats the probe to last at least this long
 
 
 def candidate_widths(size: int) -> list[int]:
@@ -83,7 +85,8 @@ def choose_width(make_program: Callable[[TrainSettings], Program], settings: Tra
 
   Returns:
     ``(width, seconds)``: the fastest width (None when there is only one
-    candidate, nothing measured) and each candidate's fastest probe time.
+    candidate, nothing measured) and each candidate's fastest time for one probe
+    run (averaged over enough back-to-back runs to last ``MIN_TIMED_S``).
   """
   devices = 1 if partition is None else partition.num_devices
   bi = max(range(len(blocks)), key=lambda i: blocks[i].stop - blocks[i].start)
@@ -119,12 +122,19 @@ def choose_width(make_program: Callable[[TrainSettings], Program], settings: Tra
   # XLA compiles outside the GIL: the candidates compile side by side.
   with concurrent.futures.ThreadPoolExecutor(len(widths)) as pool:
     compiled = dict(zip(widths, pool.map(build, widths)))
-  for fn in compiled.values():
-    jax.block_until_ready(fn(*args))  # first run: not timed
+  first = {}
+  for w, fn in compiled.items():  # first run: not timed, but sizes the timed ones
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first[w] = time.perf_counter() - t0
+  # Small models run a probe in well under a millisecond: repeat it to ~MIN_TIMED_S.
+  reps = max(1, math.ceil(MIN_TIMED_S / max(min(first.values()), 1e-6)))
   seconds = {w: float("inf") for w in widths}
   for _ in range(ROUNDS):  # interleaved, so a slow spell of the machine hits all alike
     for w, fn in compiled.items():
       t0 = time.perf_counter()
-      jax.block_until_ready(fn(*args))
-      seconds[w] = min(seconds[w], time.perf_counter() - t0)
+      for _ in range(reps):
+        out = fn(*args)
+      jax.block_until_ready(out)
+      seconds[w] = min(seconds[w], (time.perf_counter() - t0) / reps)
   return min(seconds, key=seconds.get), seconds
