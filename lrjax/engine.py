@@ -307,9 +307,9 @@ class Program:
     ``size`` is the block's inner size on this device (under ``shard_map`` with
     the inner axis split, a share of the block). All members at once when there
     are several and they fit in ``vmap_width`` (``width == size``, ``per_group``
-    False); otherwise
-    slices of ``width`` inner members of a single group (``per_group`` True),
-    ``width`` the largest divisor of ``size`` that is at most ``vmap_width``.
+    False); otherwise slices of ``width`` inner members of a single group
+    (``per_group`` True), ``width`` the largest divisor of ``size`` that is at
+    most ``vmap_width``.
     """
     target = self.settings.vmap_width or default_vmap_width()
     if 1 < num_groups * size <= target:
