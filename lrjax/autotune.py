@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
 import math
+import os
 import time
 from typing import Callable
 
@@ -51,6 +53,36 @@ def candidate_widths(size: int) -> list[int]:
     ([1, 2], [1])
   """
   return [w for w in CANDIDATE_WIDTHS if size % w == 0]
+
+
+CHOICE_FILE = "vmap_width.json"  # in a run's checkpoint directory
+
+
+def save_choice(checkpoint_dir: str | None, width: int | None) -> None:
+  """Records the chosen width next to a run's checkpoints (nothing without a directory).
+
+  Example:
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> save_choice(d, 2); load_choice(d)
+    2
+  """
+  if checkpoint_dir is None or width is None:
+    return
+  os.makedirs(checkpoint_dir, exist_ok=True)
+  path = os.path.join(checkpoint_dir, CHOICE_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump({"vmap_width": int(width)}, f)
+  os.replace(path + ".tmp", path)
+
+
+def load_choice(checkpoint_dir: str | None) -> int | None:
+  """The width an interrupted run chose, or None (no directory, or no choice saved)."""
+  path = None if checkpoint_dir is None else os.path.join(checkpoint_dir, CHOICE_FILE)
+  if path is None or not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return int(json.load(f)["vmap_width"])
 
 
 def wanted(settings: TrainSettings, platform: str, num_members: int, num_devices: int) -> bool:

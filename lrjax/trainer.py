@@ -169,9 +169,13 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
     if chunk_i == 0:
       t0 = time.perf_counter()
       if autotune.wanted(settings, platform, len(gidx) * lay.inner_size, num_devices):
-        # Which lax.map width trains fastest depends on the model: measure it.
-        vmap_width, width_probe = autotune.choose_width(make_program, settings, state, consts,
-                                                        blocks, the_plan, partition)
+        # Which lax.map width trains fastest depends on the model: measure it. A resumed
+        # run reuses the interrupted run's choice, so it compiles the same program.
+        vmap_width = autotune.load_choice(checkpoint_dir)
+        if vmap_width is None:
+          vmap_width, width_probe = autotune.choose_width(
+              make_program, settings, state, consts, blocks, the_plan, partition)
+          autotune.save_choice(checkpoint_dir, vmap_width)
         if vmap_width is not None:
           program = make_program(dataclasses.replace(settings, vmap_width=vmap_width))
       segment = program.segment.lower(state, jnp.int32(0), consts).compile(

@@ -58,3 +58,21 @@ def test_train_grid_skips_measuring_when_grid_is_small(digits):
   res = train_grid(model, digits, _table(4), TrainSettings(epochs=0.25, eval_every=320),
                    progress=False)
   assert res.info["vmap_width"] is None and res.info["vmap_width_probe_seconds"] == {}
+
+
+def test_resumed_run_reuses_saved_width_instead_of_measuring(digits, tmp_path):
+  devices = len(jax.devices())
+  n = autotune.MIN_MEMBERS_PER_DEVICE * devices
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  settings = TrainSettings(optimizer="momentum", epochs=0.25, eval_every=320)
+  first = train_grid(model, digits, _table(n), settings, progress=False,
+                     checkpoint_dir=str(tmp_path))
+  assert autotune.load_choice(str(tmp_path)) == first.info["vmap_width"]
+  other = 1 if first.info["vmap_width"] == 2 else 2
+  autotune.save_choice(str(tmp_path), other)  # as if the interrupted run had chosen it
+  for chunk in tmp_path.glob("chunk*.npz"):  # retrain from the start with that width
+    chunk.unlink()
+  again = train_grid(model, digits, _table(n), settings, progress=False,
+                     checkpoint_dir=str(tmp_path))
+  assert again.info["vmap_width"] == other and again.info["vmap_width_probe_seconds"] == {}
+  assert_trees_allclose(again.params, first.params, rtol=1e-4, atol=1e-5)
