@@ -348,8 +348,8 @@ class Program:
   def _evaluate(self, params, images, labels, weights):
     """Summed loss and number correct of every member on a (padded) split.
 
-    ``params`` is a tuple over blocks; returns (G, I) arrays (the host divides:
-    ``per_example``). Members go through ``lax.map`` in slices of ``vmap_width``
+    ``params`` is a tuple over blocks; returns per-block tuples of (G, I_block)
+    loss sums and correct counts (the host divides: ``per_example``). Members go through ``lax.map`` in slices of ``vmap_width``
     like training: one 64-wide vmap spent 20% of a CPU run's time on 6% of its
     FLOPs (batched matmuls).
     """
@@ -379,7 +379,7 @@ class Program:
       corrects.append(correct.reshape(lead))
     # Sums, not means: the host divides (``per_example``), so a member's reported
     # metrics do not depend on how XLA compiled the division for this grid's shape.
-    return jnp.concatenate(losses, axis=1), jnp.concatenate(corrects, axis=1)
+    return tuple(losses), tuple(corrects)
 
   def _precompute_inputs(self, states, c: Constants) -> bool:
     """Whether to build a segment's inputs up front: when several scans would each
@@ -435,18 +435,15 @@ class Program:
     states = tuple(self._block_segment(state, hp, block, ticks, c, inputs)
                    for state, hp, block in zip(states, c.hparams, self.blocks))
     val_loss, val_acc = self._evaluate(tuple(s.params for s in states), c.eval_images,
-                                       c.eval_labels, c.eval_weights)  # sums
-    # Column ranges of each block in val_loss/val_acc (local sizes under shard_map).
-    ends = np.cumsum([s.updates.shape[1] for s in states])
-    ranges = list(zip(np.concatenate([[0], ends[:-1]]), ends))
+                                       c.eval_labels, c.eval_weights)  # per-block sums
     if self.spec.plateau is not None:  # torch ReduceLROnPlateau.step(val_loss), per member
-      mean_loss = val_loss / jnp.sum(c.eval_weights)
-      states = tuple(self._plateau_step(s, hp, mean_loss[:, start:stop])
-                     for s, hp, (start, stop) in zip(states, c.hparams, ranges))
+      examples = jnp.sum(c.eval_weights)
+      states = tuple(self._plateau_step(s, hp, loss / examples)
+                     for s, hp, loss in zip(states, c.hparams, val_loss))
     lr_of = lambda h, u, sc: self._member_optimizer(h, sc)[1](u)
     nan = jnp.float32(jnp.nan)
     per_block = []
-    for hp, s, (start, stop) in zip(c.hparams, states, ranges):
+    for hp, s, loss, acc in zip(c.hparams, states, val_loss, val_acc):
       bad = s.diverged
       lr_now = jax.vmap(jax.vmap(lr_of))(hp, s.updates,
                                         None if s.plateau is None else s.plateau.scale)
@@ -454,8 +451,8 @@ class Program:
           "updates": s.updates,
           "lr_now": lr_now.astype(jnp.float32),
           "train_loss": jnp.where(bad, nan, s.loss_sum / self.plan.ticks_per_segment),
-          "val_loss": jnp.where(bad, nan, val_loss[:, start:stop]),
-          "val_acc": jnp.where(bad, nan, val_acc[:, start:stop]),
+          "val_loss": jnp.where(bad, nan, loss),
+          "val_acc": jnp.where(bad, nan, acc),
           "diverged": bad,
       })
     states = tuple(s._replace(loss_sum=jnp.zeros_like(s.loss_sum)) for s in states)

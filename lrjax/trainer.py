@@ -208,8 +208,8 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
     seg_metrics = [mean_metrics(m, len(dataset.validation)) for m in jax.device_get(seg_metrics)]
     train_s += time.perf_counter() - t0
     block_params = tuple(s.params for s in state)
-    test_loss, test_acc = (per_example(a, len(dataset.test))
-                           for a in jax.device_get(program.evaluate(block_params, *test)))
+    test_loss, test_acc = (per_example(np.concatenate(sums, axis=1), len(dataset.test))
+                           for sums in jax.device_get(program.evaluate(block_params, *test)))
     history_parts.append((gidx, seg_metrics))
     cat = lambda *xs: np.concatenate(xs, axis=1)
     final_params.append((gidx, jax.tree.map(cat, *jax.device_get(block_params))))
