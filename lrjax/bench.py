@@ -220,13 +220,12 @@ def bench_cell(model_name: str, ds: data.Dataset, n: int, batch: int, epochs: fl
                for a, b in zip(jax.tree.leaves(params[case]), jax.tree.leaves(ref))]
       diff = float(max(np.max(np.abs(a - b)) for a, b in pairs))
       close = bool(all(np.allclose(a, b, rtol=RTOL, atol=ATOL) for a, b in pairs))
-    ideal = max(total_flops / limits["peak_flops"], total_bytes / limits["peak_bytes_per_s"])
+    roofline, flop_efficiency = _efficiency(total_flops, total_bytes, train_s, limits)
     rows.append(Row(
         model=model_name, members=n, batch=batch, case=case, steps=steps, train_s=train_s,
         compile_s=compile_s, wall_s=wall_s, member_steps_per_s=n * steps / train_s,
         examples_per_s=n * steps * batch / train_s, model_flops_per_s=total_flops / train_s,
-        peak_memory_bytes=peak, roofline=ideal / train_s,
-        flop_efficiency=total_flops / limits["peak_flops"] / train_s,
+        peak_memory_bytes=peak, roofline=roofline, flop_efficiency=flop_efficiency,
         speedup_of_lrjax=train_s / lrjax_s, max_abs_diff=diff, allclose=close, note=note,
         train_s_rounds=rounds[case]))
 
@@ -318,16 +317,21 @@ def run_bench(models_: Sequence[str] = ("mlp", "cnn"), members: Sequence[int] = 
   }
 
 
+def _efficiency(flops: float, nbytes: float, seconds: float, limits: dict) -> tuple[float, float]:
+  """``(roofline, flop_efficiency)``: max(FLOPs / peak, bytes / bandwidth) / time, and
+  the FLOP term alone."""
+  compute = flops / limits["peak_flops"]
+  return max(compute, nbytes / limits["peak_bytes_per_s"]) / seconds, compute / seconds
+
+
 def _rate_against(rows: list[Row], summaries: list[dict], limits: dict) -> None:
   """Recomputes each row's roofline and FLOP efficiency against ``limits``."""
   per_cell = {(s["model"], s["members"], s["batch"]): s for s in summaries}
   for r in rows:
     s = per_cell[(r.model, r.members, r.batch)]
-    flops = s["flops_per_member_step"] * r.steps * r.members
-    nbytes = s["bytes_per_member_step"] * r.steps * r.members
-    r.flop_efficiency = flops / limits["peak_flops"] / r.train_s
-    r.roofline = max(flops / limits["peak_flops"],
-                     nbytes / limits["peak_bytes_per_s"]) / r.train_s
+    r.roofline, r.flop_efficiency = _efficiency(
+        s["flops_per_member_step"] * r.steps * r.members,
+        s["bytes_per_member_step"] * r.steps * r.members, r.train_s, limits)
 
 
 def _targets(summaries: list[dict]) -> list[dict]:
