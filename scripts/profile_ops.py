@@ -26,6 +26,7 @@ def main():
   ap.add_argument("--members", type=int, default=8)
   ap.add_argument("--epochs", type=float, default=1.0)
   ap.add_argument("--top", type=int, default=30)
+  ap.add_argument("--width", type=int, default=0, help="vmap_width (0: lrjax's choice)")
   args = ap.parse_args()
   import lrjax  # noqa: PLC0415
   lrjax.use_cpu_cores()
@@ -40,7 +41,7 @@ def main():
   adapter = models.get_model(args.model, ds.num_classes)
   table = grid.make_grid({"lr": grid.log_space(1e-3, 0.3, args.members),
                           "batch_size": (args.batch,)})
-  settings = TrainSettings(optimizer="momentum", epochs=args.epochs)
+  settings = TrainSettings(optimizer="momentum", epochs=args.epochs, vmap_width=args.width)
   run = lambda: train_grid(adapter, ds, table, settings, progress=False)
   run()  # compile caches warm, first run not traced
   with tempfile.TemporaryDirectory() as out:
