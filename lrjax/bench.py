@@ -141,6 +141,8 @@ def _lrjax_case(adapter, ds, table, settings, expected_examples):
   info = res.info
   notes = [f"{info['member_devices']} devices ({info['split_axis']} split)"
            if info["member_devices"] > 1 else "1 device"]
+  if info["vmap_width"] is not None:  # chosen by the width probe (lrjax.autotune)
+    notes.append(f"lax.map width {info['vmap_width']} (measured)")
   notes += [f"{diverged.sum()} diverged"] if diverged.any() else []
   note = "; ".join(notes)
   return baselines.Outcome(res.params, res.info["train_seconds"], res.info["compile_seconds"],
