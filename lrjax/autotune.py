@@ -9,6 +9,10 @@ and batch size, and no static rule matched both built-in models. Measured on the
 * CNN, batch 32: width 1 1.87 s, widths 2 and 4 1.61 s (its first layer's
   K=9 patch matmul and that kernel's gradient are inefficient one member at a
   time; vmapped over members sharing the input they become one wide matmul).
+  Once ``PatchConv`` stopped sending that gradient through a slow Eigen path
+  (session 4), width 1 caught up: 1.80 s against 2.00 s for width 2, and within
+  noise of it at batch 128. The probe stays because it measures the user's own
+  model, where members sharing a costly first layer may still favour width 2.
 
 So, as issue 5 proposed, the trainer times each candidate width on a few ticks of
 a few real members (the grid's own model, data, optimizer and hyperparameters)

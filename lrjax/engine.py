@@ -85,7 +85,7 @@ def default_vmap_width() -> int:
   widths 1/2/4/8 were 0.26/0.27/0.32/0.37 (batch 32) and 0.80/0.86/0.92/0.99
   (batch 128) (docs/PERFORMANCE.md). Accelerators want the whole grid at once.
   The trainer measures widths 1 and 2 instead when a CPU grid has enough members
-  (``lrjax.autotune``): the CNN trains fastest two members at a time.
+  (``lrjax.autotune``), since which wins depends on the model.
   """
   return 1 if jax.default_backend() == "cpu" else 1 << 30
 
