@@ -90,12 +90,11 @@ def plan(table: pd.DataFrame, num_train: int, settings: TrainSettings) -> Plan:
                       f"got {settings.eval_every}.")
   ks = sorted({int(bs) // b for bs in table["batch_size"]})
   k_lcm = math.lcm(*ks)
-  eval_every = settings.eval_every or num_train
-  ticks = max(k_lcm, int(round(eval_every / b / k_lcm)) * k_lcm)
-  budget_ticks = settings.epochs * num_train / b
   # An interval longer than the run means one evaluation, at the end: the run stays
   # its budget long (a segment of eval_every's length would train far past it).
-  ticks = min(ticks, max(k_lcm, int(round(budget_ticks / k_lcm)) * k_lcm))
+  eval_every = min(settings.eval_every or num_train, settings.epochs * num_train)
+  ticks = max(k_lcm, int(round(eval_every / b / k_lcm)) * k_lcm)
+  budget_ticks = settings.epochs * num_train / b
   return Plan(b, ticks, max(1, int(round(budget_ticks / ticks))), k_lcm)
 
 
