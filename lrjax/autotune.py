@@ -126,9 +126,10 @@ def choose_width(make_program: Callable[[TrainSettings], Program], settings: Tra
   """
   devices = 1 if partition is None else partition.num_devices
   bi = max(range(len(blocks)), key=lambda i: blocks[i].stop - blocks[i].start)
-  size = blocks[bi].stop - blocks[bi].start
-  local = size // devices if partition is not None and partition.axis == 1 else size
-  widths = candidate_widths(local)
+  # A device's share of the block, read from the state's sharding as the engine
+  # reads it from the local shape under shard_map.
+  updates = states[bi].updates
+  widths = candidate_widths(updates.sharding.shard_shape(updates.shape)[1])
   if len(widths) < 2:
     return None, {}
   n = max(widths)

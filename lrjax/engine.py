@@ -349,9 +349,9 @@ class Program:
     """Summed loss and number correct of every member on a (padded) split.
 
     ``params`` is a tuple over blocks; returns per-block tuples of (G, I_block)
-    loss sums and correct counts (the host divides: ``per_example``). Members go through ``lax.map`` in slices of ``vmap_width``
-    like training: one 64-wide vmap spent 20% of a CPU run's time on 6% of its
-    FLOPs (batched matmuls).
+    loss sums and correct counts (the host divides: ``per_example``). Members go
+    through ``lax.map`` in slices of ``vmap_width`` like training: one 64-wide
+    vmap spent 20% of a CPU run's time on 6% of its FLOPs (batched matmuls).
     """
     # Splits are padded to a multiple of min(eval_batch, real size).
     n_batches = images.shape[0] // min(self.settings.eval_batch, images.shape[0])
