@@ -16,9 +16,10 @@ and batch size, and no static rule matched both built-in models. Measured on the
 
 So, as issue 5 proposed, the trainer times each candidate width on a few ticks of
 a few real members (the grid's own model, data, optimizer and hyperparameters)
-before compiling the segment, and keeps the fastest. The probe's time counts as
-compile time. Grids with few members per device skip it (it would cost more than
-it could save) and use ``engine.default_vmap_width()``.
+before compiling the segment, and keeps the fastest when it beats width 1 clearly
+(``pick_width``). The probe's time counts as compile time. Grids with few members
+per device skip it (it would cost more than it could save) and use
+``engine.default_vmap_width()``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,27 @@ MIN_MEMBERS_PER_DEVICE = 16
 PROBE_TICKS = 16  # per timed run (rounded to whole accumulation cycles)
 ROUNDS = 3  # interleaved timings per candidate; the fastest counts
 MIN_TIMED_S = 0.02  # each timing repeats the probe to last at least this long
+# Leave the default width (1) only for a clear win. Sixteen ticks on a shared CPU are
+# noisy, and a wrong switch is costly: on one core a probe once chose width 2 for the
+# CNN, and that run trained in 1.26 s against 0.78-0.87 s at width 1 (session 5);
+# full runs of both built-in models are 10-25% faster at width 1 (docs/PERFORMANCE.md).
+SWITCH_MARGIN = 0.10
+
+
+def pick_width(seconds: dict[int, float], default: int = 1) -> int:
+  """The measured width to train with: the fastest, if it beats ``default`` clearly.
+
+  Another width is taken only when its probe time is below ``default``'s by more
+  than ``SWITCH_MARGIN`` (a fraction); otherwise ``default`` stays.
+
+  Example:
+    >>> pick_width({1: 1.00, 2: 0.95}), pick_width({1: 1.00, 2: 0.85})
+    (1, 2)
+  """
+  fastest = min(seconds, key=seconds.get)
+  if default in seconds and seconds[fastest] >= (1.0 - SWITCH_MARGIN) * seconds[default]:
+    return default
+  return fastest
 
 
 def candidate_widths(size: int) -> list[int]:
@@ -120,9 +142,10 @@ def choose_width(make_program: Callable[[TrainSettings], Program], settings: Tra
     partition: how members are split over devices (None: one device).
 
   Returns:
-    ``(width, seconds)``: the fastest width (None when there is only one
-    candidate, nothing measured) and each candidate's fastest time for one probe
-    run (averaged over enough back-to-back runs to last ``MIN_TIMED_S``).
+    ``(width, seconds)``: the width to train with (``pick_width``: the fastest,
+    if it beats width 1 by more than ``SWITCH_MARGIN``; None when there is only
+    one candidate, nothing measured) and each candidate's fastest time for one
+    probe run (averaged over enough back-to-back runs to last ``MIN_TIMED_S``).
   """
   devices = 1 if partition is None else partition.num_devices
   bi = max(range(len(blocks)), key=lambda i: blocks[i].stop - blocks[i].start)
@@ -174,4 +197,4 @@ def choose_width(make_program: Callable[[TrainSettings], Program], settings: Tra
         out = fn(*args)
       jax.block_until_ready(out)
       seconds[w] = min(seconds[w], (time.perf_counter() - t0) / reps)
-  return min(seconds, key=seconds.get), seconds
+  return pick_width(seconds), seconds

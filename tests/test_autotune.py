@@ -30,6 +30,14 @@ def test_candidate_widths_divide_the_device_share():
   assert autotune.candidate_widths(7) == [1]
 
 
+def test_pick_width_keeps_default_unless_another_wins_by_the_margin():
+  margin = autotune.SWITCH_MARGIN
+  assert autotune.pick_width({1: 1.0, 2: 1.0 - margin / 2}) == 1  # within the margin
+  assert autotune.pick_width({1: 1.0, 2: 1.0 - 2 * margin}) == 2  # a clear win
+  assert autotune.pick_width({1: 0.5, 2: 1.0}) == 1
+  assert autotune.pick_width({2: 1.0, 4: 0.5}, default=1) == 4  # default not measured
+
+
 def test_wanted_only_on_cpu_with_width_unset_and_many_members():
   many = autotune.MIN_MEMBERS_PER_DEVICE * 2
   assert autotune.wanted(TrainSettings(), "cpu", many, 2)
