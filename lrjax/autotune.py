@@ -51,7 +51,8 @@ MIN_TIMED_S = 0.02  # each timing repeats the probe to last at least this long
 # Leave the default width (1) only for a clear win. Sixteen ticks on a shared CPU are
 # noisy, and a wrong switch is costly: on one core a probe once chose width 2 for the
 # CNN, and that run trained in 1.26 s against 0.78-0.87 s at width 1 (session 5);
-# full runs of both built-in models are 10-25% faster at width 1 (docs/PERFORMANCE.md).
+# full runs of both built-in models are as fast or up to 25% faster at width 1
+# (docs/PERFORMANCE.md).
 SWITCH_MARGIN = 0.10
 
 
