@@ -140,11 +140,17 @@ def python_loop(w: Work):
   return Outcome(_stack(outs), train_s, compile_s)
 
 
+def vmapped_scan_fn(apply):
+  """``jit(vmap(lax.scan))``: ``(params, opt_state, lrs, xs, ys)`` with member-stacked
+  state and LRs, the batches shared; the state buffers are donated."""
+  return jax.jit(jax.vmap(lambda p, o, lr, xs, ys: _train_scan(apply, p, o, lr, xs, ys),
+                          in_axes=(0, 0, 0, None, None)), donate_argnums=(0, 1))
+
+
 def vmapped_scan(w: Work):
   """Case 4: a hand-written ``jit(vmap(lax.scan))`` over the N members (input shared)."""
   n = len(w.lrs)
-  fn = jax.jit(jax.vmap(lambda p, o, lr, xs, ys: _train_scan(w.apply, p, o, lr, xs, ys),
-                        in_axes=(0, 0, 0, None, None)), donate_argnums=(0, 1))
+  fn = vmapped_scan_fn(w.apply)
   params = jax.tree.map(lambda a: jax.device_put(np.repeat(np.asarray(a)[None], n, 0)),
                         w.init_params)
   opt_state = jax.jit(jax.vmap(optax.sgd(0.1, momentum=MOMENTUM).init))(params)

@@ -13,6 +13,7 @@ steady state; the first call's excess is the fixed cost.
 """
 import argparse
 import time
+import types
 
 import numpy as np
 
@@ -45,21 +46,20 @@ def main():
       calls.append(time.perf_counter() - t0)
       return out
 
-  class TimedProgram(engine.Program):
-    """The engine's Program, with its compiled segment wrapped in ``TimedCall``."""
+  class TimedSegment:
+    """Stands in for ``Program.segment``: what it compiles is wrapped in ``TimedCall``."""
 
+    def __init__(self, jitted):
+      self.jitted = jitted
+
+    def lower(self, *args):
+      lowered = self.jitted.lower(*args)
+      return types.SimpleNamespace(compile=lambda **kw: TimedCall(lowered.compile(**kw)))
+
+  class TimedProgram(engine.Program):
     def __init__(self, *a, **k):
       super().__init__(*a, **k)
-      jitted = self.segment
-
-      class Lowered:
-        def __init__(self, lowered):
-          self.lowered = lowered
-
-        def compile(self, **kw):
-          return TimedCall(self.lowered.compile(**kw))
-
-      self.segment = type("Segment", (), {"lower": lambda _, *a: Lowered(jitted.lower(*a))})()
+      self.segment = TimedSegment(self.segment)
 
   trainer.Program = TimedProgram  # train_grid builds its Program from this name
   ds = data.load("digits")
@@ -84,10 +84,7 @@ def main():
     calls.clear()
     trainer.train_grid(adapter, ds, table, settings, progress=False)
     lrjax_calls = list(calls)
-    fn = jax.jit(jax.vmap(lambda p, o, lr, x, y: baselines._train_scan(adapter.apply, p, o, lr,
-                                                                        x, y),
-                          in_axes=(0, 0, 0, None, None)), donate_argnums=(0, 1))
-    compiled = fn.lower(*fresh(), lrs, xs, ys).compile()
+    compiled = baselines.vmapped_scan_fn(adapter.apply).lower(*fresh(), lrs, xs, ys).compile()
     vmap_calls = []
     for _ in range(args.segments):
       state = fresh()
