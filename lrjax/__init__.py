@@ -1,30 +1,38 @@
 """lrjax: map how learning rate, batch size and augmentation interact.
 
-Whole hyperparameter grids train as one vmapped, scanned JAX program. The public
-API is re-exported here; submodules hold the rest.
+Whole hyperparameter grids train as one vmapped, scanned JAX program. The package
+reads in one direction: an experiment config (``experiment``) resolves into a
+``Run`` (``engine.build_run``), the engine compiles and trains it into tables, and
+``analysis`` turns the tables into fits, figures and a report. The pieces also
+stand alone: ``schedules``, ``transforms`` and ``optimizers`` are Optax-compatible,
+``models`` adapts any Flax model, ``data`` and ``augment`` feed the engine.
 """
 
+from lrjax import analysis
 from lrjax import augment
 from lrjax import data
 from lrjax import lr_finder
+from lrjax import models
+from lrjax import optimizers
 from lrjax import schedules
 from lrjax import transforms
 from lrjax.data import Dataset, load
-from lrjax.plan import GridResult, TrainSettings
+from lrjax.engine import GridResult, Run, TrainSettings, build_run, train, train_grid
+from lrjax.engine.devices import use_cpu_cores
 from lrjax.errors import ConfigError
-from lrjax.experiment import default_config, train_and_evaluate
+from lrjax.experiment import default_config, find_lr, resolve, train_and_evaluate
 from lrjax.grid import layout, log2_space, log_space, make_grid
 from lrjax.models import CNN, MLP, ModelAdapter, from_linen, from_nnx, get_model
-from lrjax.parallel import use_cpu_cores
-from lrjax.optimizers import OPTIMIZERS, make_optimizer, make_schedule, optimizer_hparams
-from lrjax.trainer import train_grid
+from lrjax.optimizers import OPTIMIZERS, make_optimizer, optimizer_hparams
+from lrjax.schedules import make_schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CNN", "ConfigError", "Dataset", "GridResult", "MLP", "ModelAdapter", "OPTIMIZERS",
-    "TrainSettings", "augment", "data", "default_config", "from_linen", "from_nnx",
-    "get_model", "layout", "lr_finder", "transforms", "load", "log2_space", "log_space", "make_grid", "make_optimizer",
-    "make_schedule", "optimizer_hparams", "schedules", "train_and_evaluate", "train_grid",
-    "use_cpu_cores",
+    "Run", "TrainSettings", "analysis", "augment", "build_run", "data", "default_config",
+    "find_lr", "from_linen", "from_nnx", "get_model", "layout", "load", "log2_space",
+    "log_space", "lr_finder", "make_grid", "make_optimizer", "make_schedule", "models",
+    "optimizer_hparams", "optimizers", "resolve", "schedules", "train", "train_and_evaluate",
+    "train_grid", "transforms", "use_cpu_cores",
 ]

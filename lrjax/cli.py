@@ -1,4 +1,5 @@
-"""The ``lrjax`` command line: ``run``, ``report``, ``find``, ``bench``, ``augment-preview``.
+"""The ``lrjax`` command line: ``run``, ``find``, ``report``, ``prepare``, ``augment-preview``,
+``bench``. The one command-line layer: everything else is a library function.
 
 Bad input exits with status 2 and a one-paragraph message (no traceback).
 """
@@ -6,18 +7,28 @@ Bad input exits with status 2 and a one-paragraph message (no traceback).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import runpy
 import sys
 import textwrap
 
+from absl import flags
+from ml_collections import config_flags
+
+from lrjax import data, experiment
+from lrjax.analysis import report
+from lrjax.augment import preview
+from lrjax.engine import devices
 from lrjax.errors import ConfigError
 
 USAGE = """\
 lrjax run CONFIG_FILE[:ARG] --workdir DIR [--resume] [--overwrite] [--no-progress] [--config.KEY=VALUE ...]
 lrjax report RUN_DIR
 lrjax augment-preview --dataset NAME [--strengths 0,0.5,1,1.5,2] [--out PATH]
-lrjax bench [scripts/bench.py options]
-lrjax find CONFIG_FILE[:ARG] --workdir DIR [--config.KEY=VALUE ...]"""
+lrjax find CONFIG_FILE[:ARG] --workdir DIR [--overwrite] [--config.KEY=VALUE ...]
+lrjax prepare NAME [--data_dir DIR]
+lrjax bench [benchmarks/bench.py options]   (from a source checkout)"""
 
 
 def load_config(spec: str, overrides: list[str]):
@@ -28,9 +39,6 @@ def load_config(spec: str, overrides: list[str]):
     >>> c.epochs
     1.0
   """
-  from absl import flags  # noqa: PLC0415
-  from ml_collections import config_flags  # noqa: PLC0415
-
   path = spec.split(":", 1)[0]
   if not os.path.isfile(path):
     raise ConfigError(f"CONFIG_FILE: {path} does not exist. Give an experiment file, e.g. "
@@ -58,8 +66,6 @@ def load_config(spec: str, overrides: list[str]):
 
 
 def _run(args, overrides) -> int:
-  from lrjax import experiment  # noqa: PLC0415
-
   config = load_config(args.config, overrides)
   experiment.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
                                 progress=not args.no_progress, resume=args.resume)
@@ -73,8 +79,6 @@ def _run(args, overrides) -> int:
 
 def _report(args, overrides) -> int:
   del overrides
-  from lrjax import report  # noqa: PLC0415
-
   if not os.path.isdir(args.run_dir):
     raise ConfigError(f"RUN_DIR: {args.run_dir} is not a directory; give a run directory "
                       f"written by `lrjax run`.")
@@ -85,8 +89,6 @@ def _report(args, overrides) -> int:
 
 def _augment_preview(args, overrides) -> int:
   del overrides
-  from lrjax import augment_preview  # noqa: PLC0415
-
   try:
     strengths = [float(s) for s in args.strengths.split(",")]
   except ValueError:
@@ -95,20 +97,43 @@ def _augment_preview(args, overrides) -> int:
   if any(s < 0 for s in strengths):
     raise ConfigError(f"--strengths: must be >= 0; got {strengths}.")
   out = args.out or f"augment_preview_{args.dataset}.png"
-  print(augment_preview.write_preview(args.dataset, strengths, out, data_dir=args.data_dir))
+  print(preview.write_preview(args.dataset, strengths, out, data_dir=args.data_dir))
   return 0
 
 
-def _bench(args, overrides) -> int:
-  from lrjax import bench  # noqa: PLC0415
+def _prepare(args, overrides) -> int:
+  del overrides
+  data.prepare(args.name, args.data_dir)
+  print(f"prepared {args.name} in {args.data_dir or data.default_data_dir()}")
+  return 0
 
-  return bench.main(overrides)
+
+# The benchmark harness lives beside the package in a source checkout, not in the wheel.
+BENCH_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "benchmarks", "bench.py")
+
+
+def _bench(args, overrides) -> int:
+  del args
+  if not os.path.isfile(BENCH_SCRIPT):
+    raise ConfigError(f"bench: {BENCH_SCRIPT} not found; the benchmarks ship with the "
+                      f"source checkout (git clone), not the installed package.")
+  sys.argv = [BENCH_SCRIPT, *overrides]
+  try:
+    runpy.run_path(BENCH_SCRIPT, run_name="__main__")
+  except SystemExit as e:
+    return int(e.code or 0)
+  return 0
 
 
 def _find(args, overrides) -> int:
-  from lrjax import lr_finder  # noqa: PLC0415
-
-  return lr_finder.main(args, overrides)
+  config = load_config(args.config, overrides)
+  summary = experiment.find_lr(config, args.workdir, overwrite=args.overwrite)
+  print(json.dumps(summary, indent=2))
+  grid_lrs = summary["suggested_grid_lr"]
+  print(f"\nNext: lrjax run {args.config} --workdir runs/NAME "
+        f"--config.grid.lr=\"({','.join(f'{v:g}' for v in grid_lrs)})\"")
+  return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
   find.add_argument("--workdir", required=True)
   find.add_argument("--overwrite", action="store_true")
   find.set_defaults(func=_find)
+  prep = sub.add_parser("prepare", help="build a TFDS dataset as array_record (needs "
+                        "TensorFlow and a network connection for catalog datasets)")
+  prep.add_argument("name")
+  prep.add_argument("--data_dir", default=None)
+  prep.set_defaults(func=_prepare)
   return parser
 
 
@@ -153,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(f"unrecognized arguments: {' '.join(rest)}")
   try:
     if args.command in ("run", "find", "bench"):  # before any JAX computation
-      from lrjax import parallel  # noqa: PLC0415
-
-      parallel.use_cpu_cores()
+      devices.use_cpu_cores()
     return args.func(args, rest)
   except ConfigError as e:
     print(textwrap.fill(f"lrjax {args.command}: error: {e}", width=100), file=sys.stderr)

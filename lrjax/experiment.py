@@ -1,48 +1,40 @@
-"""Experiment configs -> a trained grid -> a run directory (Flax-examples style).
+"""Experiment configs -> a resolved ``Run`` -> a run directory (Flax-examples style).
 
-``train_and_evaluate(config, workdir)`` is the library function behind
-``lrjax run``: it validates the whole config before anything compiles, trains
-the grid, and writes the run directory atomically (to a temporary sibling that
-is renamed at the end), so a failed run leaves nothing half-written.
+``train_and_evaluate(config, workdir)`` is the library function behind ``lrjax
+run``; ``find_lr(config, workdir)`` is the one behind ``lrjax find``. Both start
+from ``resolve(config)``, the only place a config is validated: it checks the
+config's fields, loads the dataset and model, and hands the grid to
+``lrjax.engine.build_run``, which returns the ``Run`` everything downstream reads.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-import tempfile
 from typing import Any
 
 import ml_collections
-import numpy as np
+import pandas as pd
 
+from lrjax import augment
 from lrjax import data as data_lib
 from lrjax import grid as grid_lib
+from lrjax import lr_finder
 from lrjax import models as models_lib
-from lrjax import optimizers
-from lrjax.engine import GridResult, TrainSettings
+from lrjax.engine import GridResult, Run, TrainSettings, build_run, train
+from lrjax.engine.settings import config_fields
 from lrjax.errors import ConfigError
-from lrjax.trainer import train_grid
+from lrjax.workdir import check_workdir, partial_dir, plain, write_results
 
-# Fields every experiment config has (the DESIGN.md contract), with defaults.
+# Fields every experiment config has, with defaults: what to train on, the grid, and
+# every config field of TrainSettings (optimizer, schedule, epochs, ...).
 DEFAULTS: dict[str, Any] = {
     "dataset": "digits",
     "data_dir": "",
     "model": "mlp",
     "model_kwargs": {},
-    "optimizer": "momentum",
-    "optimizer_kwargs": {},
-    "schedule": "constant",
-    "schedule_kwargs": {},
-    "epochs": 10.0,
-    "eval_every": 0,
-    "micro_batch": 0,
-    "multiplicity": 1,
-    "divergence_factor": 100.0,
-    "max_members_per_chunk": 0,
-    "vmap_width": 0,
+    **config_fields(),
     "grid": {"lr": (0.1,), "batch_size": (32,), "aug": (0.0,), "seed": (0,)},
 }
 
@@ -59,122 +51,85 @@ def default_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(DEFAULTS)
 
 
-def _plain(value):
-  """ConfigDict / tuples / numpy scalars -> JSON-able Python values."""
-  if isinstance(value, (ml_collections.ConfigDict, dict)):
-    return {k: _plain(v) for k, v in dict(value).items()}
-  if isinstance(value, (tuple, list)):
-    return [_plain(v) for v in value]
-  if isinstance(value, np.generic):
-    return value.item()
-  return value
-
-
 def config_to_dict(config) -> dict:
-  """The resolved config as plain JSON-serialisable data."""
-  return _plain(config.to_dict() if hasattr(config, "to_dict") else config)
+  """The resolved config as plain JSON-serialisable data.
+
+  Example:
+    >>> config_to_dict(default_config())["grid"]["lr"]
+    [0.1]
+  """
+  return plain(config.to_dict() if hasattr(config, "to_dict") else config)
 
 
-def resolve(config) -> tuple[data_lib.Dataset, models_lib.ModelAdapter, Any, TrainSettings]:
-  """Validates a config and builds what training needs; raises ``ConfigError`` on bad input.
+def _settings(cfg: dict) -> TrainSettings:
+  """The config's TrainSettings fields (each validated by TrainSettings itself)."""
+  values = {name: cfg[name] for name in config_fields()}
+  for name, value in values.items():
+    if isinstance(value, dict):
+      values[name] = dict(value)
+  return TrainSettings(**values)
 
-  Returns:
-    ``(dataset, model, member_table, settings)``.
+
+def resolve(config) -> Run:
+  """Validates a config and resolves it into the ``Run`` the engine trains.
+
+  Cheap checks (field names, types, optimizer/schedule/model names) come before the
+  dataset is loaded; the grid is then checked against the dataset and settings by
+  ``lrjax.engine.build_run``. Nothing is compiled.
+
+  Raises:
+    ConfigError: naming the field and the fix.
+
+  Example:
+    >>> c = default_config()
+    >>> c.grid.lr, c.grid.batch_size = (0.01, 0.1), (32, 64)
+    >>> run = resolve(c)
+    >>> run.num_members, run.plan.micro_batch
+    (4, 32)
   """
   cfg = config_to_dict(config)
   unknown = sorted(set(cfg) - set(DEFAULTS))
   if unknown:
     raise ConfigError(f"config: unknown fields {unknown}. Known fields: {sorted(DEFAULTS)}.")
   cfg = {**DEFAULTS, **cfg}
-  # Cheap name checks first, before loading data.
-  optimizers.check_optimizer(cfg["optimizer"])
+  settings = _settings(cfg)
   if cfg["model"] not in models_lib.BUILTIN_MODELS:
     models_lib.get_model(cfg["model"], 10)  # raises the ConfigError
-  optimizers.check_schedule_kwargs(cfg["schedule"], {})
-  for name in ("epochs", "divergence_factor"):
-    v = cfg[name]
-    if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-      raise ConfigError(f"{name}: must be a finite number > 0; got {v!r}.")
-  for name in ("eval_every", "micro_batch", "max_members_per_chunk", "multiplicity",
-               "vmap_width"):
-    if not isinstance(cfg[name], int) or cfg[name] < 0:
-      raise ConfigError(f"{name}: must be an integer >= 0; got {cfg[name]!r}.")
   axes = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["grid"].items()}
   table = grid_lib.make_grid(axes)
 
   dataset = data_lib.load(cfg["dataset"], cfg["data_dir"] or None)
-  model_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["model_kwargs"].items()}
+  model_kwargs = {k: tuple(v) if isinstance(v, list) else v
+                  for k, v in cfg["model_kwargs"].items()}
   model = models_lib.get_model(cfg["model"], dataset.num_classes, **model_kwargs)
-  policy = None
   uses_aug = (table["aug"] != 0).any() or any(c.startswith("aug_") for c in table.columns)
   if uses_aug:
-    from lrjax import augment  # noqa: PLC0415
-
     policy = augment.policy_for(cfg["dataset"], dataset.image_shape)
-    unknown_ops = sorted(c[4:] for c in table.columns
-                         if c.startswith("aug_") and c[4:] not in augment.OPS)
-    if unknown_ops:
-      raise ConfigError(f"grid: unknown augmentation ops {unknown_ops}; per-op axes are "
-                        f"grid.aug_<op> with <op> in {list(augment.OPS)}.")
-  elif cfg["multiplicity"] > 1:
-    raise ConfigError("multiplicity: augmented copies need augmentation; set grid.aug > 0 "
-                      "or multiplicity=1.")
-  settings = TrainSettings(
-      optimizer=cfg["optimizer"], schedule=cfg["schedule"],
-      schedule_kwargs=dict(cfg["schedule_kwargs"]),
-      optimizer_kwargs=dict(cfg["optimizer_kwargs"]), epochs=float(cfg["epochs"]),
-      eval_every=cfg["eval_every"], micro_batch=cfg["micro_batch"], augment_policy=policy,
-      multiplicity=max(1, cfg["multiplicity"]), divergence_factor=float(cfg["divergence_factor"]),
-      max_members_per_chunk=cfg["max_members_per_chunk"], vmap_width=cfg["vmap_width"])
-  # Full validation (batch sizes vs micro-batch and split size, hparam names, ...).
-  from lrjax.plan import _split_hparams, plan  # noqa: PLC0415
-
-  plan(table, len(dataset.train), settings)
-  _split_hparams(table, settings)
-  return dataset, model, table, settings
+    settings = TrainSettings(**{**settings.__dict__, "augment_policy": policy})
+  return build_run(model, dataset, table, settings)
 
 
-def check_workdir(workdir: str, overwrite: bool = False) -> None:
-  """Refuses to overwrite an existing non-empty workdir unless asked."""
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ConfigError(f"--workdir: {workdir} exists and is not a directory; choose another.")
-  if os.path.isdir(workdir) and os.listdir(workdir) and not overwrite:
-    raise ConfigError(f"--workdir: {workdir} already holds files; lrjax does not overwrite "
-                      f"a run silently. Choose a new --workdir, or pass --overwrite to "
-                      f"replace it.")
-
-
-def write_results(result: GridResult, config, workdir: str) -> list[str]:
-  """Writes config.json, members/history tables, summary, figures and report.
-
-  Writes into a temporary sibling directory and renames it into place at the end.
-  """
-  parent = os.path.dirname(os.path.abspath(workdir)) or "."
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".lrjax-", dir=parent)
-  try:
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-      json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
-    result.members.to_parquet(os.path.join(tmp, "members.parquet"), index=False)
-    result.members.to_csv(os.path.join(tmp, "members.csv"), index=False)
-    result.history.to_parquet(os.path.join(tmp, "history.parquet"), index=False)
-    with open(os.path.join(tmp, "run_info.json"), "w") as f:
-      json.dump(_plain(result.info), f, indent=2)
-    from lrjax import report  # noqa: PLC0415
-
-    report.write_report(tmp)
-    if os.path.isdir(workdir):
-      shutil.rmtree(workdir)
-    os.replace(tmp, workdir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return sorted(os.path.join(workdir, n) for n in os.listdir(workdir))
-
-
-def partial_dir(workdir: str) -> str:
-  """Where a run's checkpoints live until it finishes: ``<workdir>.partial``."""
-  return os.path.abspath(workdir).rstrip(os.sep) + ".partial"
+def _start_partial(workdir: str, config_json: str, resume: bool) -> str:
+  """Creates (or, resuming, checks) ``<workdir>.partial`` with the run's config."""
+  partial = partial_dir(workdir)
+  saved = os.path.join(partial, "config.json")
+  if os.path.isdir(partial):
+    if not resume:
+      raise ConfigError(f"--workdir: an interrupted run of {workdir} is in {partial}. Pass "
+                        f"--resume to continue it, or delete that directory to start over.")
+    with open(saved) as f:
+      if f.read() != config_json:
+        raise ConfigError(f"--resume: the config differs from the interrupted run's "
+                          f"({saved}); resume with the same config and overrides, or "
+                          f"delete {partial} to start over.")
+  elif resume:
+    raise ConfigError(f"--resume: nothing to resume, {partial} does not exist. Run without "
+                      f"--resume.")
+  else:
+    os.makedirs(partial)
+    with open(saved, "w") as f:
+      f.write(config_json)
+  return partial
 
 
 def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
@@ -203,28 +158,51 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
     True
   """
   check_workdir(workdir, overwrite)
-  dataset, model, table, settings = resolve(config)
-  partial = partial_dir(workdir)
-  config_json = json.dumps(config_to_dict(config), indent=2, sort_keys=True)
-  saved = os.path.join(partial, "config.json")
-  if os.path.isdir(partial):
-    if not resume:
-      raise ConfigError(f"--workdir: an interrupted run of {workdir} is in {partial}. Pass "
-                        f"--resume to continue it, or delete that directory to start over.")
-    with open(saved) as f:
-      if f.read() != config_json:
-        raise ConfigError(f"--resume: the config differs from the interrupted run's "
-                          f"({saved}); resume with the same config and overrides, or "
-                          f"delete {partial} to start over.")
-  elif resume:
-    raise ConfigError(f"--resume: nothing to resume, {partial} does not exist. Run without "
-                      f"--resume.")
-  else:
-    os.makedirs(partial)
-    with open(saved, "w") as f:
-      f.write(config_json)
-  result = train_grid(model, dataset, table, settings, progress=progress,
-                      checkpoint_dir=partial)
-  write_results(result, config, workdir)
+  run = resolve(config)
+  config_dict = config_to_dict(config)
+  partial = _start_partial(workdir, json.dumps(config_dict, indent=2, sort_keys=True), resume)
+  result = train(run, progress=progress, checkpoint_dir=partial)
+  write_results(result, config_dict, workdir)
   shutil.rmtree(partial, ignore_errors=True)
   return result
+
+
+def find_lr(config, workdir: str, *, overwrite: bool = False) -> dict:
+  """Runs the LR range test and its vectorised variant for a config; writes ``workdir``.
+
+  Writes ``lr_find.png``, ``lr_find.json`` and ``lr_find.csv``; the returned
+  summary (also in ``lr_find.json``) holds the suggestions and a grid of LRs
+  centred on the vectorised test's best LR.
+
+  Example:
+    >>> import tempfile
+    >>> c = default_config()
+    >>> c.model_kwargs = {"hidden": (32,)}
+    >>> out = find_lr(c, tempfile.mkdtemp() + "/find")
+    >>> len(out["suggested_grid_lr"])
+    7
+  """
+  check_workdir(workdir, overwrite)
+  run = resolve(config)
+  settings, dataset, model = run.settings, run.dataset, run.model
+  batch = int(run.table.batch_size.iloc[0])
+  classic = lr_finder.range_test(model, dataset, optimizer=settings.optimizer,
+                                 optimizer_kwargs=dict(settings.optimizer_kwargs),
+                                 batch_size=batch)
+  center = classic["suggestions"]["valley"]
+  vec = lr_finder.vectorised_test(model, dataset, lrs=lr_finder.suggest_grid(center, 9, 4.0),
+                                  batch_size=batch, epochs=1.0, optimizer=settings.optimizer,
+                                  optimizer_kwargs=dict(settings.optimizer_kwargs))
+  os.makedirs(workdir, exist_ok=True)
+  lr_finder.plot(classic, vec, os.path.join(workdir, "lr_find.png"))
+  grid_lrs = lr_finder.suggest_grid(vec["best_lr"])
+  summary = {"batch_size": batch, "optimizer": settings.optimizer,
+             "range_test": classic["suggestions"], "vectorised_best_lr": vec["best_lr"],
+             "vectorised_smallest_diverged_lr": vec["smallest_diverged_lr"],
+             "suggested_grid_lr": list(grid_lrs)}
+  with open(os.path.join(workdir, "lr_find.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  pd.DataFrame({"lr": classic["lr"], "loss": classic["loss"],
+                "smoothed": classic["smoothed"]}).to_csv(
+                    os.path.join(workdir, "lr_find.csv"), index=False)
+  return summary

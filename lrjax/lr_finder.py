@@ -17,8 +17,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import jax
@@ -26,10 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd
+from matplotlib.figure import Figure
 
 from lrjax import grid as grid_lib
 from lrjax import optimizers
 from lrjax.data import Dataset, example_order
+from lrjax.engine import TrainSettings, train_grid
 from lrjax.errors import ConfigError
 from lrjax.models import ModelAdapter
 
@@ -181,9 +181,6 @@ def vectorised_test(model: ModelAdapter, dataset: Dataset, *, lrs, batch_size: i
     >>> out["best_lr"] in (0.01, 0.1, 1.0)
     True
   """
-  from lrjax.engine import TrainSettings  # noqa: PLC0415
-  from lrjax.trainer import train_grid  # noqa: PLC0415
-
   table = grid_lib.make_grid({"lr": tuple(float(v) for v in lrs), "batch_size": (batch_size,)})
   result = train_grid(model, dataset, table, TrainSettings(epochs=epochs, **settings),
                       progress=False)
@@ -210,8 +207,6 @@ def suggest_grid(center: float, num: int = 7, decades: float = 2.0) -> tuple[flo
 
 def plot(classic: dict, vectorised: dict | None, path: str) -> str:
   """Loss vs LR (log x) with the suggestions marked; writes a PNG."""
-  from matplotlib.figure import Figure  # noqa: PLC0415
-
   fig = Figure(figsize=(7, 4.5), layout="constrained")
   ax = fig.add_subplot()
   ax.plot(classic["lr"], classic["loss"], color="0.75", lw=0.8, label="training loss")
@@ -231,35 +226,3 @@ def plot(classic: dict, vectorised: dict | None, path: str) -> str:
   ax.legend(fontsize=8)
   fig.savefig(path, dpi=120)
   return path
-
-
-def main(args, overrides) -> int:
-  """``lrjax find CONFIG --workdir DIR [--config.x=...]``: both tests, a plot and a grid."""
-  from lrjax import cli, experiment  # noqa: PLC0415
-
-  experiment.check_workdir(args.workdir, args.overwrite)
-  config = cli.load_config(args.config, overrides)
-  dataset, model, table, settings = experiment.resolve(config)
-  batch = int(table.batch_size.iloc[0])
-  classic = range_test(model, dataset, optimizer=settings.optimizer,
-                       optimizer_kwargs=dict(settings.optimizer_kwargs), batch_size=batch)
-  center = classic["suggestions"]["valley"]
-  vec = vectorised_test(model, dataset, lrs=suggest_grid(center, 9, 4.0), batch_size=batch,
-                        epochs=1.0, optimizer=settings.optimizer,
-                        optimizer_kwargs=dict(settings.optimizer_kwargs))
-  os.makedirs(args.workdir, exist_ok=True)
-  plot(classic, vec, os.path.join(args.workdir, "lr_find.png"))
-  grid_lrs = suggest_grid(vec["best_lr"])
-  summary = {"batch_size": batch, "optimizer": settings.optimizer,
-             "range_test": classic["suggestions"], "vectorised_best_lr": vec["best_lr"],
-             "vectorised_smallest_diverged_lr": vec["smallest_diverged_lr"],
-             "suggested_grid_lr": list(grid_lrs)}
-  with open(os.path.join(args.workdir, "lr_find.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  pd.DataFrame({"lr": classic["lr"], "loss": classic["loss"],
-                "smoothed": classic["smoothed"]}).to_csv(
-                    os.path.join(args.workdir, "lr_find.csv"), index=False)
-  print(json.dumps(summary, indent=2))
-  print(f"\nNext: lrjax run {args.config} --workdir runs/NAME "
-        f"--config.grid.lr=\"({','.join(f'{v:g}' for v in grid_lrs)})\"")
-  return 0

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lrjax._schedules_util import _f32, check_choice, check_value
+from lrjax.schedules._util import _f32, check_choice, check_value
 
 PLATEAU_MODES = ("min", "max")
 THRESHOLD_MODES = ("rel", "abs")

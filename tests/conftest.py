@@ -6,7 +6,7 @@
 """
 import jax
 
-from lrjax import parallel
+from lrjax.engine import devices as parallel
 
 parallel.use_cpu_cores()
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -7,7 +7,7 @@ import pytest
 
 from lrjax import analysis
 from lrjax.errors import ConfigError
-from lrjax.report import save_run, synthetic_run
+from lrjax.analysis.synthetic import save_run, synthetic_run
 
 LRS = tuple(0.01 * 2.0 ** k for k in range(-2, 7))
 
@@ -189,5 +189,5 @@ def test_best_lr_table_engine_columns_without_aug_seed():
   assert table["best_lr"].tolist() == [0.1, 1.0] and (table["aug"] == 0.0).all()
   b = analysis.divergence_boundary(m)
   assert b["min_diverged_lr"].tolist()[0] == 1.0
-  s = analysis.summarize(analysis.Run({"grid": {"lr": [0.1, 1.0]}}, m, pd.DataFrame(), ""))
+  s = analysis.summarize(analysis.RunTables({"grid": {"lr": [0.1, 1.0]}}, m, pd.DataFrame(), ""))
   assert s["best_member"]["lr"] == 0.1 and s["n_diverged"] == 1

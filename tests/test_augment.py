@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrjax import _augment_ops as ops
+from lrjax.augment import ops
 from lrjax import augment
 from tree_helpers import assert_trees_allclose, assert_trees_equal
 
@@ -325,7 +325,7 @@ def test_noise_quantised_normal_moments():
 
 
 def test_preview_rows_share_draws_strength_zero_is_input():
-  from lrjax import augment_preview
+  from lrjax.augment import preview as augment_preview
   imgs = (np.arange(3 * 8 * 8).reshape(3, 8, 8, 1) % 256).astype(np.uint8)
   pol = augment.policy_for("digits", (8, 8, 1))
   rows = augment_preview.augment_rows(imgs, [0.0, 1.0, 1.0], pol, seed=1)
@@ -334,14 +334,14 @@ def test_preview_rows_share_draws_strength_zero_is_input():
 
 
 def test_preview_png_written_digits(tmp_path):
-  from lrjax import augment_preview
+  from lrjax.augment import preview as augment_preview
   path = augment_preview.write_preview("digits", [0, 1, 2], str(tmp_path / "p.png"), 4)
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_preview_picks_one_per_class_first():
-  from lrjax import augment_preview
+  from lrjax.augment import preview as augment_preview
   idx = augment_preview.pick_examples(np.array([0, 0, 1, 1, 2, 2]), 4)
   assert idx.tolist() == [0, 2, 4, 1]
 

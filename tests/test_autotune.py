@@ -4,9 +4,10 @@ import doctest
 import jax
 import pytest
 
-from lrjax import autotune, data, grid, models
+from lrjax import data, grid, models
+from lrjax.engine import autotune
 from lrjax.engine import TrainSettings
-from lrjax.trainer import train_grid
+from lrjax.engine import train_grid
 from tree_helpers import assert_trees_allclose
 
 TINY_MLP = {"hidden": (32,)}

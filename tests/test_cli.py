@@ -92,11 +92,11 @@ def test_interrupted_run_is_not_restarted_silently_when_resume_not_given(tmp_pat
 
 def test_resume_continues_interrupted_run_when_config_unchanged(tmp_path, monkeypatch,
                                                                 capsys):
-  from lrjax import trainer
+  from lrjax import engine
 
   workdir = tmp_path / "r"
   calls = {"n": 0}
-  original = trainer.train_grid
+  original = engine.train
 
   def interrupted(*args, **kwargs):
     def stop(done, total):
@@ -104,12 +104,12 @@ def test_resume_continues_interrupted_run_when_config_unchanged(tmp_path, monkey
 
     return original(*args, **{**kwargs, "on_segment": stop, "checkpoint_every_s": 0.0})
 
-  monkeypatch.setattr("lrjax.experiment.train_grid", interrupted)
+  monkeypatch.setattr("lrjax.experiment.train", interrupted)
   base = ["run", f"{MAIN}:runlocal", "--workdir", str(workdir), "--no-progress",
           "--config.eval_every=320"]  # several segments: interrupted after the first
   assert run(base) == 130
   assert (tmp_path / "r.partial" / "chunk0000.npz").exists() and not workdir.exists()
-  monkeypatch.setattr("lrjax.experiment.train_grid", original)
+  monkeypatch.setattr("lrjax.experiment.train", original)
   assert run(base + ["--resume", "--config.epochs=2"]) == 2
   assert "config differs" in capsys.readouterr().err
   assert run(base + ["--resume"]) == 0

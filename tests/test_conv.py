@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from lrjax.conv import PatchConv, extract_patches
+from lrjax.models.conv import PatchConv, extract_patches
 from tree_helpers import assert_trees_allclose, assert_trees_equal
 
 TOL = dict(rtol=1e-5, atol=1e-5)

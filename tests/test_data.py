@@ -30,7 +30,7 @@ def test_catalog_dataset_reads_through_data_source_when_mocked(tmp_path):
 
 def test_unprepared_catalog_dataset_error_says_how_to_prepare(tmp_path):
   data.load.cache_clear()
-  with pytest.raises(ConfigError, match="lrjax.data prepare cifar10"):
+  with pytest.raises(ConfigError, match="lrjax prepare cifar10"):
     data.load("cifar10", str(tmp_path))
 
 

@@ -10,7 +10,7 @@ from flax import nnx
 
 from lrjax import data, grid, models
 from lrjax.engine import TrainSettings
-from lrjax.trainer import train_grid
+from lrjax.engine import train_grid
 from plain_training import plain_train
 from tree_helpers import assert_trees_allclose, assert_trees_equal
 

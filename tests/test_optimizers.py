@@ -5,8 +5,9 @@ import numpy as np
 import optax
 import pytest
 
-from lrjax import grid, optimizers
-from lrjax.plan import TrainSettings, _split_hparams
+from lrjax import grid, optimizers, schedules
+from lrjax.engine import TrainSettings
+from lrjax.engine.run import split_hparams as _split_hparams
 from lrjax.errors import ConfigError
 
 
@@ -25,20 +26,20 @@ def test_make_optimizer_matches_optax_when_hparams_traced():
 
 
 def test_make_schedule_fills_length_and_peak_when_not_given():
-  sched = jax.jit(lambda c: optimizers.make_schedule("cosine", 0.2, 50)(c))
+  sched = jax.jit(lambda c: schedules.make_schedule("cosine", 0.2, 50)(c))
   np.testing.assert_allclose([sched(0), sched(25), sched(50)], [0.2, 0.1, 0.0], atol=1e-7)
 
 
 @pytest.mark.parametrize("call, match", [
     (lambda: optimizers.make_optimizer("adagradx", 0.1), "optimizer: unknown"),
     (lambda: optimizers.make_optimizer("sgd", 0.1, momentum=0.9), "not hyperparameters"),
-    (lambda: optimizers.make_schedule("zigzag", 0.1, 10), "schedule: unknown"),
-    (lambda: optimizers.make_schedule("cosine", 0.1, 10, gamma=2.0), "not arguments"),
-    (lambda: optimizers.schedule_spec("constant", {"cosine": {}}, families=("constant",)),
+    (lambda: schedules.make_schedule("zigzag", 0.1, 10), "schedule: unknown"),
+    (lambda: schedules.make_schedule("cosine", 0.1, 10, gamma=2.0), "not arguments"),
+    (lambda: schedules.schedule_spec("constant", {"cosine": {}}, families=("constant",)),
      "not in grid.schedule"),
-    (lambda: optimizers.schedule_spec("cosine", {}, grid_args=("alpha",),
+    (lambda: schedules.schedule_spec("cosine", {}, grid_args=("alpha",),
                                       families=("cosine", "constant")), "cannot be axes"),
-    (lambda: optimizers.schedule_spec("plateau", {"patience": 2, "gamma": 1.0}),
+    (lambda: schedules.schedule_spec("plateau", {"patience": 2, "gamma": 1.0}),
      "plateau rule"),
 ])
 def test_bad_names_and_arguments_raise_config_error_naming_the_field(call, match):
@@ -55,7 +56,7 @@ def test_cycle_momentum_needs_an_optimizer_with_momentum_when_sgd():
 
 
 def test_momentum_schedule_is_none_unless_cycle_momentum_requested():
-  assert optimizers.make_momentum_schedule("onecycle", 0.1, 100) is None
-  m = optimizers.make_momentum_schedule("cyclic", 0.1, 100, cycle_momentum=True,
+  assert schedules.make_momentum_schedule("onecycle", 0.1, 100) is None
+  m = schedules.make_momentum_schedule("cyclic", 0.1, 100, cycle_momentum=True,
                                         base_value=0.01, step_size_up=10)
   np.testing.assert_allclose([m(0), m(10)], [0.9, 0.8], rtol=1e-6)

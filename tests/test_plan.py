@@ -1,6 +1,6 @@
 """Tests for lrjax.plan: how a run's budget is cut into segments."""
 from lrjax import grid
-from lrjax.plan import TrainSettings, plan
+from lrjax.engine import TrainSettings, plan
 
 
 def _table(batch_sizes=(32,)):

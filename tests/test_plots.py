@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from lrjax import analysis, plots
-from lrjax.report import synthetic_run
+from lrjax import analysis
+from lrjax.analysis import plots
+from lrjax.analysis.synthetic import synthetic_run
 
 LRS = tuple(0.01 * 2.0 ** k for k in range(-2, 5))
 

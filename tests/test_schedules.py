@@ -9,7 +9,10 @@ import numpy as np
 import optax
 import pytest
 
-from lrjax import _schedules_base, _schedules_cyclic, schedules
+from lrjax import schedules
+from lrjax.schedules import catalog as _schedules_base
+from lrjax.schedules import combinators, family
+from lrjax.schedules import cyclical as _schedules_cyclic
 
 REFERENCES = json.loads(
     (pathlib.Path(__file__).parent / "data" / "schedule_references.json").read_text())
@@ -288,7 +291,7 @@ def test_bad_traced_step_counts_stay_finite():
   assert np.all(np.isfinite(values(jnp.float32(-3.0))))
 
 
-@pytest.mark.parametrize("module", [schedules, _schedules_base, _schedules_cyclic])
+@pytest.mark.parametrize("module", [combinators, family, _schedules_base, _schedules_cyclic])
 def test_docstring_examples_run(module):
   result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
   assert result.failed == 0 and result.attempted > 0

@@ -11,12 +11,12 @@ SCRIPT = textwrap.dedent("""
     import json, os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
     import jax, numpy as np
-    from lrjax import data, grid, models, trainer, engine
+    from lrjax import data, grid, models, engine
     assert len(jax.devices()) == int(sys.argv[1])
     table = grid.make_grid(json.loads(sys.argv[3]))
-    res = trainer.train_grid(models.get_model("mlp", 10, hidden=(32,)), data.load("digits"),
-                             table, engine.TrainSettings(epochs=1, schedule=sys.argv[4]),
-                             progress=False)
+    res = engine.train_grid(models.get_model("mlp", 10, hidden=(32,)), data.load("digits"),
+                            table, engine.TrainSettings(epochs=1, schedule=sys.argv[4]),
+                            progress=False)
     assert res.info["member_devices"] == int(sys.argv[1]), res.info
     np.savez(sys.argv[2], kernel=res.params["Dense_0"]["kernel"],
              val_loss=res.history["val_loss"].to_numpy(), axis=str(res.info["split_axis"]))

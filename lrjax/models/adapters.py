@@ -1,22 +1,17 @@
-"""Small Flax models, and adapters that let the engine train any Flax model.
+"""Adapters that let the engine train any Flax model (linen or NNX).
 
 The engine sees a model only as a ``ModelAdapter``: ``init(key, x) -> params``
-and ``apply(params, x) -> logits``, both pure, so they vmap over members. The
-built-in models carry no BatchNorm: batch statistics would be computed over the
-micro-batch, not the member's batch, and break the equivalence between
-accumulated and true large-batch training (see DESIGN.md).
+and ``apply(params, x) -> logits``, both pure, so they vmap over members.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
-from lrjax.conv import PatchConv
 from lrjax.errors import ConfigError
 
 
@@ -32,37 +27,6 @@ class ModelAdapter(NamedTuple):
   name: str
   init: Callable[[jax.Array, jax.Array], Any]
   apply: Callable[[Any, jax.Array], jax.Array]
-
-
-class MLP(nn.Module):
-  """A ReLU multilayer perceptron on flattened images (default 256-256)."""
-
-  num_classes: int = 10
-  hidden: Sequence[int] = (256, 256)
-
-  @nn.compact
-  def __call__(self, x):
-    x = x.reshape(x.shape[:-3] + (-1,))
-    for width in self.hidden:
-      x = nn.relu(nn.Dense(width)(x))
-    return nn.Dense(self.num_classes)(x)
-
-
-class CNN(nn.Module):
-  """A small ReLU convnet: two 3x3 convolutions (the second strided), mean pool, dense."""
-
-  num_classes: int = 10
-  channels: Sequence[int] = (32, 64)
-
-  @nn.compact
-  def __call__(self, x):
-    for i, ch in enumerate(self.channels):
-      # im2col + matmul: inside lax.scan XLA:CPU runs nn.Conv's backward convolutions
-      # on a naive path, 7-32x slower (scripts/conv_scan_study.py). Same params as nn.Conv.
-      x = nn.relu(PatchConv(ch, (3, 3), strides=(1, 1) if i == 0 else (2, 2),
-                            name=f"Conv_{i}")(x))
-    x = jnp.mean(x, axis=(-3, -2))
-    return nn.Dense(self.num_classes)(x)
 
 
 def from_linen(module: nn.Module, name: str | None = None) -> ModelAdapter:
@@ -140,24 +104,3 @@ def from_nnx(factory: Callable[[nnx.Rngs], nnx.Module], name: str | None = None)
     return nnx.merge(graphdef, params)(x)
 
   return ModelAdapter(label, init, apply)
-
-
-BUILTIN_MODELS = {"mlp": MLP, "cnn": CNN}
-
-
-def get_model(name: str, num_classes: int, **kwargs) -> ModelAdapter:
-  """Builds a built-in model by name (``"mlp"`` or ``"cnn"``).
-
-  Example:
-    >>> get_model("mlp", num_classes=10).name
-    'mlp'
-  """
-  if name not in BUILTIN_MODELS:
-    raise ConfigError(f"model: unknown model '{name}'. Use one of {sorted(BUILTIN_MODELS)}, "
-                      f"or pass your own Flax model to lrjax.train_grid.")
-  try:
-    module = BUILTIN_MODELS[name](num_classes=num_classes, **kwargs)
-  except TypeError as e:
-    raise ConfigError(f"model_kwargs: {e}. Check the field names of lrjax.models."
-                      f"{BUILTIN_MODELS[name].__name__}.") from None
-  return from_linen(module, name)

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from lrjax import augment
+from lrjax import data
+from lrjax.augment import policy as augment
 
 
 def pick_examples(labels, n_images: int, seed: int = 0) -> np.ndarray:
@@ -135,7 +136,6 @@ def write_preview(dataset: str, strengths: Sequence[float], path: str, n_images:
   >>> out.endswith("p.png")
   True
   """
-  from lrjax import data  # noqa: PLC0415 - TFDS import only when previewing a dataset
 
   ds = data.load(dataset, data_dir=data_dir)
   images = np.asarray(ds.train.images)

@@ -1,41 +1,10 @@
-"""Array-valued, Optax-compatible learning-rate schedules.
-
-``lrjax.schedules.<name>(...)`` returns an Optax schedule, a callable ``count ->
-value`` (float32). Every numeric argument -- step counts included -- may be a
-Python number, an array with a leading member axis, or a tracer, so one call
-describes a whole grid and a schedule can be built per member inside
-``jax.vmap``. All math is ``jnp`` (no Python branching on values): schedules work
-under ``jit``, ``vmap`` and ``grad`` and inside ``optax.inject_hyperparams``.
-Only structure is static: the number of milestones/boundaries/schedules, mode
-strings and booleans (``staircase``, ``cycle``, ``three_phase``, ``anneal``).
-
-Bad concrete arguments (negative steps, ``pct_start`` outside (0, 1), unknown
-mode) raise ``lrjax.errors.ConfigError``, a ``ValueError``. Traced arguments cannot
-be checked: step counts that must be positive are clamped to ``1e-12`` and
-everything else is used as given.
-
-The engine-facing API: :data:`SCHEDULES` (name -> factory), :func:`schedule_family`
-(one schedule choosing among families by a traced per-member index) and
-:func:`momentum_schedule` (torch's ``cycle_momentum`` for onecycle/cyclic).
-"""
-from collections.abc import Sequence
+"""Schedule combinators: a warmup ramp, a join of schedules, a product of schedules."""
 
 import jax.numpy as jnp
 
-from lrjax._schedules_base import (
-    constant, cosine, cosine_restarts, exponential, inverse_time, linear, multistep,
-    piecewise_constant, polynomial, step)
-from lrjax._schedules_cyclic import (
-    cyclic, cyclic_momentum, momentum_schedule, onecycle, onecycle_momentum)
-from lrjax._schedules_util import _count, _f32, check_choice, check_value, nonnegative_steps
 from lrjax.errors import ConfigError
+from lrjax.schedules._util import _count, _f32, check_choice, nonnegative_steps, check_value
 
-__all__ = [
-    "SCHEDULES", "constant", "cosine", "cosine_restarts", "cyclic", "cyclic_momentum",
-    "exponential", "inverse_time", "join", "linear", "momentum_schedule", "multistep",
-    "onecycle", "onecycle_momentum", "piecewise_constant", "polynomial", "product",
-    "schedule_family", "step", "warmup",
-]
 
 WARMUP_KINDS = ("linear", "exponential")
 
@@ -160,71 +129,3 @@ def product(*schedules):
       out = out * _f32(schedule(count))
     return out
   return multiplied
-
-
-SCHEDULES = {
-    "constant": constant,
-    "step": step,
-    "multistep": multistep,
-    "piecewise_constant": piecewise_constant,
-    "exponential": exponential,
-    "inverse_time": inverse_time,
-    "polynomial": polynomial,
-    "linear": linear,
-    "cosine": cosine,
-    "cosine_restarts": cosine_restarts,
-    "onecycle": onecycle,
-    "cyclic": cyclic,
-    "warmup": warmup,
-    "join": join,
-    "product": product,
-}
-
-
-def schedule_family(names: Sequence[str], index, factories_kwargs: Sequence[dict]):
-  """One schedule choosing among schedule families by a (traced) integer ``index``.
-
-  Every family is evaluated and the member's one is selected with ``jnp.where``
-  (no ``lax.switch``, which under ``vmap`` would run every branch anyway), so one
-  compiled program can hold members with different families: build it inside
-  ``jax.vmap`` with each member's ``index`` and keyword values. An ``index``
-  outside ``range(len(names))`` selects ``names[0]``.
-
-  Args:
-    names: family names, keys of :data:`SCHEDULES` (static).
-    index: which family, an int or traced integer scalar (or member array).
-    factories_kwargs: one dict of keyword arguments per name (values may be traced).
-
-  Returns:
-    A schedule ``count -> value`` (float32).
-
-  >>> import jax, jax.numpy as jnp
-  >>> from lrjax import schedules
-  >>> def member_lr(index, lr):
-  ...   s = schedules.schedule_family(
-  ...       ["cosine", "exponential"], index,
-  ...       [dict(init_value=lr, decay_steps=100), dict(init_value=lr, decay_rate=0.9)])
-  ...   return s(50)
-  >>> lrs = jax.vmap(member_lr)(jnp.array([0, 1]), jnp.array([1.0, 1.0]))
-  >>> [round(float(v), 6) for v in lrs]
-  [0.5, 0.005154]
-
-  References:
-    Smith 2017 and Loshchilov & Hutter 2017 compare such families on one task.
-  """
-  names = list(names)
-  if len(names) != len(factories_kwargs) or not names:
-    raise ConfigError("schedule_family: need one kwargs dict per name (and at least one).")
-  for name in names:
-    check_choice("schedule_family", "schedule", name, tuple(SCHEDULES))
-  check_value("schedule_family", "index", index,
-              lambda a: (a >= 0) & (a < len(names)), f"in [0, {len(names)})")
-  members = [SCHEDULES[n](**kw) for n, kw in zip(names, factories_kwargs)]
-  index = jnp.asarray(index)
-
-  def selected(count):
-    out = _f32(members[0](count))
-    for i, schedule in enumerate(members[1:], start=1):
-      out = jnp.where(index == i, _f32(schedule(count)), out)
-    return out
-  return selected

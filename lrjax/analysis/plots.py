@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from lrjax import analysis
+from lrjax.analysis import tables
 
 DPI = 110
 _ANNOTATE_MAX_CELLS = 96  # per panel; beyond this numbers become unreadable
@@ -50,7 +50,7 @@ def _save(fig: Figure, path: str) -> str:
 
 def _metric_style(metric: str, values: np.ndarray):
   """Colormap (bright = better) and norm shared by all panels."""
-  minimise = analysis.metric_mode(metric) == "min"
+  minimise = tables.metric_mode(metric) == "min"
   cmap = matplotlib.colormaps["viridis_r" if minimise else "viridis"]
   finite = values[np.isfinite(values)]
   if finite.size == 0:
@@ -92,9 +92,9 @@ def heatmaps(members: pd.DataFrame, metric: str = "final_val_acc",
     >>> os.path.getsize(p) > 1000
     True
   """
-  members = analysis.with_default_axes(members)
-  cells = analysis.lr_cells(members, metric, ("batch_size", "aug"), axes)
-  best = analysis.best_lr_table(members, metric, ("batch_size", "aug"), axes=axes)
+  members = tables.with_default_axes(members)
+  cells = tables.lr_cells(members, metric, ("batch_size", "aug"), axes)
+  best = tables.best_lr_table(members, metric, ("batch_size", "aug"), axes=axes)
   lrs = np.sort(members["lr"].unique())
   bss = np.sort(members["batch_size"].unique())
   augs = np.sort(members["aug"].unique())
@@ -197,7 +197,7 @@ def training_curves(history: pd.DataFrame, members: pd.DataFrame,
     >>> os.path.getsize(training_curves(h, m, tempfile.mktemp(suffix=".png"))) > 1000
     True
   """
-  members = analysis.with_default_axes(members)
+  members = tables.with_default_axes(members)
   info = members[["member", "lr", "batch_size", "aug", "diverged"]].assign(
       diverged_at=members["diverged_at"] if "diverged_at" in members else np.nan)
   df = history[["member", "examples_seen", metric]].merge(info, on="member", how="inner")
@@ -287,7 +287,7 @@ def best_lr_vs_batch(best_lrs: pd.DataFrame, fit: pd.DataFrame,
     >>> import tempfile
     >>> t = pd.DataFrame({"batch_size": [32, 64, 128], "aug": 0.0,
     ...                   "best_lr": [0.01, 0.02, 0.04]})
-    >>> fit = analysis.fit_lr_batch_scaling(t)
+    >>> fit = tables.fit_lr_batch_scaling(t)
     >>> os.path.getsize(best_lr_vs_batch(t, fit, tempfile.mktemp(suffix=".png"))) > 1000
     True
   """

@@ -5,7 +5,7 @@ Conventions (traced arguments, float32, validation) as in ``_schedules_base``.
 """
 import jax.numpy as jnp
 
-from lrjax._schedules_util import (
+from lrjax.schedules._util import (
     _TINY, _count, _f32, check_choice, check_value, floor_div, half_cosine_pair,
     positive_steps)
 

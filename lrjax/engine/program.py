@@ -1,6 +1,6 @@
 """The vmapped, scanned training program: a whole grid of members in one compiled step.
 
-How it works (DESIGN.md):
+How it works (docs/DESIGN.md):
 
 * Members step in lockstep over *ticks*. Each tick feeds every member the same
   number ``b`` of examples (the micro-batch). A member with batch size ``B = k*b``
@@ -32,12 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lrjax import augment
 from lrjax import optimizers
-from lrjax import parallel
 from lrjax import transforms
-from lrjax.models import ModelAdapter
-# GridResult, TrainSettings and plan are re-exported: they were engine names first.
-from lrjax.plan import Block, GridResult, Plan, TrainSettings, plan  # noqa: F401
+from lrjax.engine.devices import Partition
+from lrjax.engine.plan import Block
+from lrjax.engine.run import Run
 
 
 class MemberState(NamedTuple):
@@ -123,17 +123,23 @@ class Program:
   are tuples with one entry per ``Block``.
   """
 
-  def __init__(self, model: ModelAdapter, num_classes: int, settings: TrainSettings,
-               the_plan: Plan, opt_cols: list[str], spec: optimizers.ScheduleSpec,
-               blocks: tuple[Block, ...], partition: parallel.Partition | None = None):
-    self.model = model
-    self.partition = partition  # members split over devices (None: one device)
-    self.num_classes = num_classes
-    self.settings = settings
-    self.plan = the_plan
-    self.opt_cols = opt_cols
-    self.spec = spec
-    self.blocks = blocks
+  def __init__(self, run: Run, partition: Partition | None = None,
+               vmap_width: int | None = None):
+    """Args:
+      run: the resolved run (``lrjax.engine.build_run``).
+      partition: how members are split over devices (None: one device).
+      vmap_width: members side by side per ``lax.map`` step; default the run's
+        ``settings.vmap_width``, or the backend's (``default_vmap_width``) if 0.
+    """
+    self.model = run.model
+    self.partition = partition
+    self.num_classes = run.dataset.num_classes
+    self.settings = run.settings
+    self.plan = run.plan
+    self.opt_cols = run.opt_cols
+    self.spec = run.schedule
+    self.blocks = run.blocks
+    self.vmap_width = vmap_width or run.settings.vmap_width or default_vmap_width()
     self.init = jax.jit(self._init)
     self.segment = jax.jit(self._segment, donate_argnums=(0,))
     self.evaluate = jax.jit(self._evaluate)
@@ -184,8 +190,6 @@ class Program:
     y = jax.nn.one_hot(c.train_labels[idx], self.num_classes, dtype=jnp.float32)
     policy = self.settings.augment_policy
     if policy is not None:
-      from lrjax import augment  # noqa: PLC0415 - optional until used
-
       x, y = augment.augment_batch(jax.random.fold_in(aug_key, t), x, y, mags, policy,
                                    self.settings.multiplicity)
     return x, y
@@ -311,7 +315,7 @@ class Program:
     (``per_group`` True), ``width`` the largest divisor of ``size`` that is at
     most ``vmap_width``.
     """
-    target = self.settings.vmap_width or default_vmap_width()
+    target = self.vmap_width
     if 1 < num_groups * size <= target:
       return size, False
     # A lone member takes the per-group path too (``single``: no member axes), so it
@@ -369,7 +373,7 @@ class Program:
       zero = jnp.zeros((), jnp.float32)
       return jax.lax.scan(batch_sums, (zero, zero), batches)[0]
 
-    width = self.settings.vmap_width or default_vmap_width()
+    width = self.vmap_width
     losses, corrects = [], []
     for p in params:
       lead = jax.tree.leaves(p)[0].shape[:2]

@@ -18,7 +18,7 @@ Conventions shared by every factory here:
 """
 import jax.numpy as jnp
 
-from lrjax._schedules_util import (
+from lrjax.schedules._util import (
     _BOUNDARY_RTOL, _TINY, _count, _f32, _pairs, as_list, check_value, floor_div,
     half_cosine, half_cosine_pair, int_pow, nonnegative_steps, positive_steps, safe_pow)
 

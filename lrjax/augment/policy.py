@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrjax import _augment_ops as ops
+from lrjax.augment import ops
 
 # Op magnitudes, in the order they are applied.
 OPS = ("max_shift", "flip_prob", "rotate_deg", "scale", "brightness", "contrast",

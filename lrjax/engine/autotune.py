@@ -3,18 +3,17 @@
 On CPU the engine trains a device's members ``width`` at a time (``lax.map`` over
 slices, members of a slice vmapped). Which width is fastest depends on the model
 and batch size, and no static rule matched both built-in models. Measured on the
-2-core CPU (docs/PERFORMANCE.md), 64 members on 2 devices, one epoch:
+2-core CPU (benchmarks/NOTES.md), 64 members on 2 devices, one epoch:
 
 * MLP, batch 32: width 1 0.45 s, widths 2 and 4 0.57 s (batched matmuls lose);
 * CNN, batch 32: width 1 1.87 s, widths 2 and 4 1.61 s (its first layer's
   K=9 patch matmul and that kernel's gradient are inefficient one member at a
   time; vmapped over members sharing the input they become one wide matmul).
-  Once ``PatchConv`` stopped sending that gradient through a slow Eigen path
-  (session 4), width 1 caught up: 1.80 s against 2.00 s for width 2, and within
+  Since ``PatchConv`` keeps that gradient off a slow Eigen path, width 1 has caught up: 1.80 s against 2.00 s for width 2, and within
   noise of it at batch 128. The probe stays because it measures the user's own
   model, where members sharing a costly first layer may still favour width 2.
 
-So, as issue 5 proposed, the trainer times each candidate width on a few ticks of
+So the trainer times each candidate width on a few ticks of
 a few real members (the grid's own model, data, optimizer and hyperparameters)
 before compiling the segment, and keeps the fastest when it beats width 1 clearly
 (``pick_width``). The probe's time counts as compile time. Grids with few members
@@ -25,19 +24,18 @@ per device skip it (it would cost more than it could save) and use
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import json
 import math
 import os
 import time
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 
-from lrjax import parallel
-from lrjax.engine import Constants, MemberState, Program
-from lrjax.plan import Block, Plan, TrainSettings
+from lrjax.engine import devices
+from lrjax.engine.plan import Block
+from lrjax.engine.program import Constants, MemberState, Program
+from lrjax.engine.run import Run
+from lrjax.engine.settings import TrainSettings
 
 # Widths 4 and 8 were never clearly faster than 2 on the built-in models (MLP:
 # 1 fastest at batch 32, 1 = 2 = 4 at 128; CNN: 2 = 4 > 1 at 32, 2 > 1 > 4 at 128),
@@ -50,9 +48,8 @@ ROUNDS = 3  # interleaved timings per candidate; the fastest counts
 MIN_TIMED_S = 0.02  # each timing repeats the probe to last at least this long
 # Leave the default width (1) only for a clear win. Sixteen ticks on a shared CPU are
 # noisy, and a wrong switch is costly: on one core a probe once chose width 2 for the
-# CNN, and that run trained in 1.26 s against 0.78-0.87 s at width 1 (session 5);
-# full runs of both built-in models are as fast or up to 25% faster at width 1
-# (docs/PERFORMANCE.md).
+# CNN, and that run trained in 1.26 s against 0.78-0.87 s at width 1; full runs of
+# both built-in models are as fast or up to 25% faster at width 1 (benchmarks/NOTES.md).
 SWITCH_MARGIN = 0.10
 
 
@@ -123,9 +120,8 @@ def wanted(settings: TrainSettings, platform: str, num_members: int, num_devices
           and num_members >= MIN_MEMBERS_PER_DEVICE * num_devices)
 
 
-def choose_width(make_program: Callable[[TrainSettings], Program], settings: TrainSettings,
-                 states: tuple[MemberState, ...], consts: Constants, blocks: tuple[Block, ...],
-                 the_plan: Plan, partition: parallel.Partition | None
+def choose_width(run: Run, partition: devices.Partition | None,
+                 states: tuple[MemberState, ...], consts: Constants
                  ) -> tuple[int | None, dict[int, float]]:
   """Times each candidate width on the largest block's first members; picks the fastest.
 
@@ -134,13 +130,10 @@ def choose_width(make_program: Callable[[TrainSettings], Program], settings: Tra
   device, compiled with the segment's XLA options.
 
   Args:
-    make_program: builds the engine ``Program`` for given settings.
-    settings: the run's settings (``vmap_width`` 0).
+    run: the resolved run (``settings.vmap_width`` 0).
+    partition: how members are split over devices (None: one device).
     states: the chunk's initial state, one ``MemberState`` per block.
     consts: the chunk's ``Constants``.
-    blocks: the chunk's blocks.
-    the_plan: the run's plan.
-    partition: how members are split over devices (None: one device).
 
   Returns:
     ``(width, seconds)``: the width to train with (``pick_width``: the fastest,
@@ -148,7 +141,8 @@ def choose_width(make_program: Callable[[TrainSettings], Program], settings: Tra
     one candidate, nothing measured) and each candidate's fastest time for one
     probe run (averaged over enough back-to-back runs to last ``MIN_TIMED_S``).
   """
-  devices = 1 if partition is None else partition.num_devices
+  blocks = run.blocks
+  num_devices = 1 if partition is None else partition.num_devices
   bi = max(range(len(blocks)), key=lambda i: blocks[i].stop - blocks[i].start)
   # A device's share of the block, read from the state's sharding as the engine
   # reads it from the local shape under shard_map.
@@ -158,11 +152,11 @@ def choose_width(make_program: Callable[[TrainSettings], Program], settings: Tra
     return None, {}
   n = max(widths)
   device = jax.devices()[0]
-  k = the_plan.k_lcm
+  k = run.plan.k_lcm
   ticks = jnp.arange(max(k, PROBE_TICKS // k * k), dtype=jnp.int32)
   block = Block(0, n, blocks[bi].k)
-  options = parallel.compiler_options(device.platform, devices)
-  base = make_program(settings)
+  options = devices.compiler_options(device.platform, num_devices)
+  base = Program(run, partition)
 
   @jax.jit
   def take(state, hp, c):
@@ -176,7 +170,7 @@ def choose_width(make_program: Callable[[TrainSettings], Program], settings: Tra
   args = jax.device_put(take(states[bi], consts.hparams[bi], consts), device)
 
   def build(w):
-    program = make_program(dataclasses.replace(settings, vmap_width=w))
+    program = Program(run, partition, vmap_width=w)
     fn = jax.jit(lambda s, h, c, x: program._block_segment(s, h, block, ticks, c, x))
     return fn.lower(*args).compile(compiler_options=options)
 

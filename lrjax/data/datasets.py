@@ -1,10 +1,10 @@
 """Datasets as uint8 arrays, through TFDS: the built-in digits or any catalog dataset.
 
 Every dataset goes through TFDS. The built-in ``"digits"`` builder (see
-:mod:`lrjax.digits_builder`) is prepared on first use, offline, without
+:mod:`lrjax.data.digits_builder`) is prepared on first use, offline, without
 TensorFlow. Catalog datasets (mnist, fashion_mnist, cifar10, ...) are read with
 ``tfds.data_source``; preparing them needs TensorFlow (``pip install 'lrjax[tf]'``)
-and a network connection, once: ``python -m lrjax.data prepare mnist``.
+and a network connection, once: ``lrjax prepare mnist``.
 
 The training engine puts whole splits on the device once (``to_device``) and
 gathers batches by index inside the compiled program.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import sys
 
 import numpy as np
 
@@ -98,7 +97,7 @@ def prepare(name: str, data_dir: str | None = None) -> None:
   tfds = _tfds()
   data_dir = data_dir or default_data_dir()
   if name == BUILTIN:
-    from lrjax.digits_builder import Digits
+    from lrjax.data.digits_builder import Digits
 
     Digits(data_dir=data_dir).download_and_prepare()
     return
@@ -110,7 +109,7 @@ def _catalog_error(name: str, data_dir: str, cause: Exception) -> ConfigError:
   return ConfigError(
       f"dataset: '{name}' is not prepared as array_record in {data_dir} ({cause}). "
       f"Prepare it once with TensorFlow installed and a network connection: "
-      f"pip install 'lrjax[tf]' && python -m lrjax.data prepare {name} "
+      f"pip install 'lrjax[tf]' && lrjax prepare {name} "
       f"--data_dir {data_dir}; or pick the built-in offline dataset with "
       f"--config.dataset=digits.")
 
@@ -140,7 +139,7 @@ def load(name: str = BUILTIN, data_dir: str | None = None) -> Dataset:
   tfds = _tfds()
   data_dir = data_dir or default_data_dir()
   if name == BUILTIN:
-    from lrjax.digits_builder import Digits  # importing registers the builder
+    from lrjax.data.digits_builder import Digits  # importing registers the builder
 
     builder = Digits(data_dir=data_dir)
     if not builder.is_prepared():
@@ -192,22 +191,3 @@ def example_order(seed: int, num_train: int, num_examples: int) -> np.ndarray:
   num_epochs = -(-num_examples // num_train)
   perms = [np.random.default_rng((seed, e)).permutation(num_train) for e in range(num_epochs)]
   return np.concatenate(perms).astype(np.int32)[:num_examples]
-
-
-def _main(argv: list[str]) -> int:
-  """``python -m lrjax.data prepare NAME [--data_dir DIR]``."""
-  import argparse
-
-  parser = argparse.ArgumentParser(prog="python -m lrjax.data")
-  sub = parser.add_subparsers(dest="command", required=True)
-  p = sub.add_parser("prepare", help="build a TFDS dataset as array_record")
-  p.add_argument("name")
-  p.add_argument("--data_dir", default=None)
-  args = parser.parse_args(argv)
-  prepare(args.name, args.data_dir)
-  print(f"prepared {args.name} in {args.data_dir or default_data_dir()}")
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(_main(sys.argv[1:]))

@@ -1,8 +1,8 @@
 """Result tables and fits for a run directory: best LR, divergence, LR-batch scaling.
 
 Everything here is pure pandas/numpy on the engine's tables (``members.parquet``,
-``history.parquet``, ``config.json``); figures live in ``lrjax.plots`` and the HTML
-report in ``lrjax.report``.
+``history.parquet``, ``config.json``); figures live in ``lrjax.analysis.plots`` and the HTML
+report in ``lrjax.analysis.report``.
 
 Conventions:
   * A *cell* is one setting of every grid axis except ``seed``; its metric is the mean
@@ -46,7 +46,7 @@ _RESULT_PREFIXES = ("final_", "best_", "test_", "train_", "val_", "n_", "wall")
 _RESULT_SUFFIXES = ("_loss", "_acc", "_at", "_time", "_s")
 
 
-class Run(NamedTuple):
+class RunTables(NamedTuple):
   """One run directory, loaded.
 
   Attributes:
@@ -61,7 +61,7 @@ class Run(NamedTuple):
   run_dir: str
 
 
-def load_run(run_dir: str) -> Run:
+def load_run(run_dir: str) -> RunTables:
   """Loads ``config.json``, ``members.parquet`` and ``history.parquet`` from a run dir.
 
   Falls back to ``members.csv`` when the parquet file is absent.
@@ -70,7 +70,7 @@ def load_run(run_dir: str) -> Run:
     run_dir: the ``--workdir`` of ``lrjax run``.
 
   Returns:
-    A `Run`.
+    A `RunTables`.
 
   Raises:
     ConfigError: the directory or a file is missing, or a table lacks a column.
@@ -108,7 +108,7 @@ def load_run(run_dir: str) -> Run:
     if absent:
       raise ConfigError(f"{name} table in {run_dir!r} lacks columns {absent}; it was "
                         "written by an incompatible lrjax version.")
-  return Run(config=config, members=with_default_axes(members), history=history,
+  return RunTables(config=config, members=with_default_axes(members), history=history,
              run_dir=run_dir)
 
 
@@ -416,11 +416,11 @@ def jsonable(obj: Any) -> Any:
   return obj if isinstance(obj, str) else str(obj)
 
 
-def summarize(run: Run, metric: str = "final_val_acc") -> dict:
+def summarize(run: RunTables, metric: str = "final_val_acc") -> dict:
   """The run's headline numbers as a JSON-serialisable dict (``summary.json``).
 
   Args:
-    run: a `Run` from `load_run`.
+    run: a `RunTables` from `load_run`.
     metric: the members column that ranks members and LRs.
 
   Returns:
@@ -433,7 +433,7 @@ def summarize(run: Run, metric: str = "final_val_acc") -> dict:
     >>> m = pd.DataFrame({"member": [0, 1], "lr": [0.1, 1.0], "batch_size": 32,
     ...                   "aug": 0.0, "seed": 0, "diverged": [False, True],
     ...                   "final_val_acc": [0.9, np.nan]})
-    >>> s = summarize(Run({}, m, pd.DataFrame(), "."))
+    >>> s = summarize(RunTables({}, m, pd.DataFrame(), "."))
     >>> s["n_diverged"], s["best_member"]["lr"]
     (1, 0.1)
   """

@@ -6,7 +6,7 @@ over 300 KB) that splitting costs more than it gains -- a lone member's compiled
 scan keeps 2 cores only ~1.35x busy. Giving each core its own device and its own
 share of the members keeps both busy with independent work: measured on the 2-core
 development VM, 64 MLP members at batch 32 trained 1.7-2x faster over 2 CPU devices
-than on 1 (docs/PERFORMANCE.md). The same sharding spreads members over GPUs/TPUs.
+than on 1 (benchmarks/NOTES.md). The same sharding spreads members over GPUs/TPUs.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 
 import jax
 import numpy as np
+from jax._src import xla_bridge  # the only way to ask "too late?" (use_cpu_cores)
 from jax.sharding import Mesh, PartitionSpec
 
 from lrjax.errors import ConfigError
@@ -29,7 +30,7 @@ ENV_VAR = "LRJAX_CPU_DEVICES"
 # than being split over the process's shared intra-op pool (where two devices'
 # ops contend). Per compilation, so other programs in the process (benchmark
 # baselines included) keep XLA's defaults. Measured in one process, 8 interleaved
-# rounds, 64 MLP members at batch 32 on 2 devices (docs/PERFORMANCE.md): median
+# rounds, 64 MLP members at batch 32 on 2 devices (benchmarks/NOTES.md): median
 # 1.18 s vs 1.31 s with XLA's defaults; at batch 128 equal (0.785 vs 0.792 s).
 ONE_THREAD_PER_DEVICE = {"xla_cpu_multi_thread_eigen": False,
                          "xla_cpu_parallel_codegen_split_count": 1}
@@ -81,8 +82,6 @@ def use_cpu_cores(count: int | None = None) -> int:
     >>> n >= 1
     True
   """
-  from jax._src import xla_bridge  # noqa: PLC0415 - the only way to ask "too late?"
-
   env = os.environ.get(ENV_VAR, "").strip()
   if env:
     if not env.isdigit() or int(env) < 1:

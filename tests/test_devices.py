@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrjax import cli, parallel
+from lrjax import cli
+from lrjax.engine import devices as parallel
 from lrjax.errors import ConfigError
 
 

@@ -1,0 +1,96 @@
+"""A run's sizes before it compiles: micro-batch, segments, blocks of equal batch size.
+
+Host-side arithmetic only; ``lrjax.engine.run.build_run`` calls it while it
+validates a grid, and the compiled program reads the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+
+from lrjax import grid as grid_lib
+from lrjax.engine.settings import TrainSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Resolved sizes of a run."""
+
+  micro_batch: int
+  ticks_per_segment: int
+  num_segments: int
+  k_lcm: int
+
+  @property
+  def total_ticks(self) -> int:
+    return self.ticks_per_segment * self.num_segments
+
+  @property
+  def examples_per_member(self) -> int:
+    return self.total_ticks * self.micro_batch
+
+
+def plan(table: pd.DataFrame, num_train: int, settings: TrainSettings) -> Plan:
+  """Resolves micro-batch, segment length and number of segments.
+
+  A segment is a whole number of every member's batches (a multiple of the lcm
+  of the accumulation factors k), so evaluations see completed updates only. The
+  budget ``epochs * num_train`` is rounded to whole segments (at least one).
+  """
+  b = settings.micro_batch or grid_lib.default_micro_batch(table)
+  grid_lib.validate(table, b, num_train)
+  ks = sorted({int(bs) // b for bs in table["batch_size"]})
+  k_lcm = math.lcm(*ks)
+  # An interval longer than the run means one evaluation, at the end: the run stays
+  # its budget long (a segment of eval_every's length would train far past it).
+  eval_every = min(settings.eval_every or num_train, settings.epochs * num_train)
+  ticks = max(k_lcm, int(round(eval_every / b / k_lcm)) * k_lcm)
+  budget_ticks = settings.epochs * num_train / b
+  return Plan(b, ticks, max(1, int(round(budget_ticks / ticks))), k_lcm)
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+  """A contiguous range of inner members that share an accumulation factor ``k``.
+
+  ``k`` is static when every member in the block has the same batch size, so the
+  optimizer update is a real branch taken every ``k`` ticks (and ``k == 1`` needs
+  no accumulator at all); ``k=None`` marks the generic path for ragged grids,
+  where each member's ``k`` is data and updates are masked.
+  """
+
+  start: int
+  stop: int
+  k: int | None
+
+
+def blocks_for(k_slots: np.ndarray, pad_mask: np.ndarray) -> tuple[Block, ...]:
+  """Splits the inner axis into runs of equal ``k`` when every group has the same runs.
+
+  Example:
+    >>> blocks_for(np.array([[1, 1, 4], [1, 1, 4]]), np.ones((2, 3), bool))
+    (Block(start=0, stop=2, k=1), Block(start=2, stop=3, k=4))
+  """
+  if not pad_mask.all() or not (k_slots == k_slots[:1]).all():
+    return (Block(0, k_slots.shape[1], None),)
+  row, out, start = k_slots[0], [], 0
+  for i in range(1, len(row) + 1):
+    if i == len(row) or row[i] != row[start]:
+      out.append(Block(start, i, int(row[start])))
+      start = i
+  return tuple(out)
+
+
+def padded_split(images: np.ndarray, labels: np.ndarray, batch: int):
+  """Pads a split to a multiple of ``batch``; weights mark the real examples."""
+  n = len(labels)
+  batch = min(batch, n)
+  pad = (-n) % batch
+  weights = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+  images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+  labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+  return images, labels.astype(np.int32), weights

@@ -1,0 +1,176 @@
+"""``Run``: one grid run, validated and resolved, before anything compiles.
+
+``build_run`` is where a grid meets its settings and dataset: it checks every
+value (raising ``ConfigError`` naming the field and the fix), sizes the run
+(``plan``), lays members out on the engine's (group, inner) axes, sorts the grid's
+hyperparameters into optimizer and schedule arguments, and computes per-group
+augmentation magnitudes. The trainer, the compiled program, the width probe and
+the LR finder only read the ``Run`` it returns; nothing validates or plans twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+import pandas as pd
+
+from lrjax import augment
+from lrjax import grid as grid_lib
+from lrjax import optimizers
+from lrjax.data import Dataset
+from lrjax.engine.plan import Block, Plan, blocks_for, plan
+from lrjax.engine.settings import TrainSettings
+from lrjax.errors import ConfigError
+from lrjax.models import ModelAdapter
+from lrjax.schedules import ScheduleSpec, schedule_spec
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Run:
+  """Everything a grid run is, resolved: what the engine consumes.
+
+  Attributes:
+    model: the model adapter.
+    dataset: the dataset (host arrays).
+    table: the member table (one row per member).
+    settings: the run's ``TrainSettings``.
+    plan: sizes (micro-batch, segment length, number of segments).
+    layout: members on the (group, inner) axes.
+    blocks: runs of inner members with equal accumulation factor ``k``.
+    opt_cols: grid columns that are optimizer hyperparameters.
+    schedule: how each member's learning rate (and momentum) evolves.
+    hparams: per-member hyperparameters in slot layout, name -> (G, I) array
+      (``lr``, ``k``, ``total_updates``, optimizer/schedule columns, and
+      ``schedule_index`` when ``schedule`` is a grid axis).
+    seeds: per input group, its seed (G,).
+    seed_row: per input group, the row of its seed's example stream (G,).
+    aug_magnitudes: per input group, each active augmentation op's magnitude (G,).
+  """
+
+  model: ModelAdapter
+  dataset: Dataset
+  table: pd.DataFrame
+  settings: TrainSettings
+  plan: Plan
+  layout: grid_lib.Layout
+  blocks: tuple[Block, ...]
+  opt_cols: tuple[str, ...]
+  schedule: ScheduleSpec
+  hparams: dict[str, np.ndarray]
+  seeds: np.ndarray
+  seed_row: np.ndarray
+  aug_magnitudes: dict[str, np.ndarray]
+
+  @property
+  def distinct_seeds(self) -> list[int]:
+    """The seeds of the run, sorted; ``seed_row`` indexes into this list."""
+    return sorted(set(self.seeds.tolist()))
+
+  @property
+  def num_members(self) -> int:
+    return len(self.table)
+
+
+def split_hparams(table: pd.DataFrame, settings: TrainSettings
+                  ) -> tuple[list[str], list[str], ScheduleSpec]:
+  """Sorts the inner grid columns into optimizer and schedule hyperparameters.
+
+  Returns:
+    ``(opt_cols, sched_cols, spec)``.
+
+  Raises:
+    ConfigError: a column or ``*_kwargs`` key that belongs to neither.
+  """
+  opt_names = optimizers.optimizer_hparams(settings.optimizer)
+  opt_cols, sched_cols = [], []
+  for col in grid_lib.inner_columns(table):
+    if col in ("lr", "batch_size", "schedule"):
+      continue
+    (opt_cols if col in opt_names else sched_cols).append(col)
+  families = tuple(dict.fromkeys(table["schedule"])) if "schedule" in table else ()
+  spec = schedule_spec(settings.schedule, settings.schedule_kwargs, tuple(sched_cols),
+                       families)
+  cycles = [f for f, kw in zip(spec.families, spec.kwargs) if kw.get("cycle_momentum")]
+  if cycles and optimizers.momentum_name(settings.optimizer) is None:
+    raise ConfigError(f"schedule_kwargs: cycle_momentum ({cycles}) needs an optimizer with "
+                      f"momentum or b1; '{settings.optimizer}' has none. Use e.g. "
+                      f"optimizer='momentum' or 'adam'.")
+  unknown_opt = sorted(set(settings.optimizer_kwargs) - set(opt_names))
+  if unknown_opt:
+    raise ConfigError(f"optimizer_kwargs: {unknown_opt} are not hyperparameters of "
+                      f"'{settings.optimizer}'; it takes {sorted(opt_names) or 'only lr'}.")
+  return opt_cols, sched_cols, spec
+
+
+def _uses_augmentation(table: pd.DataFrame) -> bool:
+  return bool((table["aug"] != 0).any()) or any(c.startswith("aug_") for c in table.columns)
+
+
+def _aug_magnitudes(table: pd.DataFrame, groups: pd.DataFrame, settings: TrainSettings):
+  """Per input group, each augmentation op's magnitude; ops off in every group dropped."""
+  policy = settings.augment_policy
+  if policy is None:
+    if _uses_augmentation(table):
+      raise ConfigError("grid.aug: nonzero augmentation strengths need an augmentation "
+                        "policy (settings.augment_policy, e.g. lrjax.augment.policy_for("
+                        "dataset)).")
+    if settings.multiplicity > 1:
+      raise ConfigError("multiplicity: augmented copies need augmentation; set grid.aug > 0 "
+                        "or multiplicity=1.")
+    return {}
+  unknown_ops = sorted(c[4:] for c in table.columns
+                       if c.startswith("aug_") and c[4:] not in augment.OPS)
+  if unknown_ops:
+    raise ConfigError(f"grid: unknown augmentation ops {unknown_ops}; per-op axes are "
+                      f"grid.aug_<op> with <op> in {list(augment.OPS)}.")
+  overrides = {c[len("aug_"):]: groups[c].to_numpy(np.float32)
+               for c in groups.columns if c.startswith("aug_")}
+  strengths = groups["aug"].to_numpy(np.float32)
+  mags = jax.tree.map(np.asarray, jax.vmap(
+      lambda s, o: augment.magnitudes(policy, s, **o))(strengths, overrides))
+  # Ops at magnitude 0 in every group would still run under vmap: drop them.
+  return augment.drop_inactive(mags)
+
+
+def build_run(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
+              settings: TrainSettings = TrainSettings()) -> Run:
+  """Validates a grid against its settings and dataset and resolves it into a ``Run``.
+
+  Raises:
+    ConfigError: bad input, naming the field and the fix.
+
+  Example:
+    >>> from lrjax import data, grid, models
+    >>> table = grid.make_grid({"lr": (0.05, 0.2), "batch_size": (32, 64)})
+    >>> run = build_run(models.get_model("mlp", 10), data.load("digits"), table)
+    >>> run.plan.micro_batch, [(b.start, b.stop, b.k) for b in run.blocks]
+    (32, [(0, 2, 1), (2, 4, 2)])
+  """
+  the_plan = plan(table, len(dataset.train), settings)
+  opt_cols, sched_cols, spec = split_hparams(table, settings)
+  lay = grid_lib.layout(table)
+  k = table["batch_size"].to_numpy() // the_plan.micro_batch
+  member_hp = {
+      "lr": table["lr"].to_numpy(np.float32),
+      "k": k.astype(np.int32),
+      "total_updates": (the_plan.total_ticks // k).astype(np.int32),
+  }
+  for col in opt_cols + sched_cols:
+    member_hp[col] = table[col].to_numpy(np.float32)
+  if len(spec.families) > 1:
+    member_hp["schedule_index"] = np.array(
+        [spec.families.index(f) for f in table["schedule"]], np.int32)
+  slot_hp = {n: grid_lib.to_slots(v, lay) for n, v in member_hp.items()}
+  groups = lay.groups
+  seeds = (groups["seed"].to_numpy().astype(np.int64) if "seed" in groups
+           else np.zeros(lay.num_groups, np.int64))
+  distinct = sorted(set(seeds.tolist()))
+  return Run(
+      model=model, dataset=dataset, table=table, settings=settings, plan=the_plan,
+      layout=lay, blocks=blocks_for(slot_hp["k"], lay.pad_mask), opt_cols=tuple(opt_cols),
+      schedule=spec, hparams=slot_hp, seeds=seeds,
+      seed_row=np.array([distinct.index(s) for s in seeds], np.int32),
+      aug_magnitudes=_aug_magnitudes(table, groups, settings))

@@ -1,0 +1,127 @@
+"""``TrainSettings``: everything static about a grid run, validated where it is defined.
+
+Each field carries its own check (``metadata["check"]``), run when the settings are
+built, so a bad value raises a ``ConfigError`` naming the field before any data is
+loaded or anything compiles. Fields with ``metadata["config"]`` False are not
+experiment-config fields (``lrjax.experiment.DEFAULTS`` lists the others). Adding
+a setting means adding a field here and reading it where it is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+import pandas as pd
+
+from lrjax import optimizers
+from lrjax.errors import ConfigError
+from lrjax.schedules import family
+
+
+def _positive_number(name, v):
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+    raise ConfigError(f"{name}: must be a finite number > 0; got {v!r}.")
+
+
+def _nonnegative_int(name, v):
+  if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+    raise ConfigError(f"{name}: must be an integer >= 0; got {v!r}.")
+
+
+def _positive_int(name, v):
+  if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+    raise ConfigError(f"{name}: must be an integer >= 1; got {v!r}.")
+
+
+def _mapping(name, v):
+  if not isinstance(v, Mapping):
+    raise ConfigError(f"{name}: must be a dict of keyword arguments; got {v!r}.")
+
+
+def _optimizer(name, v):
+  optimizers.check_optimizer(v)
+
+
+def _schedule(name, v):
+  if not isinstance(v, str):
+    raise ConfigError(f"{name}: must be a schedule name; got {v!r}.")
+  family.check_schedule_kwargs(v, {})
+
+
+def _setting(default, check=None, *, config=True, factory=None, doc=""):
+  metadata = {"check": check, "config": config, "doc": doc}
+  if factory is not None:
+    return dataclasses.field(default_factory=factory, metadata=metadata)
+  return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+  """Everything static about a grid run: optimizer, schedule, budget, augmentation.
+
+  Every field is validated when the settings are built (``ConfigError``, naming
+  the field). The fields are the experiment config's fields of the same names.
+
+  Example:
+    >>> TrainSettings(optimizer="adam", epochs=2).epochs
+    2
+    >>> TrainSettings(epochs=0)
+    Traceback (most recent call last):
+    ...
+    lrjax.errors.ConfigError: epochs: must be a finite number > 0; got 0.
+  """
+
+  optimizer: str = _setting("momentum", _optimizer, doc="an optimizer of OPTIMIZERS")
+  schedule: str = _setting("constant", _schedule, doc="a schedule family")
+  schedule_kwargs: Mapping[str, Any] = _setting(None, _mapping, factory=dict)
+  optimizer_kwargs: Mapping[str, Any] = _setting(None, _mapping, factory=dict)
+  epochs: float = _setting(10.0, _positive_number, doc="examples budget, in epochs")
+  eval_every: int = _setting(0, _nonnegative_int,
+                             doc="examples between evaluations; 0 = one epoch")
+  micro_batch: int = _setting(0, _nonnegative_int, doc="0 = gcd of the grid's batch sizes")
+  multiplicity: int = _setting(1, _positive_int,
+                               doc="augmented copies of each example per micro-batch")
+  divergence_factor: float = _setting(100.0, _positive_number)
+  max_members_per_chunk: int = _setting(0, _nonnegative_int, doc="0 = one chunk")
+  vmap_width: int = _setting(0, _nonnegative_int,
+                             doc="members side by side in the program; 0 = per backend")
+  augment_policy: Any = _setting(None, config=False,
+                                 doc="an lrjax.augment.Policy, or None for no augmentation")
+  eval_batch: int = _setting(1000, _positive_int, config=False)
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      check = field.metadata.get("check")
+      if check is not None:
+        check(field.name, getattr(self, field.name))
+
+
+def config_fields() -> dict[str, Any]:
+  """The settings an experiment config sets, with their defaults.
+
+  Example:
+    >>> config_fields()["optimizer"]
+    'momentum'
+  """
+  defaults = TrainSettings()
+  return {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainSettings)
+          if f.metadata.get("config", True)}
+
+
+@dataclasses.dataclass
+class GridResult:
+  """What a grid run returns.
+
+  Attributes:
+    members: the member table plus result columns (README, "What a run gives you").
+    history: one row per member and evaluation.
+    params: final parameters, leaves with a leading member axis (N, ...).
+    info: timings and sizes: ticks, examples per member, compile and train seconds.
+  """
+
+  members: pd.DataFrame
+  history: pd.DataFrame
+  params: Any
+  info: dict

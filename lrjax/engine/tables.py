@@ -1,0 +1,54 @@
+"""The members and history tables of a trained grid, from the engine's (G, I) arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lrjax import grid as grid_lib
+from lrjax.engine.program import SEGMENT_METRICS
+from lrjax.engine.run import Run
+
+
+def result_tables(run: Run, hist, tests, final_state) -> tuple[pd.DataFrame, pd.DataFrame]:
+  """Builds the members and history DataFrames.
+
+  Args:
+    run: the run.
+    hist: per segment, a dict of (G, I) metric arrays (``SEGMENT_METRICS``).
+    tests: ``(test_loss, test_acc)`` (G, I) arrays.
+    final_state: ``(diverged, diverged_at, updates)`` (G, I) arrays.
+  """
+  lay, the_plan, table = run.layout, run.plan, run.table
+  per_member = lambda a: grid_lib.from_slots(np.asarray(a), lay)
+  n_seg = the_plan.num_segments
+  seg_ex = the_plan.ticks_per_segment * the_plan.micro_batch
+  rows = []
+  metric_names = tuple(n for n in SEGMENT_METRICS if n != "diverged")  # final state has it
+  stacked = {n: np.stack([per_member(hist[s][n]) for s in range(n_seg)], 1)
+             for n in metric_names}
+  for s in range(n_seg):
+    frame = pd.DataFrame({"member": table["member"].to_numpy(),
+                          "examples_seen": np.int64((s + 1) * seg_ex)})
+    for n in metric_names:
+      frame[n] = stacked[n][:, s]
+    rows.append(frame)
+  history = pd.concat(rows, ignore_index=True).sort_values(
+      ["member", "examples_seen"], kind="stable").reset_index(drop=True)
+
+  diverged, diverged_at, updates = (per_member(a) for a in final_state)
+  members = table.copy()
+  members["diverged"] = diverged.astype(bool)
+  members["diverged_at"] = np.where(diverged, diverged_at.astype(float), np.nan)
+  members["updates"] = updates.astype(np.int64)
+  members["final_val_loss"] = stacked["val_loss"][:, -1]
+  members["final_val_acc"] = stacked["val_acc"][:, -1]
+  with np.errstate(all="ignore"):
+    val_loss = np.where(np.isnan(stacked["val_loss"]), np.inf, stacked["val_loss"])
+    val_acc = np.where(np.isnan(stacked["val_acc"]), -np.inf, stacked["val_acc"])
+    members["best_val_loss"] = np.where(np.isfinite(val_loss.min(1)), val_loss.min(1), np.nan)
+    members["best_val_acc"] = np.where(np.isfinite(val_acc.max(1)), val_acc.max(1), np.nan)
+  test_loss, test_acc = (per_member(a) for a in tests)
+  members["test_loss"] = np.where(diverged, np.nan, test_loss)
+  members["test_acc"] = np.where(diverged, np.nan, test_acc)
+  return members, history

@@ -1,0 +1,69 @@
+"""The built-in models: a small MLP and CNN, by name.
+
+They carry no BatchNorm: batch statistics would be computed over the micro-batch,
+not the member's batch, and break the equivalence between accumulated and true
+large-batch training (docs/DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from lrjax.errors import ConfigError
+from lrjax.models.adapters import ModelAdapter, from_linen
+from lrjax.models.conv import PatchConv
+
+
+class MLP(nn.Module):
+  """A ReLU multilayer perceptron on flattened images (default 256-256)."""
+
+  num_classes: int = 10
+  hidden: Sequence[int] = (256, 256)
+
+  @nn.compact
+  def __call__(self, x):
+    x = x.reshape(x.shape[:-3] + (-1,))
+    for width in self.hidden:
+      x = nn.relu(nn.Dense(width)(x))
+    return nn.Dense(self.num_classes)(x)
+
+
+class CNN(nn.Module):
+  """A small ReLU convnet: two 3x3 convolutions (the second strided), mean pool, dense."""
+
+  num_classes: int = 10
+  channels: Sequence[int] = (32, 64)
+
+  @nn.compact
+  def __call__(self, x):
+    for i, ch in enumerate(self.channels):
+      # im2col + matmul: inside lax.scan XLA:CPU runs nn.Conv's backward convolutions
+      # on a naive path, 7-32x slower (scripts/conv_scan_study.py). Same params as nn.Conv.
+      x = nn.relu(PatchConv(ch, (3, 3), strides=(1, 1) if i == 0 else (2, 2),
+                            name=f"Conv_{i}")(x))
+    x = jnp.mean(x, axis=(-3, -2))
+    return nn.Dense(self.num_classes)(x)
+
+
+BUILTIN_MODELS = {"mlp": MLP, "cnn": CNN}
+
+
+def get_model(name: str, num_classes: int, **kwargs) -> ModelAdapter:
+  """Builds a built-in model by name (``"mlp"`` or ``"cnn"``).
+
+  Example:
+    >>> get_model("mlp", num_classes=10).name
+    'mlp'
+  """
+  if name not in BUILTIN_MODELS:
+    raise ConfigError(f"model: unknown model '{name}'. Use one of {sorted(BUILTIN_MODELS)}, "
+                      f"or pass your own Flax model to lrjax.train_grid.")
+  try:
+    module = BUILTIN_MODELS[name](num_classes=num_classes, **kwargs)
+  except TypeError as e:
+    raise ConfigError(f"model_kwargs: {e}. Check the field names of lrjax.models."
+                      f"{BUILTIN_MODELS[name].__name__}.") from None
+  return from_linen(module, name)
