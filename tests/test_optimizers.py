@@ -60,3 +60,57 @@ def test_momentum_schedule_is_none_unless_cycle_momentum_requested():
   m = schedules.make_momentum_schedule("cyclic", 0.1, 100, cycle_momentum=True,
                                         base_value=0.01, step_size_up=10)
   np.testing.assert_allclose([m(0), m(10)], [0.9, 0.8], rtol=1e-6)
+
+
+# The catalog, entry by entry, against the Optax optimizer it names (optax alias_test
+# style): (name, the hyperparameter varied across members, its values, plain Optax).
+OPTIMIZER_CATALOG = [
+    ("sgd", None, None, lambda lr: optax.sgd(lr)),
+    ("momentum", "momentum", (0.0, 0.5, 0.9),
+     lambda lr, momentum: optax.sgd(lr, momentum=momentum)),
+    ("nesterov", "momentum", (0.0, 0.5, 0.9),
+     lambda lr, momentum: optax.sgd(lr, momentum=momentum, nesterov=True)),
+    ("adam", "b2", (0.9, 0.99, 0.999), lambda lr, b2: optax.adam(lr, b2=b2)),
+    ("adamw", "weight_decay", (0.0, 1e-2, 1e-1),
+     lambda lr, weight_decay: optax.adamw(lr, weight_decay=weight_decay)),
+    ("nadam", "b1", (0.5, 0.8, 0.9), lambda lr, b1: optax.nadam(lr, b1=b1)),
+    ("rmsprop", "decay", (0.5, 0.9, 0.99), lambda lr, decay: optax.rmsprop(lr, decay=decay)),
+]
+LRS = (0.003, 0.03, 0.3)
+
+
+def _steps(opt, params, n=5):
+  """``n`` optimizer steps on a fixed quadratic; returns the final parameters."""
+  target = jax.tree.map(lambda p: jnp.linspace(-1.0, 1.0, p.size).reshape(p.shape), params)
+  loss = lambda p: sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(p),
+                                                             jax.tree.leaves(target)))
+  state = opt.init(params)
+  for _ in range(n):
+    updates, state = opt.update(jax.grad(loss)(params), state, params)
+    params = optax.apply_updates(params, updates)
+  return params
+
+
+def test_optimizer_catalog_table_covers_every_entry():
+  assert sorted(name for name, *_ in OPTIMIZER_CATALOG) == sorted(optimizers.OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name, hparam, values, reference", OPTIMIZER_CATALOG,
+                         ids=[c[0] for c in OPTIMIZER_CATALOG])
+def test_catalog_optimizer_vmapped_over_hparams_equals_plain_optax_per_member(
+    name, hparam, values, reference):
+  params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+  hps = {} if hparam is None else {hparam: jnp.asarray(values, jnp.float32)}
+
+  @jax.jit
+  @jax.vmap
+  def members(lr, hp):
+    return _steps(optimizers.make_optimizer(name, lr, **hp), params)
+
+  got = members(jnp.asarray(LRS, jnp.float32), hps)
+  for i, lr in enumerate(LRS):
+    kw = {} if hparam is None else {hparam: values[i]}
+    want = _steps(reference(lr, **kw), params)
+    for key in params:
+      np.testing.assert_allclose(got[key][i], want[key], rtol=1e-4, atol=1e-5,
+                                 err_msg=f"{name} member {i}")

@@ -348,3 +348,73 @@ def test_values_stay_finite_and_bounded_for_random_traced_arguments(name):
     assert np.all(v >= lower(a) * (1 - 1e-5) - 1e-12)
     assert np.all(v <= upper(a) * (1 + 1e-5))
   check()
+
+
+# The catalog, entry by entry (optax alias_test style): the schedule built inside
+# jax.jit(jax.vmap(...)) with one argument an array over members, against the plain
+# per-member computation -- Optax's schedule where Optax has the same one, else a
+# published formula, else (cyclic families, checked against torch above) the same
+# lrjax factory called with Python scalars outside jit.
+def _inverse_time(init, rate, steps):
+  return lambda c: init / (1.0 + rate * np.asarray(c, np.float64) / steps)
+
+
+SCHEDULE_CATALOG = {
+    "constant": ((0.1, 0.5, 1.0), lambda v: schedules.constant(v),
+                 lambda v: optax.constant_schedule(v)),
+    "step": ((3.0, 7.0, 10.0), lambda s: schedules.step(1.0, s, 0.5),
+             lambda s: optax.exponential_decay(1.0, s, 0.5, staircase=True)),
+    "multistep": ((0.1, 0.3, 0.5), lambda g: schedules.multistep(1.0, (5, 12), g),
+                  lambda g: optax.piecewise_constant_schedule(1.0, {5: g, 12: g})),
+    "piecewise_constant": ((0.1, 0.5, 2.0),
+                           lambda v: schedules.piecewise_constant(v, {4: 0.5, 9: 0.1}),
+                           lambda v: optax.piecewise_constant_schedule(v, {4: 0.5, 9: 0.1})),
+    "exponential": ((0.5, 0.9, 0.99), lambda r: schedules.exponential(1.0, r, 4),
+                    lambda r: optax.exponential_decay(1.0, 4, r)),
+    "inverse_time": ((0.1, 0.5, 2.0), lambda r: schedules.inverse_time(1.0, r, 5),
+                     lambda r: _inverse_time(1.0, r, 5.0)),  # Keras InverseTimeDecay
+    "polynomial": ((0.5, 1.0, 2.0), lambda p: schedules.polynomial(1.0, 0.01, p, 15),
+                   lambda p: optax.polynomial_schedule(1.0, 0.01, p, 15)),
+    "linear": ((5.0, 10.0, 15.0), lambda n: schedules.linear(1.0, 0.1, n),
+               lambda n: optax.linear_schedule(1.0, 0.1, int(n))),
+    "cosine": ((0.0, 0.1, 0.5), lambda a: schedules.cosine(1.0, 15, alpha=a),
+               lambda a: optax.cosine_decay_schedule(1.0, 15, alpha=a)),
+    "cosine_restarts": ((4.0, 5.0, 7.0),
+                        lambda n: schedules.cosine_restarts(1.0, n, t_mul=1.0),
+                        lambda n: optax.sgdr_schedule(  # equal-length restarts
+                            [dict(init_value=1.0, peak_value=1.0, warmup_steps=0,
+                                  decay_steps=int(n), end_value=0.0)] * 8)),
+    "onecycle": ((0.2, 0.3, 0.5), lambda p: schedules.onecycle(1.0, 20, pct_start=p),
+                 lambda p: schedules.onecycle(1.0, 20, pct_start=p)),
+    "cyclic": ((2.0, 3.0, 5.0), lambda s: schedules.cyclic(0.1, 1.0, step_size_up=s),
+               lambda s: schedules.cyclic(0.1, 1.0, step_size_up=s)),
+    "warmup": ((0.0, 3.0, 6.0), lambda w: schedules.warmup(schedules.cosine(1.0, 10), w),
+               lambda w: optax.join_schedules(
+                   [optax.linear_schedule(0.0, 1.0, int(w)),
+                    optax.cosine_decay_schedule(1.0, 10)], [int(w)])),
+    "join": ((3.0, 6.0, 9.0),
+             lambda b: schedules.join([schedules.constant(0.5), schedules.cosine(1.0, 10)],
+                                      [b]),
+             lambda b: optax.join_schedules([optax.constant_schedule(0.5),
+                                             optax.cosine_decay_schedule(1.0, 10)], [int(b)])),
+    "product": ((0.5, 0.8, 0.95),
+                lambda r: schedules.product(schedules.cosine(1.0, 15),
+                                            schedules.exponential(1.0, r)),
+                lambda r: (lambda c: optax.cosine_decay_schedule(1.0, 15)(c)
+                           * optax.exponential_decay(1.0, 1, r)(c))),
+}
+
+
+def test_schedule_catalog_table_covers_every_entry():
+  assert sorted(SCHEDULE_CATALOG) == sorted(schedules.SCHEDULES)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULE_CATALOG))
+def test_catalog_schedule_vmapped_over_hparam_equals_plain_per_member(name):
+  values, make, reference = SCHEDULE_CATALOG[name]
+  counts = jnp.arange(25, dtype=jnp.int32)
+  got = jax.jit(jax.vmap(lambda h: jax.vmap(make(h))(counts)))(
+      jnp.asarray(values, jnp.float32))
+  for i, h in enumerate(values):
+    want = np.array([float(reference(h)(int(c))) for c in counts])
+    np.testing.assert_allclose(got[i], want, rtol=2e-5, atol=1e-6, err_msg=f"{name} {h}")

@@ -66,6 +66,7 @@ def write_report(run_dir: str, metric: str = "final_val_acc") -> list[str]:
 
   Example:
     >>> import tempfile
+    >>> from lrjax.analysis.synthetic import save_run, synthetic_run
     >>> d = save_run(synthetic_run(lrs=(0.01, 0.1), batch_sizes=(32,), seeds=(0,)),
     ...              tempfile.mkdtemp())
     >>> [os.path.basename(p) for p in write_report(d)][-2:]

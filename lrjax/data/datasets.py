@@ -17,7 +17,9 @@ import functools
 import os
 
 import numpy as np
+import tensorflow_datasets as tfds
 
+from lrjax.data.digits_builder import Digits  # importing registers the builder
 from lrjax.errors import ConfigError
 
 BUILTIN = "digits"
@@ -58,12 +60,6 @@ def default_data_dir() -> str:
   return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
 
 
-def _tfds():
-  import tensorflow_datasets as tfds  # imported lazily: slow to import
-
-  return tfds
-
-
 def _source_to_split(source, image_key: str, label_key: str) -> Split:
   keys = list(range(len(source)))
   try:
@@ -94,11 +90,8 @@ def prepare(name: str, data_dir: str | None = None) -> None:
   Example:
     >>> prepare("digits")
   """
-  tfds = _tfds()
   data_dir = data_dir or default_data_dir()
   if name == BUILTIN:
-    from lrjax.data.digits_builder import Digits
-
     Digits(data_dir=data_dir).download_and_prepare()
     return
   builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
@@ -136,11 +129,8 @@ def load(name: str = BUILTIN, data_dir: str | None = None) -> Dataset:
     >>> (len(ds.train), len(ds.validation), len(ds.test), ds.image_shape)
     (1297, 250, 250, (8, 8, 1))
   """
-  tfds = _tfds()
   data_dir = data_dir or default_data_dir()
   if name == BUILTIN:
-    from lrjax.data.digits_builder import Digits  # importing registers the builder
-
     builder = Digits(data_dir=data_dir)
     if not builder.is_prepared():
       builder.download_and_prepare()

@@ -41,6 +41,8 @@ def from_linen(module: nn.Module, name: str | None = None) -> ModelAdapter:
       (e.g. BatchNorm's ``batch_stats``), which the engine does not thread.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from lrjax.models import MLP
     >>> adapter = from_linen(MLP(num_classes=10, hidden=(32,)))
     >>> x = jnp.zeros((4, 8, 8, 1))
     >>> params = adapter.init(jax.random.key(0), x)
@@ -76,6 +78,7 @@ def from_nnx(factory: Callable[[nnx.Rngs], nnx.Module], name: str | None = None)
     name: label for results; default the class name.
 
   Example:
+    >>> import jax.numpy as jnp
     >>> class Net(nnx.Module):
     ...   def __init__(self, rngs):
     ...     self.dense = nnx.Linear(64, 10, rngs=rngs)

@@ -1,4 +1,4 @@
-"""Test-wide JAX settings.
+"""Test-wide JAX settings, for the tests and the package's doctests alike.
 
 * The suite runs in the configuration the ``lrjax`` command uses: one CPU device
   per core (members split over them).
@@ -6,7 +6,7 @@
 """
 import jax
 
-from lrjax.engine import devices as parallel
+from lrjax.engine import devices
 
-parallel.use_cpu_cores()
+devices.use_cpu_cores()
 jax.config.update("jax_numpy_rank_promotion", "raise")
