@@ -6,7 +6,8 @@ import optax
 from lrjax.data import example_order
 
 
-def plain_train(adapter, dataset, optimizer, batch_size, seed, num_examples):
+def plain_train(adapter, dataset, optimizer, batch_size, seed, num_examples,
+                label_smoothing=0.0):
   """Trains one model the textbook way: one jitted step per batch of the seed's stream."""
   order = example_order(seed, len(dataset.train), num_examples)
   x_all = jnp.asarray(dataset.train.images)
@@ -18,7 +19,7 @@ def plain_train(adapter, dataset, optimizer, batch_size, seed, num_examples):
   @jax.jit
   def step(params, opt_state, idx):
     x = x_all[idx].astype(jnp.float32) / 255.0
-    y = jax.nn.one_hot(y_all[idx], dataset.num_classes)
+    y = optax.smooth_labels(jax.nn.one_hot(y_all[idx], dataset.num_classes), label_smoothing)
     loss_fn = lambda p: optax.softmax_cross_entropy(adapter.apply(p, x), y).mean()
     grads = jax.grad(loss_fn)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)

@@ -277,3 +277,18 @@ def test_resumed_run_equals_uninterrupted_run_when_killed_mid_training(digits, t
   np.testing.assert_allclose(resumed.history.drop(columns="member").to_numpy(float),
                              straight.history.drop(columns="member").to_numpy(float),
                              rtol=1e-6)
+
+
+def test_label_smoothing_member_equals_plain_loop_with_smoothed_labels(digits):
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.1,), "batch_size": (32,)})
+  settings = TrainSettings(optimizer="momentum", epochs=1, eval_every=640,
+                           label_smoothing=0.1)
+  result = train_grid(model, digits, table, settings, progress=False)
+  expected = plain_train(model, digits, optax.sgd(0.1, momentum=0.9), 32, 0,
+                         result.info["examples_per_member"], label_smoothing=0.1)
+  assert_trees_allclose(member_params(result, 0), expected, rtol=1e-4, atol=1e-5)
+  unsmoothed = train_grid(model, digits, table, TrainSettings(
+      optimizer="momentum", epochs=1, eval_every=640), progress=False)
+  assert not np.allclose(unsmoothed.params["Dense_0"]["kernel"],
+                         result.params["Dense_0"]["kernel"])

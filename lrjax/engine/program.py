@@ -199,6 +199,8 @@ class Program:
 
     ``single``: one member, no member axes (params, x and y unbatched).
     """
+    if self.settings.label_smoothing:  # static: 0 compiles the plain cross-entropy
+      y = optax.smooth_labels(y, self.settings.label_smoothing)
     if single:
       return jax.value_and_grad(lambda p: _loss(self.model.apply(p, x), y))(params)
 

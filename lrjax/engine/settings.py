@@ -35,6 +35,11 @@ def _positive_int(name, v):
     raise ConfigError(f"{name}: must be an integer >= 1; got {v!r}.")
 
 
+def _fraction(name, v):
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+    raise ConfigError(f"{name}: must be a number in [0, 1) (0 = off); got {v!r}.")
+
+
 def _mapping(name, v):
   if not isinstance(v, Mapping):
     raise ConfigError(f"{name}: must be a dict of keyword arguments; got {v!r}.")
@@ -84,6 +89,8 @@ class TrainSettings:
   multiplicity: int = _setting(1, _positive_int,
                                doc="augmented copies of each example per micro-batch")
   divergence_factor: float = _setting(100.0, _positive_number)
+  label_smoothing: float = _setting(0.0, _fraction,
+                                    doc="optax.smooth_labels alpha of the training loss")
   max_members_per_chunk: int = _setting(0, _nonnegative_int, doc="0 = one chunk")
   vmap_width: int = _setting(0, _nonnegative_int,
                              doc="members side by side in the program; 0 = per backend")
