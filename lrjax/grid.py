@@ -1,6 +1,6 @@
 """Grids of hyperparameters: axes -> a member table (one row per member).
 
-The engine vmaps in two levels (DESIGN.md, "Share inputs"): an outer axis over
+The engine vmaps in two levels (docs/DESIGN.md, "Two vmap levels"): an outer axis over
 *input groups* -- members sharing ``seed`` and every augmentation setting see the
 same inputs -- and an inner axis over the optimizer hyperparameters. ``Layout``
 records that split.

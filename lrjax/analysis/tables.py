@@ -51,7 +51,7 @@ class RunTables(NamedTuple):
 
   Attributes:
     config: the resolved experiment config (nested dict from ``config.json``).
-    members: one row per member (see DESIGN.md for the columns).
+    members: one row per member (README, "What a run gives you").
     history: one row per member and evaluation.
     run_dir: where it was loaded from.
   """

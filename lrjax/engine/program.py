@@ -83,7 +83,7 @@ def default_vmap_width() -> int:
   On CPU one member at a time (then every matmul is a plain one): measured on
   the 2-core CPU, 64 MLP members over 2 CPU devices, ms per member-step at
   widths 1/2/4/8 were 0.26/0.27/0.32/0.37 (batch 32) and 0.80/0.86/0.92/0.99
-  (batch 128) (docs/PERFORMANCE.md). Accelerators want the whole grid at once.
+  (batch 128) (benchmarks/NOTES.md). Accelerators want the whole grid at once.
   The trainer measures widths 1 and 2 instead when a CPU grid has enough members
   (``lrjax.autotune``), since which wins depends on the model.
   """

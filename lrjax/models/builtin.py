@@ -41,7 +41,7 @@ class CNN(nn.Module):
   def __call__(self, x):
     for i, ch in enumerate(self.channels):
       # im2col + matmul: inside lax.scan XLA:CPU runs nn.Conv's backward convolutions
-      # on a naive path, 7-32x slower (scripts/conv_scan_study.py). Same params as nn.Conv.
+      # on a naive path, 7-32x slower (benchmarks/studies/conv_scan_study.py). Same params as nn.Conv.
       x = nn.relu(PatchConv(ch, (3, 3), strides=(1, 1) if i == 0 else (2, 2),
                             name=f"Conv_{i}")(x))
     x = jnp.mean(x, axis=(-3, -2))

@@ -7,7 +7,7 @@ reaches convolutions at the top level of the program. The backward pass of a
 ``flax.linen.Conv`` (the input gradient with a reversed kernel, the kernel
 gradient with batch and feature swapped) holds such convolutions, so a training
 step run inside ``lax.scan`` (a while loop) was 10-35x slower than the same step
-jitted alone (``scripts/conv_scan_study.py`` measures it).
+jitted alone (``benchmarks/studies/conv_scan_study.py`` measures it).
 
 ``PatchConv`` computes the same function as ``nn.Conv`` from image patches and
 one matmul: its forward and backward passes hold no convolution at all with the
@@ -140,7 +140,7 @@ class PatchConv(nn.Module):
     # One 2-D matmul over all output pixels. With the (..., OH, OW, K) patches as they
     # are, autodiff's kernel gradient contracts three axes and XLA:CPU runs it on a
     # transposed copy in a slow Eigen path: 1.3x slower training steps for the default
-    # CNN (docs/PERFORMANCE.md, session 4). Same values bit for bit.
+    # CNN (benchmarks/NOTES.md). Same values bit for bit.
     flat = patches.reshape(-1, patches.shape[-1])
     y = jnp.dot(flat, kernel.reshape(kh * kw * cin, self.features), precision=self.precision)
     y = y.reshape(patches.shape[:-1] + (self.features,))
