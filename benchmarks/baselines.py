@@ -4,8 +4,8 @@ Each baseline trains the same members as lrjax on the same work: same initial
 weights, same example stream, same batches, same loss, ``optax.sgd(lr,
 momentum=0.9)``. They are written the way a skilled user would write them (one
 compilation, donated buffers, data resident on the device), so a ratio against
-them says something. Each returns ``(final_params, train_seconds,
-compile_seconds)``; final params have a leading member axis (N, ...).
+them says something. Each returns an ``Outcome`` (final params, train seconds,
+compile seconds, a note); final params have a leading member axis (N, ...).
 
 Timings exclude compilation: every JAX baseline is compiled with
 ``.lower(...).compile()`` first, and the timer stops after
@@ -65,7 +65,7 @@ def train_step(apply, params, opt_state, x, y, opt):
   return optax.apply_updates(params, updates), opt_state
 
 
-def _train_scan(apply, params, opt_state, lr, xs, ys):
+def train_scan(apply, params, opt_state, lr, xs, ys):
   """All steps of one member as one ``lax.scan`` (``lr`` traced: compiled once)."""
   opt = optax.sgd(lr, momentum=MOMENTUM)
 
@@ -91,7 +91,7 @@ def _stack(trees):
 
 def sequential_scans(w: Work):
   """Case 2: the N members one after another, each one compiled ``lax.scan``."""
-  fn = jax.jit(lambda p, o, lr, xs, ys: _train_scan(w.apply, p, o, lr, xs, ys),
+  fn = jax.jit(lambda p, o, lr, xs, ys: train_scan(w.apply, p, o, lr, xs, ys),
                donate_argnums=(0, 1))
   opt_init = jax.jit(optax.sgd(0.1, momentum=MOMENTUM).init)
   states = [(p, opt_init(p)) for p in _copies(w.init_params, len(w.lrs))]
@@ -143,7 +143,7 @@ def python_loop(w: Work):
 def vmapped_scan_fn(apply):
   """``jit(vmap(lax.scan))``: ``(params, opt_state, lrs, xs, ys)`` with member-stacked
   state and LRs, the batches shared; the state buffers are donated."""
-  return jax.jit(jax.vmap(lambda p, o, lr, xs, ys: _train_scan(apply, p, o, lr, xs, ys),
+  return jax.jit(jax.vmap(lambda p, o, lr, xs, ys: train_scan(apply, p, o, lr, xs, ys),
                           in_axes=(0, 0, 0, None, None)), donate_argnums=(0, 1))
 
 

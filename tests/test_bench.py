@@ -1,9 +1,18 @@
-"""The benchmark harness on tiny settings: every case runs, results agree."""
+"""The benchmark harness (benchmarks/bench.py) on tiny settings: every case runs,
+results agree."""
+import pathlib
+import sys
+
 import numpy as np
 import pytest
 
-from lrjax import bench
-from lrjax import _bench_baselines as baselines
+# The harness lives in the checkout's benchmarks/ folder, not in the package.
+BENCHMARKS = str(pathlib.Path(__file__).parents[1] / "benchmarks")
+if BENCHMARKS not in sys.path:
+  sys.path.insert(0, BENCHMARKS)
+
+import baselines  # noqa: E402
+import bench  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -6,32 +6,32 @@ augmentation (strengths 0.5, 1, 1.5, 2: four input groups of 16 LRs) and without
 
   share = (t_aug - t_plain) / t_aug
 
-per training tick (compile excluded). Usage:
+per training tick (compile excluded). From the repository root:
 
-  python scripts/bench_augment.py [--epochs 1] [--model cnn] [--batch 32]
+  python benchmarks/studies/bench_augment.py [--epochs 1] [--model cnn] [--batch 32]
 """
 
 import argparse
 import json
 import sys
 
-from lrjax import augment, data, grid, models
-from lrjax.engine import TrainSettings
-from lrjax.trainer import train_grid
+import lrjax
+from lrjax import augment, data, models
 
 
 def measure(model_name: str, batch: int, epochs: float, repeats: int) -> dict:
   ds = data.load("digits")
   model = models.get_model(model_name, ds.num_classes)
-  lrs = grid.log_space(1e-3, 0.3, 16)
-  with_aug = grid.make_grid({"lr": lrs, "batch_size": (batch,), "aug": (0.5, 1.0, 1.5, 2.0)})
-  without = grid.make_grid({"lr": lrs, "batch_size": (batch,), "seed": (0, 1, 2, 3)})
+  lrs = lrjax.log_space(1e-3, 0.3, 16)
+  with_aug = lrjax.make_grid({"lr": lrs, "batch_size": (batch,), "aug": (0.5, 1.0, 1.5, 2.0)})
+  without = lrjax.make_grid({"lr": lrs, "batch_size": (batch,), "seed": (0, 1, 2, 3)})
   policy = augment.policy_for("digits", ds.image_shape)
   times = {"aug": [], "plain": []}
   for _ in range(repeats):  # interleaved, best of `repeats`, to resist a noisy machine
     for name, table, pol in (("aug", with_aug, policy), ("plain", without, None)):
-      res = train_grid(model, ds, table, TrainSettings(epochs=epochs, augment_policy=pol),
-                       progress=False)
+      res = lrjax.train_grid(model, ds, table,
+                             lrjax.TrainSettings(epochs=epochs, augment_policy=pol),
+                             progress=False)
       ticks = res.info["num_segments"] * res.info["ticks_per_segment"]
       times[name].append(res.info["train_seconds"] / ticks)
   t_aug, t_plain = min(times["aug"]), min(times["plain"])

@@ -1,14 +1,15 @@
 """Why a small CNN training step is slow inside ``lax.scan`` on XLA:CPU, and what fixes it.
 
-Times one SGD-momentum training step of lrjax's CNN (Conv(32, 3x3) -> relu ->
-Conv(64, 3x3, stride 2) -> relu -> mean pool -> Dense(10), 8x8x1 inputs) for N
+Times one SGD-momentum training step of lrjax's CNN built on ``nn.Conv`` (Conv(32,
+3x3) -> relu -> Conv(64, 3x3, stride 2) -> relu -> mean pool -> Dense(10), 8x8x1
+inputs; ``lrjax.models.CNN`` has used ``PatchConv`` since this study) for N
 members vmapped over their parameters with the input shared (the engine's inner
 vmap), in several forms side by side in one process, compile time excluded:
 
   loop          the step jitted alone (state donated), a Python loop over steps
   scan          ``lax.scan`` over the same steps inside one jit
   scan_u2/4/8   the same with ``unroll=2/4/8``
-  patch_scan    ``scan`` with every ``nn.Conv`` replaced by ``lrjax.conv.PatchConv``
+  patch_scan    ``scan`` with every ``nn.Conv`` replaced by ``lrjax.models.PatchConv``
                 (im2col by strided slices + one matmul; same parameters)
   patches_scan  the same with im2col by ``lax.conv_general_dilated_patches``
   patch_loop    ``loop`` with ``PatchConv``
@@ -26,11 +27,11 @@ backward convolutions (input gradient ``b01f_01oi->b01f``, kernel gradients
 the jitted step has them canonicalised to ``b01f_01io->b01f`` Eigen
 convolutions; the forward convolutions are canonical in both.
 
-Run:
-  python scripts/conv_scan_study.py --check
-  python scripts/conv_scan_study.py --members 1,8,64 --batch 32,128
-  python scripts/conv_scan_study.py --members 8 --batch 32 --forms loop,scan,patch_scan \
-      --flags default
+From the repository root:
+  python benchmarks/studies/conv_scan_study.py --check
+  python benchmarks/studies/conv_scan_study.py --members 1,8,64 --batch 32,128
+  python benchmarks/studies/conv_scan_study.py --members 8 --batch 32 \
+      --forms loop,scan,patch_scan --flags default
 """
 
 from __future__ import annotations
@@ -103,11 +104,20 @@ def build(form, n, batch, steps):
   import jax.numpy as jnp
   import optax
 
-  from lrjax.conv import PatchConv
-  from lrjax.models import CNN, MLP
+  from lrjax.models import MLP, PatchConv
+
+  class ConvCNN(nn.Module):
+    """lrjax's CNN on ``nn.Conv`` (``lrjax.models.CNN`` itself now uses ``PatchConv``)."""
+
+    @nn.compact
+    def __call__(self, x):
+      for i, ch in enumerate((32, 64)):
+        x = nn.relu(nn.Conv(ch, (3, 3), strides=(1, 1) if i == 0 else (2, 2))(x))
+      x = jnp.mean(x, axis=(-3, -2))
+      return nn.Dense(10)(x)
 
   class PatchCNN(nn.Module):
-    """lrjax.models.CNN with PatchConv named like nn.Conv (same parameter tree)."""
+    """``ConvCNN`` with PatchConv named like nn.Conv (same parameter tree)."""
     im2col: str = "slices"
 
     @nn.compact
@@ -125,7 +135,7 @@ def build(form, n, batch, steps):
   elif form.startswith("patch"):
     model = PatchCNN()
   else:
-    model = CNN()
+    model = ConvCNN()
   kind = form.split("_", 1)[1] if "_" in form and not form.startswith("scan") else form
   kx, ky, kp = jax.random.split(jax.random.key(0), 3)
   xs = jax.random.uniform(kx, (steps, batch, 8, 8, 1))
@@ -216,7 +226,7 @@ def check():
   import jax.numpy as jnp
   import numpy as np
 
-  from lrjax.conv import PatchConv
+  from lrjax.models import PatchConv
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
   ok = True
   for stride in (1, 2):

@@ -16,7 +16,9 @@ the device count are per process), alternating the variants over rounds:
 * lrjax and `scans` side by side on one core (parity check), interleaved in one
   `lrjax bench` process.
 
-  python scripts/core_ceiling_study.py --model mlp --batch 32 --members 16 --rounds 2
+From the repository root:
+
+  python benchmarks/studies/core_ceiling_study.py --model mlp --batch 32 --members 16 --rounds 2
 """
 import argparse
 import json
@@ -27,15 +29,16 @@ import tempfile
 
 import numpy as np
 
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench.py")
+
 
 def bench(args, cases: str, one_core: bool) -> dict[str, float]:
-  """Fastest train seconds per case from one `scripts/bench.py` process."""
+  """Fastest train seconds per case from one `benchmarks/bench.py` process."""
   with tempfile.TemporaryDirectory() as out:
     path = os.path.join(out, "bench.json")
-    cmd = ([sys.executable, os.path.join(os.path.dirname(__file__), "bench.py"),
-            "--models", args.model, "--members", str(args.members), "--batch",
-            str(args.batch), "--epochs", str(args.epochs), "--repeats", "2", "--cases", cases,
-            "--json", path])
+    cmd = [sys.executable, BENCH, "--models", args.model, "--members", str(args.members),
+           "--batch", str(args.batch), "--epochs", str(args.epochs), "--repeats", "2",
+           "--cases", cases, "--json", path]
     if one_core:
       cmd = ["taskset", "-c", "0"] + cmd
     env = {**os.environ, "LRJAX_CPU_DEVICES": "1"}

@@ -1,4 +1,4 @@
-"""The probe behind lrjax.parallel and the CPU vmap width (docs/PERFORMANCE.md).
+"""The probe behind ``lrjax.engine.devices`` and the CPU vmap width (benchmarks/NOTES.md).
 
 A hand-written 64-256-256-10 MLP with momentum SGD on random data, no lrjax code,
 so it isolates what XLA:CPU does with N members:
@@ -8,10 +8,10 @@ so it isolates what XLA:CPU does with N members:
          ``lax.map`` over slices of W members, vmapped within a slice.
 
 Prints ms per member-step and the process's CPU utilisation. XLA flags come from
-the environment, e.g. XLA_FLAGS=--xla_cpu_use_onednn=true. Examples:
+the environment, e.g. XLA_FLAGS=--xla_cpu_use_onednn=true. From the repository root:
 
-  python scripts/cpu_parallel_study.py --mode scans --batch 32
-  python scripts/cpu_parallel_study.py --mode grid --devices 2 --width 1 --batch 32
+  python benchmarks/studies/cpu_parallel_study.py --mode scans --batch 32
+  python benchmarks/studies/cpu_parallel_study.py --mode grid --devices 2 --width 1 --batch 32
 """
 import argparse
 import resource

@@ -1,16 +1,17 @@
-"""The probe behind lrjax.autotune: train_grid's time at fixed lax.map widths.
+"""The probe behind ``lrjax.engine.autotune``: train_grid's time at fixed lax.map widths.
 
 N members of a built-in model (one batch size, momentum SGD, one validation pass),
 one CPU device per core, ``vmap_width`` fixed to each width in turn, in
-interleaved rounds. Prints each width's fastest and median train seconds.
+interleaved rounds. Prints each width's fastest and median train seconds. From the
+repository root:
 
-  python scripts/cpu_width_study.py --model cnn --batch 32 --widths 1,2,4,8 --rounds 2
+  python benchmarks/studies/cpu_width_study.py --model cnn --batch 32 --widths 1,2,4,8 --rounds 2
 """
 import argparse
 
 import numpy as np
 
-from lrjax import parallel
+import lrjax
 
 
 def main():
@@ -22,22 +23,20 @@ def main():
   ap.add_argument("--widths", default="1,2,4")
   ap.add_argument("--rounds", type=int, default=3)
   args = ap.parse_args()
-  parallel.use_cpu_cores()
-  from lrjax import data, grid, models  # noqa: PLC0415 - after the device count is set
-  from lrjax.engine import TrainSettings  # noqa: PLC0415
-  from lrjax.trainer import train_grid  # noqa: PLC0415
+  lrjax.use_cpu_cores()  # before any JAX computation
+  from lrjax import data, models  # noqa: PLC0415
 
   ds = data.load("digits")
   adapter = models.get_model(args.model, ds.num_classes)
-  table = grid.make_grid({"lr": grid.log_space(1e-3, 0.3, args.members),
-                          "batch_size": (args.batch,), "seed": (0,)})
+  table = lrjax.make_grid({"lr": lrjax.log_space(1e-3, 0.3, args.members),
+                           "batch_size": (args.batch,), "seed": (0,)})
   widths = [int(w) for w in args.widths.split(",")]
   times = {w: [] for w in widths}
   for r in range(args.rounds):
     for w in widths:
-      settings = TrainSettings(optimizer="momentum", epochs=args.epochs, vmap_width=w,
-                               eval_every=int(round(args.epochs * len(ds.train))))
-      times[w].append(train_grid(adapter, ds, table, settings, progress=False)
+      settings = lrjax.TrainSettings(optimizer="momentum", epochs=args.epochs, vmap_width=w,
+                                     eval_every=int(round(args.epochs * len(ds.train))))
+      times[w].append(lrjax.train_grid(adapter, ds, table, settings, progress=False)
                       .info["train_seconds"])
     print(f"round {r + 1}: " + ", ".join(f"width {w} {t[-1]:.3f} s" for w, t in times.items()),
           flush=True)

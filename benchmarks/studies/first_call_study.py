@@ -7,15 +7,19 @@ every call of lrjax's compiled segment (blocking on each). It does the same for
 the benchmark's `vmap_scan` baseline: a fresh ``jit(vmap(lax.scan))`` over one
 epoch's steps, compiled anew each round as `lrjax bench` does, called
 ``--segments`` times on fresh copies of the initial weights. Later calls show the
-steady state; the first call's excess is the fixed cost.
+steady state; the first call's excess is the fixed cost. From the repository root:
 
-  python scripts/first_call_study.py --model cnn --batch 32 --rounds 3
+  python benchmarks/studies/first_call_study.py --model cnn --batch 32 --rounds 3
 """
 import argparse
+import os
+import sys
 import time
 import types
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/
 
 
 def main():
@@ -29,8 +33,11 @@ def main():
   import jax.numpy as jnp  # noqa: PLC0415
   import optax  # noqa: PLC0415
 
-  from lrjax import _bench_baselines as baselines  # noqa: PLC0415
-  from lrjax import data, engine, grid, models, trainer  # noqa: PLC0415
+  import baselines  # noqa: PLC0415
+
+  import lrjax  # noqa: PLC0415
+  from lrjax import data, engine, models  # noqa: PLC0415
+  from lrjax.engine import trainer  # noqa: PLC0415
 
   calls = []
 
@@ -61,12 +68,12 @@ def main():
       super().__init__(*a, **k)
       self.segment = TimedSegment(self.segment)
 
-  trainer.Program = TimedProgram  # train_grid builds its Program from this name
+  trainer.Program = TimedProgram  # engine.train builds its Program from this name
   ds = data.load("digits")
   adapter = models.get_model(args.model, ds.num_classes)
-  table = grid.make_grid({"lr": (0.01,), "batch_size": (args.batch,), "seed": (0,)})
-  settings = engine.TrainSettings(optimizer="momentum", epochs=args.segments,
-                                  eval_every=len(ds.train))
+  table = lrjax.make_grid({"lr": (0.01,), "batch_size": (args.batch,), "seed": (0,)})
+  settings = lrjax.TrainSettings(optimizer="momentum", epochs=args.segments,
+                                 eval_every=len(ds.train))
   steps = len(ds.train) // args.batch
   order = data.example_order(0, len(ds.train), steps * args.batch).reshape(steps, args.batch)
   xs = jax.device_put(ds.train.images[order].astype(np.float32) / np.float32(255.0))
@@ -82,7 +89,7 @@ def main():
   excess = {"lrjax": [], "vmap_scan": []}
   for r in range(args.rounds):
     calls.clear()
-    trainer.train_grid(adapter, ds, table, settings, progress=False)
+    engine.train(engine.build_run(adapter, ds, table, settings), progress=False)
     lrjax_calls = list(calls)
     compiled = baselines.vmapped_scan_fn(adapter.apply).lower(*fresh(), lrs, xs, ys).compile()
     vmap_calls = []

@@ -3,8 +3,8 @@
 Trains lrjax's default CNN on digits as one compiled ``lax.scan`` (the benchmark's
 ``scans`` case, one member) in two forms, interleaved in rounds in one process:
 
-  patches4d  ``jnp.dot(patches, kernel)`` on the ``(B, OH, OW, K)`` patches (lrjax
-             before session 4)
+  patches4d  ``jnp.dot(patches, kernel)`` on the ``(B, OH, OW, K)`` patches (lrjax's
+             first ``PatchConv``)
   flat       ``jnp.dot(patches.reshape(-1, K), kernel)``, reshaped back (lrjax now)
 
 Both compute the same function; autodiff turns the first form's kernel gradient
@@ -12,12 +12,14 @@ into a dot that contracts three axes, which XLA:CPU runs on a transposed copy of
 the output gradient in a slow Eigen path (``f32[9,32] dot(..., rhs_contracting_dims=
 {1})``). The script prints each form's kernel-gradient dots from the optimised HLO,
 the largest difference of the trained parameters (0.0: same values bit for bit), and
-the fastest / median seconds of each form with their ratio. Pin it to one core for
-steadier numbers:
+the fastest / median seconds of each form with their ratio. From the repository
+root, pinned to one core for steadier numbers:
 
-  taskset -c 1 python scripts/patch_matmul_study.py --batch 32 --rounds 10
+  taskset -c 1 python benchmarks/studies/patch_matmul_study.py --batch 32 --rounds 10
 """
 import argparse
+import os
+import sys
 
 import flax.linen as nn
 import jax
@@ -25,18 +27,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lrjax import _bench_baselines as baselines
-from lrjax import conv, data
+from lrjax import data
+from lrjax.models import PatchConv, extract_patches
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/
+import baselines  # noqa: E402
 
 
-class PatchConv4D(conv.PatchConv):
+def _pairs(value, n):
+  """``3 -> (3, 3)``; a sequence as a tuple (how ``PatchConv`` reads ``strides``)."""
+  return (value,) * n if isinstance(value, int) else tuple(value)
+
+
+class PatchConv4D(PatchConv):
   """``PatchConv`` as it was: the matmul on the 4-D patches."""
 
   @nn.compact
   def __call__(self, x):
     kh, kw = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
-    patches = conv.extract_patches(x, (kh, kw), conv._pairs(self.strides, 2), self.padding)
+    patches = extract_patches(x, (kh, kw), _pairs(self.strides, 2), self.padding)
     y = jnp.dot(patches, kernel.reshape(-1, self.features))
     return y + self.param("bias", self.bias_init, (self.features,))
 
@@ -56,7 +66,7 @@ class CNN(nn.Module):
 
 def kernel_grad_dots(work):
   opt_state = optax.sgd(0.1, momentum=0.9).init(work.init_params)
-  step = lambda p, o, lr, xs, ys: baselines._train_scan(work.apply, p, o, lr, xs, ys)
+  step = lambda p, o, lr, xs, ys: baselines.train_scan(work.apply, p, o, lr, xs, ys)
   hlo = jax.jit(step).lower(work.init_params, opt_state, jnp.float32(0.1), work.xs,
                             work.ys).compile().as_text()
   return [line.strip().split(", metadata")[0] for line in hlo.splitlines()
@@ -77,7 +87,7 @@ def main():
   xs = jax.device_put(ds.train.images[order].astype(np.float32) / 255)
   ys = jax.device_put(np.eye(ds.num_classes, dtype=np.float32)[labels])
   works = {}
-  for name, layer in (("patches4d", PatchConv4D), ("flat", conv.PatchConv)):
+  for name, layer in (("patches4d", PatchConv4D), ("flat", PatchConv)):
     model = CNN(layer)
     params = jax.jit(lambda m=model: m.init(jax.random.key(0),
                                             jnp.zeros((1,) + ds.image_shape)))()

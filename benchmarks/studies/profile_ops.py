@@ -4,10 +4,10 @@ XLA:CPU records each thunk (fusion, dot, copy, ...) of a run when
 ``--xla_cpu_enable_xprof_traceme=true`` is in ``XLA_FLAGS``; this script traces one
 ``train_grid`` call, reads the trace with ``jax.profiler.ProfileData`` and prints
 every op's count and median/fastest duration, so one step's cost can be split into
-its matmuls and the rest (docs/PERFORMANCE.md has the tables it made). Pin it to a
-core for steadier numbers:
+its matmuls and the rest (benchmarks/NOTES.md has the tables it made). From the
+repository root, pinned to a core for steadier numbers:
 
-  LRJAX_CPU_DEVICES=1 taskset -c 1 python scripts/profile_ops.py --model mlp --batch 32
+  LRJAX_CPU_DEVICES=1 taskset -c 1 python benchmarks/studies/profile_ops.py --model mlp --batch 32
 """
 import argparse
 import collections
@@ -29,20 +29,19 @@ def main():
   ap.add_argument("--width", type=int, default=0, help="vmap_width (0: lrjax's choice)")
   args = ap.parse_args()
   import lrjax  # noqa: PLC0415
-  lrjax.use_cpu_cores()
+  lrjax.use_cpu_cores()  # before any JAX computation
   import jax  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
   from jax.profiler import ProfileData  # noqa: PLC0415
-  from lrjax import data, grid, models  # noqa: PLC0415
-  from lrjax.engine import TrainSettings  # noqa: PLC0415
-  from lrjax.trainer import train_grid  # noqa: PLC0415
+  from lrjax import data, models  # noqa: PLC0415
 
   ds = data.load("digits")
   adapter = models.get_model(args.model, ds.num_classes)
-  table = grid.make_grid({"lr": grid.log_space(1e-3, 0.3, args.members),
-                          "batch_size": (args.batch,)})
-  settings = TrainSettings(optimizer="momentum", epochs=args.epochs, vmap_width=args.width)
-  run = lambda: train_grid(adapter, ds, table, settings, progress=False)
+  table = lrjax.make_grid({"lr": lrjax.log_space(1e-3, 0.3, args.members),
+                           "batch_size": (args.batch,)})
+  settings = lrjax.TrainSettings(optimizer="momentum", epochs=args.epochs,
+                                 vmap_width=args.width)
+  run = lambda: lrjax.train_grid(adapter, ds, table, settings, progress=False)
   run()  # compile caches warm, first run not traced
   with tempfile.TemporaryDirectory() as out:
     with jax.profiler.trace(out):
