@@ -26,6 +26,7 @@ import optax
 import pandas as pd
 from matplotlib.figure import Figure
 
+from lrjax import data
 from lrjax import grid as grid_lib
 from lrjax import optimizers
 from lrjax.data import Dataset, example_order
@@ -143,7 +144,7 @@ def range_test(model: ModelAdapter, dataset: Dataset, *, optimizer: str = "momen
       def step(carry, t):
         params, state = carry
         idx = jax.lax.dynamic_slice(order, (t * batch_size,), (batch_size,))
-        x = images[idx].astype(jnp.float32) / 255.0
+        x = data.to_float(images[idx])
         y = jax.nn.one_hot(labels[idx], dataset.num_classes)
         loss, grads = jax.value_and_grad(
             lambda p: optax.softmax_cross_entropy(model.apply(p, x), y).mean())(params)

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from lrjax import data, grid, models
+from lrjax.data import example_order
 from lrjax.engine import TrainSettings
 from lrjax.engine import train_grid
 from plain_training import plain_train
@@ -292,3 +293,62 @@ def test_label_smoothing_member_equals_plain_loop_with_smoothed_labels(digits):
       optimizer="momentum", epochs=1, eval_every=640), progress=False)
   assert not np.allclose(unsmoothed.params["Dense_0"]["kernel"],
                          result.params["Dense_0"]["kernel"])
+
+
+def test_noise_scale_agrees_with_exact_per_example_value_when_params_barely_move(digits):
+  # lr 1e-7: the parameters stay at their init, so each evaluation period's two-batch
+  # estimate (micro-batch 16, batch 64) is a fresh draw of B_simple at the init.
+  model = models.get_model("mlp", 10, hidden=(16,))
+  table = grid.make_grid({"lr": (1e-7,), "batch_size": (16, 64)})
+  result = train_grid(model, digits, table, TrainSettings(optimizer="sgd", epochs=8,
+                                                          micro_batch=16), progress=False)
+  hist = result.history.merge(result.members[["member", "batch_size"]], on="member")
+  assert hist[hist.batch_size == 16].noise_scale.isna().all()  # k = 1: one batch size only
+  draws = hist[hist.batch_size == 64].noise_scale.to_numpy()
+  assert len(draws) == 8 and np.isfinite(draws).all()
+
+  sample = jnp.zeros((1,) + digits.image_shape, jnp.float32)
+  params = model.init(jax.random.fold_in(jax.random.key(0), 0), sample)
+  x = jnp.asarray(digits.train.images, jnp.float32) / 255.0
+  y = jax.nn.one_hot(digits.train.labels, 10)
+  one = lambda p, xi, yi: optax.softmax_cross_entropy(model.apply(p, xi[None]), yi[None]).mean()
+  grads = jax.jit(jax.vmap(jax.grad(one), in_axes=(None, 0, 0)))(params, x, y)
+  flat = jnp.concatenate([a.reshape(len(x), -1) for a in jax.tree.leaves(grads)], axis=1)
+  mean = flat.mean(0)
+  exact = float(jnp.mean(jnp.sum((flat - mean[None]) ** 2, 1)) / jnp.sum(mean ** 2))
+  standard_error = draws.std(ddof=1) / np.sqrt(len(draws))
+  assert abs(draws.mean() - exact) <= 3 * standard_error, (draws, exact)
+
+
+def test_batch_growth_member_equals_plain_loop_that_grows_its_batch_at_same_points(digits):
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.1,), "batch_size": (16,), "batch_growth": (1, 2)})
+  settings = TrainSettings(optimizer="momentum", epochs=2, eval_every=640,
+                           batch_growth_at=(0.5, 0.75))
+  result = train_grid(model, digits, table, settings, progress=False)
+  edges = [0, *result.info["batch_growth_examples"], result.info["examples_per_member"]]
+  assert len(edges) == 4 and edges[1] < edges[2] < edges[3]
+  order = example_order(0, len(digits.train), edges[-1])
+  sample = jnp.zeros((1,) + digits.image_shape, jnp.float32)
+  x_all, y_all = jnp.asarray(digits.train.images), jnp.asarray(digits.train.labels)
+
+  @jax.jit
+  def step(params, opt_state, idx):
+    x = x_all[idx].astype(jnp.float32) / 255.0
+    loss = lambda p: optax.softmax_cross_entropy(model.apply(p, x),
+                                                 jax.nn.one_hot(y_all[idx], 10)).mean()
+    updates, opt_state = opt.update(jax.grad(loss)(params), opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  for row in table.itertuples():
+    opt = optax.sgd(0.1, momentum=0.9)
+    params = model.init(jax.random.fold_in(jax.random.key(0), 0), sample)
+    opt_state, updates = opt.init(params), 0
+    for phase in range(3):
+      batch = 16 * row.batch_growth ** phase
+      for start in range(edges[phase], edges[phase + 1], batch):
+        params, opt_state = step(params, opt_state, jnp.asarray(order[start:start + batch]))
+        updates += 1
+    assert result.members.updates[row.member] == updates
+    assert_trees_allclose(member_params(result, row.member), params, rtol=1e-4, atol=1e-5)
+  assert result.members.updates[1] < result.members.updates[0]

@@ -14,6 +14,7 @@ import pandas as pd
 
 from lrjax import grid as grid_lib
 from lrjax.engine.settings import TrainSettings
+from lrjax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Plan:
   ticks_per_segment: int
   num_segments: int
   k_lcm: int
+  growth_ticks: tuple[int, ...] = ()  # ticks where batch sizes grow (batch_growth_at)
 
   @property
   def total_ticks(self) -> int:
@@ -43,14 +45,67 @@ def plan(table: pd.DataFrame, num_train: int, settings: TrainSettings) -> Plan:
   """
   b = settings.micro_batch or grid_lib.default_micro_batch(table)
   grid_lib.validate(table, b, num_train)
-  ks = sorted({int(bs) // b for bs in table["batch_size"]})
+  growth = batch_growth(table, settings)
+  phases = len(settings.batch_growth_at)
+  final = table["batch_size"].to_numpy() * growth ** phases
+  if phases and (final > num_train).any():
+    raise ConfigError(f"batch_growth: batch sizes grow to {sorted(set(final.tolist()))}, "
+                      f"past the training split ({num_train} examples); use a smaller "
+                      f"batch_growth, fewer batch_growth_at points or smaller batch sizes.")
+  ks = sorted({int(bs) // b * int(g) ** p for bs, g in zip(table["batch_size"], growth)
+               for p in range(phases + 1)})
   k_lcm = math.lcm(*ks)
   # An interval longer than the run means one evaluation, at the end: the run stays
   # its budget long (a segment of eval_every's length would train far past it).
   eval_every = min(settings.eval_every or num_train, settings.epochs * num_train)
   ticks = max(k_lcm, int(round(eval_every / b / k_lcm)) * k_lcm)
   budget_ticks = settings.epochs * num_train / b
-  return Plan(b, ticks, max(1, int(round(budget_ticks / ticks))), k_lcm)
+  segments = max(1, int(round(budget_ticks / ticks)))
+  # Growth points on whole batches of every phase, so no batch straddles one.
+  total = ticks * segments
+  growth_ticks = tuple(int(round(f * total / k_lcm)) * k_lcm
+                       for f in settings.batch_growth_at)
+  if len(set(growth_ticks) | {0, total}) != phases + 2:
+    raise ConfigError(f"batch_growth_at: {settings.batch_growth_at} fall on the same or no "
+                      f"whole batch of {k_lcm * b} examples in a run of {total * b}; train "
+                      f"longer or spread the points.")
+  return Plan(b, ticks, segments, k_lcm, growth_ticks)
+
+
+def batch_growth(table: pd.DataFrame, settings: TrainSettings) -> np.ndarray:
+  """Each member's batch-size growth factor (1 for all without ``batch_growth_at``).
+
+  Example:
+    >>> t = grid_lib.make_grid({"lr": (0.1,), "batch_size": (32,), "batch_growth": (1, 2)})
+    >>> batch_growth(t, TrainSettings(batch_growth_at=(0.5,))).tolist()
+    [1, 2]
+  """
+  has_axis = "batch_growth" in table.columns
+  if not settings.batch_growth_at:
+    if has_axis:
+      raise ConfigError("grid.batch_growth: needs batch_growth_at, the fractions of the "
+                        "budget where batch sizes grow, e.g. --config.batch_growth_at="
+                        "\"(0.5,0.75)\".")
+    return np.ones(len(table), np.int64)
+  if not has_axis:
+    return np.full(len(table), settings.batch_growth, np.int64)
+  values = table["batch_growth"].to_numpy()
+  if not (np.equal(np.mod(values, 1), 0) & (values >= 1)).all():
+    raise ConfigError(f"grid.batch_growth: integer factors >= 1 (1 = constant batch size); "
+                      f"got {sorted(set(values.tolist()))}.")
+  return values.astype(np.int64)
+
+
+def total_updates(k: np.ndarray, growth: np.ndarray, the_plan: Plan) -> np.ndarray:
+  """Each member's number of optimizer updates over the run, phase by phase.
+
+  Example:
+    >>> p = Plan(32, 8, 2, 4, growth_ticks=(8,))
+    >>> total_updates(np.array([1, 2]), np.array([2, 2]), p).tolist()
+    [12, 6]
+  """
+  edges = (0, *the_plan.growth_ticks, the_plan.total_ticks)
+  return sum((edges[p + 1] - edges[p]) // (k * growth ** p) for p in range(len(edges) - 1))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from lrjax import augment
+from lrjax import data
 from lrjax import optimizers
 from lrjax import transforms
 from lrjax.engine.devices import Partition
@@ -52,6 +53,10 @@ class MemberState(NamedTuple):
   first_loss: jax.Array  # the loss at tick 0, reference for "exploding"
   loss_sum: jax.Array  # training loss summed over the current segment
   plateau: Any = None  # ReduceLROnPlateauState per member, when the plateau family is used
+  # Gradient noise scale (McCandlish et al. 2018, App. A), for blocks with k > 1:
+  small_sq: Any = None  # sum of the micro-batch gradients' squared norms in this batch
+  noise_trace: Any = None  # segment sum of tr(Sigma) estimates, one per completed batch
+  noise_g2: Any = None  # segment sum of |G|^2 estimates
 
 
 class Constants(NamedTuple):
@@ -74,7 +79,8 @@ INPUT_CACHE_BYTES = 256 << 20
 
 
 # What each segment reports per member (see Program._segment).
-SEGMENT_METRICS = ("updates", "lr_now", "train_loss", "val_loss", "val_acc", "diverged")
+SEGMENT_METRICS = ("updates", "lr_now", "train_loss", "val_loss", "val_acc", "noise_scale",
+                   "diverged")
 
 
 def default_vmap_width() -> int:
@@ -113,6 +119,35 @@ def mean_metrics(metrics: dict, num_examples: int) -> dict:
 
 def _loss(logits, labels):
   return optax.softmax_cross_entropy(logits, labels).mean()
+
+
+def _sq_norm(tree, single: bool):
+  """Squared L2 norm of each member's pytree (leading (G, I) member axes unless single)."""
+  lead = 0 if single else 2
+  return sum(jnp.sum(jnp.square(a), axis=tuple(range(lead, a.ndim)))
+             for a in jax.tree.leaves(tree))
+
+
+def two_batch_noise(small_sq_mean, big_sq, b_small, b_big):
+  """McCandlish et al. 2018 (App. A): unbiased |G|^2 and tr(Sigma) from two batch sizes.
+
+  Args:
+    small_sq_mean: mean squared norm of gradients over batches of ``b_small``.
+    big_sq: squared norm of the gradient over a batch of ``b_big``.
+    b_small, b_big: the two batch sizes (``b_big > b_small``).
+
+  Returns:
+    ``(g2, trace)``; the simple noise scale is ``trace / g2`` (average the two
+    separately over many batches before dividing).
+
+  Example:
+    >>> g2, tr = two_batch_noise(5.0, 2.0, 1.0, 4.0)
+    >>> float(g2), float(tr)
+    (1.0, 4.0)
+  """
+  g2 = (b_big * big_sq - b_small * small_sq_mean) / (b_big - b_small)
+  trace = (small_sq_mean - big_sq) / (1.0 / b_small - 1.0 / b_big)
+  return g2, trace
 
 
 class Program:
@@ -178,15 +213,23 @@ class Program:
           first_loss=jnp.zeros(shape, jnp.float32), loss_sum=jnp.zeros(shape, jnp.float32),
           plateau=None if self.spec.plateau is None else jax.tree.map(
               lambda a: jnp.broadcast_to(a, shape),
-              transforms.plateau_init(self.spec.plateau.get("mode", "min")))))
+              transforms.plateau_init(self.spec.plateau.get("mode", "min"))),
+          **(dict(small_sq=jnp.zeros(shape, jnp.float32),
+                  noise_trace=jnp.zeros(shape, jnp.float32),
+                  noise_g2=jnp.zeros(shape, jnp.float32))
+             if self._measures_noise(block) else {})))
     return tuple(states)
+
+  def _measures_noise(self, block: Block) -> bool:
+    """Blocks whose members accumulate (k > 1) measure the gradient noise scale."""
+    return self.settings.measure_noise_scale and block.k != 1
 
   # -- one tick ----------------------------------------------------------------------------
   def _group_inputs(self, t, c: Constants, seed_index, aug_key, mags):
     """One input group's (possibly augmented) micro-batch at tick ``t``."""
     b = self.plan.micro_batch
     idx = jax.lax.dynamic_slice(c.order, (seed_index, t * b), (1, b))[0]
-    x = c.train_images[idx].astype(jnp.float32) / 255.0
+    x = data.to_float(c.train_images[idx])
     y = jax.nn.one_hot(c.train_labels[idx], self.num_classes, dtype=jnp.float32)
     policy = self.settings.augment_policy
     if policy is not None:
@@ -246,7 +289,7 @@ class Program:
                                       single=single)
       grad_acc = None
     else:
-      k = hp["k"] if block.k is None else block.k
+      k = self._k_now(hp, t) if block.k is None else block.k
       grad_acc = jax.tree.map(jnp.add, state.grad_acc, grads)
       complete = (t + 1) % k == 0
       apply = complete & ~diverged
@@ -262,6 +305,9 @@ class Program:
       # where no member of the block completes its batch.
       params, opt_state = jax.lax.cond(jnp.any(complete), update, lambda o: (o[0], o[1]),
                                        (state.params, state.opt_state, grad_acc))
+      noise = {}
+      if state.small_sq is not None:
+        noise = self._noise_step(state, grads, grad_acc, k, complete & ~diverged, single)
       if block.k is None:
         zero_done = lambda a: jnp.where(
             complete.reshape(complete.shape + (1,) * (a.ndim - complete.ndim)),
@@ -269,11 +315,36 @@ class Program:
       else:
         zero_done = lambda a: jnp.where(complete, jnp.zeros_like(a), a)
       grad_acc = jax.tree.map(zero_done, grad_acc)
+      if noise:
+        noise["small_sq"] = jnp.where(complete, 0.0, noise["small_sq"])
+      state = state._replace(**noise)
     return state._replace(
         params=params, opt_state=opt_state, grad_acc=grad_acc,
         updates=state.updates + apply.astype(jnp.int32), diverged=diverged,
         diverged_at=diverged_at, first_loss=first_loss,
         loss_sum=state.loss_sum + jnp.where(diverged, 0.0, loss))
+
+  def _k_now(self, hp, t):
+    """The member's accumulation factor at tick ``t``: ``k`` times its growth factor per
+    batch-size growth point passed (``batch_growth_at``)."""
+    if not self.plan.growth_ticks:
+      return hp["k"]
+    phase = sum((t >= g).astype(jnp.int32) for g in self.plan.growth_ticks)
+    return hp["k"] * hp["growth"] ** phase
+
+  def _noise_step(self, state: MemberState, grads, grad_acc, k, done, single: bool) -> dict:
+    """The two-batch estimator on each member's own accumulation: its ``k`` micro-batch
+    gradients (batch ``b``) and their mean (batch ``B = k*b``). Estimates are summed
+    over the segment's completed batches; the segment reports their ratio."""
+    kf = jnp.asarray(k, jnp.float32)
+    small_sq = state.small_sq + _sq_norm(grads, single)
+    b = float(self.plan.micro_batch * self.settings.multiplicity)
+    g2, trace = two_batch_noise(small_sq / kf, _sq_norm(grad_acc, single) / kf ** 2,
+                                b, b * jnp.maximum(kf, 2.0))
+    use = done & (kf > 1)  # ragged blocks may hold k = 1 members: no second batch size
+    return dict(small_sq=small_sq,
+                noise_trace=state.noise_trace + jnp.where(use, trace, 0.0),
+                noise_g2=state.noise_g2 + jnp.where(use, g2, 0.0))
 
   def _inputs(self, t, c: Constants):
     """Every input group's micro-batch at tick ``t``: x (G, b*M, H, W, C), y (G, b*M, K)."""
@@ -367,7 +438,7 @@ class Program:
     def member(p):
       def batch_sums(carry, batch):
         x, y, w = batch
-        logits = self.model.apply(p, x.astype(jnp.float32) / 255.0)
+        logits = self.model.apply(p, data.to_float(x))
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
         return (carry[0] + jnp.sum(losses * w), carry[1] + jnp.sum(correct * w)), None
@@ -400,6 +471,14 @@ class Program:
     per_tick = (groups * self.plan.micro_batch * self.settings.multiplicity *
                 (math.prod(c.train_images.shape[1:]) + self.num_classes) * 4)
     return scans > 1 and per_tick * self.plan.ticks_per_segment <= INPUT_CACHE_BYTES
+
+  @staticmethod
+  def _segment_noise_scale(s: MemberState):
+    """B_simple = tr(Sigma) / |G|^2 from the segment's sums; NaN where not measured."""
+    if s.noise_g2 is None:
+      return jnp.full(s.updates.shape, jnp.nan, jnp.float32)
+    ok = (s.noise_g2 > 0) & ~s.diverged
+    return jnp.where(ok, s.noise_trace / jnp.where(ok, s.noise_g2, 1.0), jnp.nan)
 
   def _plateau_step(self, state: MemberState, hp, val_loss) -> MemberState:
     static = {k: v for k, v in self.spec.plateau.items() if k != "factor"}
@@ -459,7 +538,12 @@ class Program:
           "train_loss": jnp.where(bad, nan, s.loss_sum / self.plan.ticks_per_segment),
           "val_loss": jnp.where(bad, nan, loss),
           "val_acc": jnp.where(bad, nan, acc),
+          "noise_scale": self._segment_noise_scale(s),
           "diverged": bad,
       })
-    states = tuple(s._replace(loss_sum=jnp.zeros_like(s.loss_sum)) for s in states)
+    states = tuple(s._replace(loss_sum=jnp.zeros_like(s.loss_sum),
+                              **({} if s.noise_g2 is None else dict(
+                                  noise_trace=jnp.zeros_like(s.noise_trace),
+                                  noise_g2=jnp.zeros_like(s.noise_g2))))
+                   for s in states)
     return states, tuple(per_block)

@@ -21,7 +21,7 @@ from lrjax import augment
 from lrjax import grid as grid_lib
 from lrjax import optimizers
 from lrjax.data import Dataset
-from lrjax.engine.plan import Block, Plan, blocks_for, plan
+from lrjax.engine.plan import Block, Plan, batch_growth, blocks_for, plan, total_updates
 from lrjax.engine.settings import TrainSettings
 from lrjax.errors import ConfigError
 from lrjax.models import ModelAdapter
@@ -87,7 +87,7 @@ def split_hparams(table: pd.DataFrame, settings: TrainSettings
   opt_names = optimizers.optimizer_hparams(settings.optimizer)
   opt_cols, sched_cols = [], []
   for col in grid_lib.inner_columns(table):
-    if col in ("lr", "batch_size", "schedule"):
+    if col in ("lr", "batch_size", "schedule", "batch_growth"):
       continue
     (opt_cols if col in opt_names else sched_cols).append(col)
   families = tuple(dict.fromkeys(table["schedule"])) if "schedule" in table else ()
@@ -153,11 +153,14 @@ def build_run(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
   opt_cols, sched_cols, spec = split_hparams(table, settings)
   lay = grid_lib.layout(table)
   k = table["batch_size"].to_numpy() // the_plan.micro_batch
+  growth = batch_growth(table, settings)
   member_hp = {
       "lr": table["lr"].to_numpy(np.float32),
       "k": k.astype(np.int32),
-      "total_updates": (the_plan.total_ticks // k).astype(np.int32),
+      "total_updates": total_updates(k, growth, the_plan).astype(np.int32),
   }
+  if the_plan.growth_ticks:
+    member_hp["growth"] = growth.astype(np.int32)
   for col in opt_cols + sched_cols:
     member_hp[col] = table[col].to_numpy(np.float32)
   if len(spec.families) > 1:
@@ -170,7 +173,10 @@ def build_run(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
   distinct = sorted(set(seeds.tolist()))
   return Run(
       model=model, dataset=dataset, table=table, settings=settings, plan=the_plan,
-      layout=lay, blocks=blocks_for(slot_hp["k"], lay.pad_mask), opt_cols=tuple(opt_cols),
+      layout=lay, opt_cols=tuple(opt_cols),
+      # A growing batch size has no static k: one block on the masked, per-member path.
+      blocks=(blocks_for(slot_hp["k"], lay.pad_mask) if not the_plan.growth_ticks
+              else (Block(0, lay.inner_size, None),)),
       schedule=spec, hparams=slot_hp, seeds=seeds,
       seed_row=np.array([distinct.index(s) for s in seeds], np.int32),
       aug_magnitudes=_aug_magnitudes(table, groups, settings))

@@ -40,6 +40,24 @@ def _fraction(name, v):
     raise ConfigError(f"{name}: must be a number in [0, 1) (0 = off); got {v!r}.")
 
 
+def _ratio(name, v):
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
+    raise ConfigError(f"{name}: must be a number in (0, 1], e.g. 0.9; got {v!r}.")
+
+
+def _flag(name, v):
+  if not isinstance(v, bool):
+    raise ConfigError(f"{name}: must be True or False; got {v!r}.")
+
+
+def _fractions(name, v):
+  ok = isinstance(v, (tuple, list)) and all(
+      isinstance(f, (int, float)) and not isinstance(f, bool) and 0.0 < f < 1.0 for f in v)
+  if not ok or list(v) != sorted(set(v)):
+    raise ConfigError(f"{name}: increasing fractions of the example budget in (0, 1), "
+                      f"e.g. (0.5, 0.75); got {v!r}.")
+
+
 def _mapping(name, v):
   if not isinstance(v, Mapping):
     raise ConfigError(f"{name}: must be a dict of keyword arguments; got {v!r}.")
@@ -91,6 +109,16 @@ class TrainSettings:
   divergence_factor: float = _setting(100.0, _positive_number)
   label_smoothing: float = _setting(0.0, _fraction,
                                     doc="optax.smooth_labels alpha of the training loss")
+  batch_growth_at: tuple = _setting(
+      (), _fractions, doc="fractions of the example budget where each member's batch size "
+                          "is multiplied by its batch_growth (Smith et al. 2018)")
+  batch_growth: int = _setting(2, _positive_int,
+                               doc="the factor; a grid axis too (1 = a constant batch size)")
+  failed_loss_ratio: float = _setting(
+      0.9, _ratio, doc="a member whose final training loss is at least this fraction of its "
+                       "first failed (as does one at chance accuracy)")
+  measure_noise_scale: bool = _setting(
+      True, _flag, doc="record the gradient noise scale of members with k > 1")
   max_members_per_chunk: int = _setting(0, _nonnegative_int, doc="0 = one chunk")
   vmap_width: int = _setting(0, _nonnegative_int,
                              doc="members side by side in the program; 0 = per backend")

@@ -8,6 +8,7 @@ import pandas as pd
 from lrjax import grid as grid_lib
 from lrjax.engine.program import SEGMENT_METRICS
 from lrjax.engine.run import Run
+from lrjax.outcomes import member_status
 
 
 def result_tables(run: Run, hist, tests, final_state) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -17,7 +18,7 @@ def result_tables(run: Run, hist, tests, final_state) -> tuple[pd.DataFrame, pd.
     run: the run.
     hist: per segment, a dict of (G, I) metric arrays (``SEGMENT_METRICS``).
     tests: ``(test_loss, test_acc)`` (G, I) arrays.
-    final_state: ``(diverged, diverged_at, updates)`` (G, I) arrays.
+    final_state: ``(diverged, diverged_at, updates, first_loss)`` (G, I) arrays.
   """
   lay, the_plan, table = run.layout, run.plan, run.table
   per_member = lambda a: grid_lib.from_slots(np.asarray(a), lay)
@@ -36,7 +37,7 @@ def result_tables(run: Run, hist, tests, final_state) -> tuple[pd.DataFrame, pd.
   history = pd.concat(rows, ignore_index=True).sort_values(
       ["member", "examples_seen"], kind="stable").reset_index(drop=True)
 
-  diverged, diverged_at, updates = (per_member(a) for a in final_state)
+  diverged, diverged_at, updates, first_loss = (per_member(a) for a in final_state)
   members = table.copy()
   members["diverged"] = diverged.astype(bool)
   members["diverged_at"] = np.where(diverged, diverged_at.astype(float), np.nan)
@@ -51,4 +52,9 @@ def result_tables(run: Run, hist, tests, final_state) -> tuple[pd.DataFrame, pd.
   test_loss, test_acc = (per_member(a) for a in tests)
   members["test_loss"] = np.where(diverged, np.nan, test_loss)
   members["test_acc"] = np.where(diverged, np.nan, test_acc)
+  members["first_train_loss"] = first_loss.astype(np.float32)
+  members["final_train_loss"] = stacked["train_loss"][:, -1]
+  members["status"] = member_status(members, num_classes=run.dataset.num_classes,
+                                    num_val=len(run.dataset.validation),
+                                    loss_ratio=run.settings.failed_loss_ratio)
   return members, history

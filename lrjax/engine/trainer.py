@@ -302,7 +302,7 @@ def train(run: Run, *, progress: bool = True,
     param_parts.append((gidx, jax.tree.map(cat, *jax.device_get(block_params))))
     test_parts.append((gidx, (test_loss, test_acc)))
     final_parts.append((gidx, tuple(cat(*jax.device_get([getattr(s, f) for s in state]))
-                                    for f in ("diverged", "diverged_at", "updates"))))
+                                    for f in ("diverged", "diverged_at", "updates", "first_loss"))))
   bar.close()
 
   G = lay.num_groups
@@ -317,6 +317,7 @@ def train(run: Run, *, progress: bool = True,
       "num_members": run.num_members, "num_groups": lay.num_groups,
       "inner_size": lay.inner_size, "num_chunks": len(group_chunks),
       "blocks": [(b.start, b.stop, b.k) for b in run.blocks],
+      "batch_growth_examples": [t * the_plan.micro_batch for t in the_plan.growth_ticks],
       "compile_seconds": compile_s, "train_seconds": train_s,
       "devices": [str(d) for d in jax.devices()],
       "member_devices": placement.num_devices,
