@@ -27,6 +27,22 @@ def _batch(n=N, shape=SHAPE, k=N, seed=0):
   return x, y
 
 
+# MNIST-1D: standardized sequences (N, 40, 1, 1), values well outside [0, 1].
+SEQ = (40, 1, 1)
+M1D = augment.policy_for("mnist1d", SEQ)
+M1D_OFF = {op: 0.0 for op in augment.magnitudes(M1D, 1.0)}  # same keys: one program
+
+
+def _seq_batch(n=N, k=10, seed=0):
+  x = 1.5 * jax.random.normal(jax.random.key(seed), (n, *SEQ))
+  return x, jax.nn.one_hot(jnp.arange(n) % k, k)
+
+
+def _only_seq(x, y, seed=0, **on):
+  """The mnist1d policy with every op off except `on` (one compiled program)."""
+  return _run(M1D, 1.0, x, y, seed=seed, **{**M1D_OFF, **on})
+
+
 def _run(policy, strength, x, y, seed=0, multiplicity=1, **overrides):
   mags = augment.magnitudes(policy, strength, **overrides)
   return aug(jax.random.key(seed), x, y, mags, policy=policy, multiplicity=multiplicity)
@@ -40,9 +56,14 @@ def _only(x, y, seed=0, **on):
 @pytest.mark.parametrize("policy,shape", [
     (ALL_OPS, SHAPE),
     (augment.policy_for("digits", (8, 8, 1)), (8, 8, 1)),
+    (M1D, SEQ),
+    (augment.policy_for("unknown_sequences", SEQ), SEQ),
 ])
 def test_identity_bitwise_strength_zero(policy, shape):
-  x, y = _batch(n=8 if shape != SHAPE else N, shape=shape)
+  if shape == SEQ:  # standardized values: outside [0, 1], nothing may clip them
+    x, y = _seq_batch()
+  else:
+    x, y = _batch(n=8 if shape != SHAPE else N, shape=shape)
   xa, ya = _run(policy, 0.0, x, y)
   assert_trees_equal((xa, ya), (x, y))
 
@@ -57,11 +78,12 @@ vaug = jax.jit(jax.vmap(augment.augment_batch, in_axes=(0, None, None, 0, None, 
                static_argnums=(4, 5))
 
 
-def test_identity_bitwise_zero_member_inside_vmap():
-  x, y = _batch()
-  mags = jax.vmap(lambda s: augment.magnitudes(ALL_OPS, s))(jnp.array([0.0, 1.0, 2.0]))
+@pytest.mark.parametrize("policy,batch", [(ALL_OPS, _batch), (M1D, _seq_batch)])
+def test_identity_bitwise_zero_member_inside_vmap(policy, batch):
+  x, y = batch()
+  mags = jax.vmap(lambda s: augment.magnitudes(policy, s))(jnp.array([0.0, 1.0, 2.0]))
   keys = jax.random.split(jax.random.key(0), 3)
-  xa, ya = vaug(keys, x, y, mags, ALL_OPS, 1)
+  xa, ya = vaug(keys, x, y, mags, policy, 1)
   assert_trees_equal((xa[0], ya[0]), (x, y))
   assert not np.array_equal(xa[1], x)
 
@@ -284,12 +306,114 @@ def test_colour_ops_raise_on_grayscale():
 
 @pytest.mark.parametrize("dataset,shape", [
     ("digits", (8, 8, 1)), ("mnist", (28, 28, 1)), ("fashion_mnist", (28, 28, 1)),
-    ("svhn_cropped", (32, 32, 3)), ("unknown_set", (20, 20, 1))])
+    ("svhn_cropped", (32, 32, 3)), ("unknown_set", (20, 20, 1)), ("mnist1d", SEQ),
+    ("unknown_sequences", SEQ)])
 def test_policy_no_flips_or_colour_where_wrong(dataset, shape):
   mags = augment.magnitudes(augment.policy_for(dataset, shape), 3.0)
   assert "flip_prob" not in mags and "max_shift" in mags
   if shape[-1] == 1:
     assert not {"saturation", "hue", "brightness", "contrast"} & set(mags)
+  if shape[1] == 1:  # 1-D sequences: no rotation or zoom either
+    assert not {"rotate_deg", "scale", "cutmix_alpha"} & set(mags)
+
+
+def test_policy_mnist1d_recipe_then_mixup_above_one():
+  def active(s):
+    return {k: round(float(v), 6) for k, v in augment.magnitudes(M1D, s).items()
+            if float(v) > 0}
+  assert active(1.0) == {"max_shift": 4.0, "cutout_frac": 0.15, "noise_std": 0.15}
+  assert active(2.0) == {"max_shift": 8.0, "cutout_frac": 0.3, "mixup_alpha": 0.4,
+                         "noise_std": 0.3}
+  assert active(0.5)["max_shift"] == 2.0 and "mixup_alpha" not in active(1.0)
+  assert M1D.value_range is None and M1D.cutout_fill == 0.0
+  assert augment.policy_for("mnist1d:1.0.0", SEQ) == M1D
+
+
+@pytest.mark.parametrize("m", [4.0, 1.5])
+def test_sequence_shift_only_along_sequence_never_blanks(m):
+  c = SEQ[0] // 2
+  x = jnp.zeros((N, *SEQ)).at[:, c].set(1.0)
+  _, y = _seq_batch()
+  dys = []
+  for seed in range(32):
+    xa, _ = _only_seq(x, y, seed=seed, max_shift=m)
+    xa = np.asarray(xa)[:, :, 0, 0]
+    assert np.all(xa.sum(1) == 1.0)  # a pure shift along H: W = 1 is never shifted
+    dys.append(np.argmax(xa, axis=1) - c)
+  dy = np.concatenate(dys)
+  ks, probs = _shift_law(m)
+  assert set(np.unique(dy)) <= set(ks)
+  freq = np.array([(dy == k).mean() for k in ks])
+  np.testing.assert_array_less(np.abs(freq - probs), 4 * np.sqrt(probs * (1 - probs) / dy.size))
+
+
+def test_sequence_cutout_zeroes_one_segment_not_clipped():
+  x, y = _seq_batch()
+  x = x + 10.0  # every value far above 1: a clip to [0, 1] would show
+  for seed in range(4):
+    xa, _ = _only_seq(x, y, seed=seed, cutout_frac=0.15)  # 0.15 * 40 = 6 points
+    xa, xn = np.asarray(xa)[:, :, 0, 0], np.asarray(x)[:, :, 0, 0]
+    erased = xa == 0.0
+    np.testing.assert_array_equal(xa[~erased], xn[~erased])
+    count = erased.sum(1)
+    assert count.min() >= 3 and count.max() <= 6
+    for row in erased:  # one contiguous segment
+      idx = np.flatnonzero(row)
+      assert idx[-1] - idx[0] + 1 == len(idx)
+
+
+def test_sequence_recipe_strength_one_standardized_values_survive():
+  x, y = _seq_batch()
+  xa, ya = _run(M1D, 1.0, x, y)
+  assert_trees_equal(ya, y)  # no mixup at s = 1
+  xa, xn = np.asarray(xa), np.asarray(x)
+  assert xa.min() < -3 and xa.max() > 3  # not clipped to [0, 1]
+  assert np.isfinite(xa).all() and not np.array_equal(xa, xn)
+  xs, _ = _only_seq(x, y, max_shift=4.0, cutout_frac=0.15)
+  xs = np.asarray(xs)
+  for out, inp in zip(xs, xn):  # shift and cutout only move values or write 0
+    assert set(out.ravel()) <= set(inp.ravel()) | {0.0}
+
+
+def test_sequence_noise_std_in_standardized_units():
+  x, y = _seq_batch()
+  xa, _ = _only_seq(x, y, noise_std=0.15)
+  assert abs(float(jnp.std(xa - x)) - 0.15) < 0.006
+
+
+def test_sequence_mixup_above_strength_one_labels_sum_to_one():
+  x, y = _seq_batch()
+  xa, ya = _run(M1D, 2.0, x, y)
+  np.testing.assert_allclose(ya.sum(1), 1.0, rtol=1e-6)
+  assert float((ya > 0).sum(1).max()) == 2.0
+
+
+def test_sequence_cutmix_pastes_a_segment_labels_by_area():
+  pol = augment.Policy(cutmix_alpha=1.0, value_range=None)
+  x = jnp.broadcast_to(jnp.arange(N, dtype=jnp.float32)[:, None, None, None], (N, *SEQ))
+  y = jax.nn.one_hot(jnp.arange(N), N)
+  xa, ya = _run(pol, 1.0, x, y)
+  own = np.asarray(xa)[:, :, 0, 0] == np.asarray(x)[:, :, 0, 0]
+  np.testing.assert_allclose(np.asarray(ya)[np.arange(N), np.arange(N)], own.mean(1),
+                             atol=1e-6)
+  for row in ~own:
+    idx = np.flatnonzero(row)
+    assert len(idx) == 0 or idx[-1] - idx[0] + 1 == len(idx)
+  assert 0.3 < 1 - own.mean() < 0.7  # pasted fraction 1 - lam: mean 1/2 for Beta(1, 1)
+
+
+def test_sequence_rotation_raises():
+  x, y = _seq_batch(n=4)
+  with pytest.raises(ValueError, match="2-D"):
+    _run(augment.Policy(rotate_deg=10.0), 1.0, x, y)
+
+
+@pytest.mark.parametrize("value_range,low", [((0.0, 1.0), 0.0), (None, -6.0)])
+def test_colour_clips_to_value_range_only(value_range, low):
+  x = jnp.full((4, *SEQ), -5.0)
+  _, y = _seq_batch(n=4)
+  xa, _ = _run(augment.Policy(brightness=0.5, value_range=value_range), 1.0, x, y)
+  assert float(xa.min()) >= low and (value_range is not None or float(xa.max()) < -4.0)
 
 
 def test_policy_digits_runs_finite_strength_three():
@@ -333,11 +457,23 @@ def test_preview_rows_share_draws_strength_zero_is_input():
   np.testing.assert_array_equal(rows[1], rows[2])  # one key for every row
 
 
-def test_preview_png_written_digits(tmp_path):
+@pytest.mark.parametrize("dataset", ["digits", "mnist1d"])
+def test_preview_png_written(dataset, tmp_path):
   from lrjax.augment import preview as augment_preview
-  path = augment_preview.write_preview("digits", [0, 1, 2], str(tmp_path / "p.png"), 4)
+  path = augment_preview.write_preview(dataset, [0, 1, 2], str(tmp_path / "p.png"), 4)
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_preview_sequences_line_plots_rows_examples_unclipped():
+  from lrjax.augment import preview as augment_preview
+  x = np.asarray(_seq_batch(n=3)[0])
+  rows = augment_preview.augment_rows(x, [0.0, 1.0], M1D)
+  np.testing.assert_array_equal(rows[0], x)  # float features: not scaled, not clipped
+  fig = augment_preview.preview_figure(x, [0.0, 1.0, 2.0, 3.0], M1D, labels=[1, 2, 3])
+  assert len(fig.axes) == 3 * 4  # one row per example, one column per strength
+  assert all(len(ax.lines) == 2 for ax in fig.axes)  # the input (grey) and augmented
+  assert fig.axes[0].get_ylabel() == "label 1"
 
 
 def test_preview_picks_one_per_class_first():

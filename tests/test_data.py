@@ -1,4 +1,7 @@
-"""Data: the built-in digits, catalog datasets through mocked TFDS, the example stream."""
+"""Data: the built-in digits and mnist1d, catalog datasets through mocked TFDS, to_float,
+the example stream."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -35,8 +38,49 @@ def test_unprepared_catalog_dataset_error_says_how_to_prepare(tmp_path):
 
 
 def test_unknown_dataset_raises_config_error_naming_field():
-  with pytest.raises(ConfigError, match="dataset: unknown"):
+  with pytest.raises(ConfigError, match="dataset: unknown") as info:
     data.load("definitely_not_a_dataset")
+  assert "'digits'" in str(info.value) and "'mnist1d'" in str(info.value)
+
+
+def test_builtin_datasets_are_digits_and_mnist1d():
+  assert set(data.BUILTIN_DATASETS) == {"digits", "mnist1d"}
+  assert data.BUILTIN == "digits"
+
+
+def test_unprepared_catalog_error_names_builtin_alternatives(tmp_path):
+  with pytest.raises(ConfigError, match="mnist1d"):
+    data.load("cifar100", str(tmp_path))
+
+
+def test_mnist1d_prepared_offline_then_loaded_as_float32(tmp_path):
+  from lrjax.data import mnist1d_builder
+  data.prepare("mnist1d", str(tmp_path))
+  ds = data.load("mnist1d", str(tmp_path))
+  assert (len(ds.train), len(ds.validation), len(ds.test)) == (6000, 2000, 2000)
+  assert ds.image_shape == (40, 1, 1) and ds.num_classes == 10
+  arrays = mnist1d_builder.mnist1d_arrays()
+  for name in ("train", "validation", "test"):
+    split = getattr(ds, name)
+    # Not cast to uint8: the standardized values come back exactly, in order.
+    assert split.images.dtype == np.float32 and split.labels.dtype == np.int32
+    np.testing.assert_array_equal(split.images, arrays[name][0])
+    np.testing.assert_array_equal(split.labels, arrays[name][1])
+  assert ds.train.images.min() < -3 and ds.train.images.max() > 3
+
+
+def test_to_float_scales_uint8_keeps_float_under_jit():
+  u8 = np.array([[0, 1, 128, 255]], np.uint8)
+  got = jax.jit(data.to_float)(u8)
+  assert got.dtype == jnp.float32
+  # The same expression the engine used before: uint8 results stay bit-identical.
+  np.testing.assert_array_equal(got, jax.jit(lambda x: x.astype(jnp.float32) / 255.0)(u8))
+  feats = np.array([-4.5, 0.0, 3.25], np.float32)
+  np.testing.assert_array_equal(jax.jit(data.to_float)(feats), feats)
+  assert data.to_float(feats.astype(np.float64)).dtype == jnp.float32
+  assert data.to_float(jnp.ones(2, jnp.bfloat16)).dtype == jnp.float32
+  with pytest.raises(TypeError, match="uint8"):
+    data.to_float(np.arange(3, dtype=np.int32))
 
 
 def test_example_order_is_epoch_permutations_when_stream_spans_epochs():

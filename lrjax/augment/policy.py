@@ -1,8 +1,9 @@
-"""On-device image augmentation with a continuous, per-member strength.
+"""On-device augmentation of images and 1-D sequences with a continuous, per-member strength.
 
 A `Policy` (static, hashable) says which ops exist and how strong each is at strength 1.
 `magnitudes(policy, s)` maps a scalar strength `s` (a Python float or a traced per-member
-scalar) to every op's magnitude; `augment_batch` applies them to an NHWC batch. Which ops
+scalar) to every op's magnitude; `augment_batch` applies them to an NHWC batch (images, or
+1-D sequences laid out as (L, 1, 1) such as mnist1d's). Which ops
 run is decided by the *keys* of the magnitude dict (static structure); how strong they are
 by its *values* (traced arrays). There is no `lax.switch`/`cond`: every op is branch-free,
 and a zero magnitude gives its input back bit-for-bit, so strength 0 is exactly the
@@ -12,16 +13,22 @@ Laws (u ~ U[-1, 1) and v ~ U[0, 1) drawn independently per image and per op):
 
 - translation, m = `max_shift` magnitude in pixels: per axis, shift = floor(u (m + 1/2) + 1/2),
   zero fill. At integer m it is uniform on {-m, ..., m} (CIFAR's pad-m crop); at m = 0 it
-  is 0.
-- flip: left-right with probability p (flip iff v < p).
+  is 0. An axis of size 1 is never shifted (a shift could only blank the input), so a
+  1-D sequence (L, 1, 1) shifts along the sequence only.
+- flip: left-right with probability p (flip iff v < p); the identity when W = 1.
 - rotation: angle = u * `rotate_deg`; zoom = 1 + u' * `scale`; one bilinear resample.
+  Rotation needs H, W > 1 (ValueError on 1-D inputs); zoom alone on a 1-D input
+  stretches the sequence.
 - brightness: x + u b; contrast: (x - mean) (1 + u c) + mean; saturation: S (1 + u s);
-  hue: H + u h turns; then clipped to [0, 1]. Saturation and hue need RGB.
+  hue: H + u h turns; then clipped to `policy.value_range` ([0, 1]; not clipped when it
+  is None, as for standardized features). Saturation and hue need RGB.
 - cutout: a square of side `cutout_frac` * (H, W), centre uniform on the image, set to
-  `policy.cutout_fill`.
+  `policy.cutout_fill`. On a 1-D input the box spans the size-1 axis: a contiguous
+  segment of `cutout_frac` * L points.
 - mixup: lam ~ Beta(a, a) per image; x = lam x + (1 - lam) x_p, same for labels.
 - cutmix: lam ~ Beta(a, a); a box of sides sqrt(1 - lam) (H, W), centre uniform, pasted
-  from the partner; labels mixed by the box's true (clipped) area.
+  from the partner; labels mixed by the box's true (clipped) area. On a 1-D input: a
+  segment of (1 - lam) L points.
 - noise: x + sigma z, not clipped; z a standard normal quantised to 16 bits
   (z = sqrt(2) erfinv(2 (k + 1/2) / 2^16 - 1), k uniform on 0..2^16-1: half the random bits).
 
@@ -70,9 +77,12 @@ class Policy:
     cutout_frac: cutout square side as a fraction of the image side.
     mixup_alpha: mixup's Beta(a, a) parameter.
     cutmix_alpha: CutMix's Beta(a, a) parameter.
-    noise_std: Gaussian noise standard deviation (images are in [0, 1]).
+    noise_std: Gaussian noise standard deviation, in input units (images are in [0, 1];
+      mnist1d's sequences are standardized).
     beyond: (op, slope) pairs: magnitude added per unit of strength above 1.
-    cutout_fill: the value erased pixels get.
+    cutout_fill: the value erased pixels get (0 is the mean of standardized inputs).
+    value_range: (lo, hi), the range of the inputs, which colour ops clip their result
+      to; None for unbounded (standardized) features: nothing is clipped.
 
   >>> Policy(max_shift=4, flip_prob=.5).max_shift
   4
@@ -92,10 +102,14 @@ class Policy:
   noise_std: float = 0.0
   beyond: tuple = ()
   cutout_fill: float = 0.0
+  value_range: tuple | None = (0.0, 1.0)
 
   def __post_init__(self):
     # Tuples all the way down, so the policy stays hashable (static under jit).
     object.__setattr__(self, "beyond", tuple((str(op), float(e)) for op, e in self.beyond))
+    if self.value_range is not None:
+      lo, hi = (float(v) for v in self.value_range)
+      object.__setattr__(self, "value_range", (lo, hi))
     for op, _ in self.beyond:
       if op not in OPS:
         raise ValueError(f"unknown augmentation op {op!r} in beyond; known: {OPS}")
@@ -116,9 +130,13 @@ def policy_for(dataset: str, image_shape: tuple) -> Policy:
   | mnist, fashion_mnist, kmnist, emnist | shift 2 px | rotate 10, scale 0.1, noise 0.05, cutout 0.3 |
   | cifar10, cifar100 | shift 4 px, flip 0.5 | rotate 10, scale 0.1, colour jitter, cutout 0.5 |
   | svhn_cropped | shift 4 px | the same, no flip |
+  | mnist1d (40x1x1 sequence) | shift 4 points, noise 0.15, cutout 0.15 | mixup 0.4 |
   | anything else | shift H/8 px | noise 0.05 (+ brightness/contrast 0.1 on RGB) |
 
   Digits and SVHN never flip (a flipped 2 or 5 is another glyph); colour ops only on RGB.
+  MNIST-1D shifts along the sequence only, never flips (time reversal or negation makes
+  another digit), rotates or zooms, and is not clipped (its values are standardized,
+  about -5..5); cutout erases a segment to 0, the data mean.
 
   Args:
     dataset: a dataset name; a TFDS version suffix (`cifar10:3.0.2`) is ignored.
@@ -129,6 +147,8 @@ def policy_for(dataset: str, image_shape: tuple) -> Policy:
 
   >>> policy_for("cifar10", (32, 32, 3)).flip_prob
   0.5
+  >>> policy_for("mnist1d", (40, 1, 1)).value_range is None
+  True
   """
   name = dataset.split(":")[0].lower()
   h, w, c = image_shape
@@ -137,6 +157,11 @@ def policy_for(dataset: str, image_shape: tuple) -> Policy:
   if name == "digits":
     return Policy(name=name, max_shift=1.0, rotate_deg=10.0, noise_std=0.05,
                   beyond=(("scale", 0.1), ("noise_std", 0.05), ("cutout_frac", 0.3)))
+  if name == "mnist1d":
+    # Standardized units (std 1): the generator's own i.i.d. noise is ~0.13, its
+    # translations reach ~26 of 40 points, so these preserve the label.
+    return Policy(name=name, max_shift=4.0, noise_std=0.15, cutout_frac=0.15,
+                  beyond=(("mixup_alpha", 0.4),), cutout_fill=0.0, value_range=None)
   if name in ("mnist", "fashion_mnist", "kmnist", "emnist"):
     return Policy(name=name, max_shift=2.0,
                   beyond=(("rotate_deg", 10.0),) + _GRAY_BEYOND)
@@ -231,7 +256,8 @@ def augment_batch(key, images, labels, mags: dict, policy: Policy,
 
   Args:
     key: a PRNG key (one per member under vmap).
-    images: (b, H, W, C) float images in [0, 1].
+    images: (b, H, W, C) float inputs (`lrjax.data.to_float`): images in [0, 1], or
+      scaled features such as mnist1d's standardized sequences, (b, 40, 1, 1).
     labels: (b, K) float one-hot or soft labels.
     mags: from `magnitudes`; its keys choose the ops, its values their strengths.
     policy: the `Policy` (static; supplies `cutout_fill`).
@@ -259,6 +285,9 @@ def augment_batch(key, images, labels, mags: dict, policy: Policy,
   n, h, w, c = x.shape
   if c != 3 and any(op in mags for op in COLOUR_RGB_ONLY):
     raise ValueError(f"saturation/hue need RGB images, got {c} channels")
+  if "rotate_deg" in mags and (h == 1 or w == 1):
+    raise ValueError(f"rotate_deg needs 2-D images, got (H, W) = ({h}, {w}): a rotation "
+                     f"would mix a 1-D sequence's axis with its size-1 axis")
   zero = jnp.zeros((), jnp.float32)
   mag = {op: mags.get(op, zero) for op in OPS}
   on = {op: mag[op] > 0 for op in OPS}
@@ -271,7 +300,8 @@ def augment_batch(key, images, labels, mags: dict, policy: Policy,
 
   if "max_shift" in mags or "flip_prob" in mags:
     dy, dx = (jnp.floor((2.0 * u["shift"][i] - 1.0) * (mag["max_shift"] + 0.5) + 0.5)
-              .astype(jnp.int32) for i in range(2))
+              .astype(jnp.int32) if size > 1 else jnp.zeros((n,), jnp.int32)
+              for i, size in enumerate((h, w)))  # a size-1 axis: shifting only blanks
     flip = u["flip"][0] < jnp.clip(mag["flip_prob"], 0.0, 1.0)
     x = jnp.where(on["max_shift"] | on["flip_prob"], ops.flip_translate(x, dy, dx, flip), x)
 
@@ -295,12 +325,18 @@ def augment_batch(key, images, labels, mags: dict, policy: Policy,
                               sym("hue") * mag["hue"])
     x = jnp.where(on_sh, x_sh, x)
     colour = colour | on_sh
-  if any(op in mags for op in ("brightness", "contrast", "saturation", "hue")):
-    x = jnp.where(colour, jnp.clip(x, 0.0, 1.0), x)
+  if (any(op in mags for op in ("brightness", "contrast", "saturation", "hue"))
+      and policy.value_range is not None):
+    x = jnp.where(colour, jnp.clip(x, *policy.value_range), x)
+
+  def box_sides(frac):
+    """Box sides for a side fraction (n,): a size-1 axis (1-D input) is spanned whole."""
+    whole = jnp.full_like(frac, 2.0)  # |centre - 0.5| < 1 for any centre in [0, 1)
+    return (whole if h == 1 else frac * h), (whole if w == 1 else frac * w)
 
   if "cutout_frac" in mags:
     side = jnp.full((n,), mag["cutout_frac"])
-    mask = ops.box_mask(h, w, u["cutout"][0] * h, u["cutout"][1] * w, side * h, side * w)
+    mask = ops.box_mask(h, w, u["cutout"][0] * h, u["cutout"][1] * w, *box_sides(side))
     fill = jnp.asarray(policy.cutout_fill, x.dtype)
     x = jnp.where(on["cutout_frac"] & mask[..., None], fill, x)
 
@@ -314,9 +350,10 @@ def augment_batch(key, images, labels, mags: dict, policy: Policy,
 
   if "cutmix_alpha" in mags:
     partner = ops.partner_index(u["cutmix_partner"][0, 0], n)
-    side = jnp.sqrt(1.0 - ops.beta(u["cutmix_beta"], mag["cutmix_alpha"]))
+    frac = 1.0 - ops.beta(u["cutmix_beta"], mag["cutmix_alpha"])  # the pasted fraction
+    side = frac if h == 1 or w == 1 else jnp.sqrt(frac)  # 1-D: a segment; 2-D: a box
     mask = ops.box_mask(h, w, u["cutmix_box"][0] * h, u["cutmix_box"][1] * w,
-                        side * h, side * w)
+                        *box_sides(side))
     area = jnp.mean(mask.astype(jnp.float32), axis=(1, 2))  # the clipped box: labels match
     mixed_x = jnp.where(mask[..., None], x[partner], x)
     mixed_y = (1 - area)[:, None] * y + area[:, None] * y[partner]

@@ -1,7 +1,9 @@
-"""A PNG grid of the same images at several augmentation strengths (`lrjax augment-preview`).
+"""A PNG grid of the same examples at several augmentation strengths (`lrjax augment-preview`).
 
-Rows are strengths, columns the same examples; every row uses the same random key, so a
-row differs from the next only by strength (as members do under common random numbers).
+Images: rows are strengths, columns the same examples. 1-D sequences (inputs of shape
+(L, 1, 1), e.g. mnist1d): line plots, one row per example and one column per strength,
+the unaugmented sequence in grey behind each. Every strength uses the same random key, so
+one differs from the next only by strength (as members do under common random numbers).
 """
 from collections.abc import Sequence
 
@@ -34,43 +36,64 @@ def pick_examples(labels, n_images: int, seed: int = 0) -> np.ndarray:
   return np.array(picked + rest[:n_images - len(picked)])
 
 
-def augment_rows(images_uint8, strengths: Sequence[float], policy: augment.Policy,
+def is_sequence(shape) -> bool:
+  """Whether inputs of shape (H, W, C) are 1-D sequences: W = 1 and C = 1.
+
+  >>> is_sequence((40, 1, 1)), is_sequence((8, 8, 1))
+  (True, False)
+  """
+  return tuple(shape[1:]) == (1, 1)
+
+
+def augment_rows(images, strengths: Sequence[float], policy: augment.Policy,
                  seed: int = 0) -> np.ndarray:
-  """Augments the same images at each strength with one shared key.
+  """Augments the same examples at each strength with one shared key.
 
   Args:
-    images_uint8: (n, H, W, C) uint8 images.
+    images: (n, H, W, C) uint8 images, or float features (e.g. mnist1d's (n, 40, 1, 1)).
     strengths: the strengths, one row each.
     policy: an `augment.Policy`.
     seed: the PRNG seed (shared by every row).
 
   Returns:
-    (len(strengths), n, H, W, C) float32 images, clipped to [0, 1] for display.
+    (len(strengths), n, H, W, C) float32: uint8 images scaled to [0, 1] and clipped to
+    it for display; float features as augmented, unclipped.
 
   >>> pol = augment.policy_for("digits", (8, 8, 1))
   >>> augment_rows(np.zeros((2, 8, 8, 1), np.uint8), [0.0, 1.0], pol).shape
   (2, 2, 8, 8, 1)
   """
-  x = jnp.asarray(images_uint8, jnp.float32) / 255.0
+  x = data.to_float(images)
   y = jnp.full((x.shape[0], 1), 1.0)  # labels don't show; mixup/cutmix still mix images
   key = jax.random.key(seed)
   mags = jax.vmap(lambda s: augment.magnitudes(policy, s))(jnp.asarray(strengths, jnp.float32))
   run = jax.jit(jax.vmap(augment.augment_batch, in_axes=(None, None, None, 0, None)),
                 static_argnums=4)
   rows, _ = run(key, x, y, mags, policy)
-  return np.clip(np.asarray(rows), 0.0, 1.0)
+  rows = np.asarray(rows)
+  return np.clip(rows, 0.0, 1.0) if np.asarray(images).dtype == np.uint8 else rows
 
 
-def preview_figure(images_uint8, strengths: Sequence[float], policy: augment.Policy,
-                   seed: int = 0, title: str | None = None) -> Figure:
-  """A matplotlib Figure: rows = strengths, columns = the given images.
+def _active(policy: augment.Policy, s: float) -> str:
+  mags = augment.magnitudes(policy, s)
+  return ", ".join(f"{op} {float(v):.3g}" for op, v in mags.items() if float(v) > 0)
+
+
+def preview_figure(images, strengths: Sequence[float], policy: augment.Policy,
+                   seed: int = 0, title: str | None = None, labels=None) -> Figure:
+  """A matplotlib Figure of the given examples at each strength.
+
+  Images: rows = strengths, columns = the images. 1-D sequences ((n, L, 1, 1), e.g.
+  mnist1d): line plots, rows = the examples, columns = strengths, each over the
+  unaugmented sequence in grey, on one shared y scale.
 
   Args:
-    images_uint8: (n, H, W, C) uint8 images (C = 1 or 3).
-    strengths: the strengths to show, one row each.
+    images: (n, H, W, C) uint8 images (C = 1 or 3), or float (n, L, 1, 1) sequences.
+    strengths: the strengths to show, one row (images) or column (sequences) each.
     policy: the `augment.Policy` to apply.
-    seed: the PRNG seed shared by every row.
+    seed: the PRNG seed shared by every strength.
     title: the figure title (default: the policy name).
+    labels: optional (n,) class labels, shown next to each sequence's row.
 
   Returns:
     The Figure (not shown; call `.savefig`).
@@ -79,20 +102,29 @@ def preview_figure(images_uint8, strengths: Sequence[float], policy: augment.Pol
   >>> fig = preview_figure(np.zeros((3, 8, 8, 1), np.uint8), [0, 1], pol)
   >>> len(fig.axes)
   6
+  >>> pol = augment.policy_for("mnist1d", (40, 1, 1))
+  >>> fig = preview_figure(np.zeros((3, 40, 1, 1), np.float32), [0, 1], pol)
+  >>> len(fig.axes)
+  6
   """
   strengths = [float(s) for s in strengths]
-  rows = augment_rows(images_uint8, strengths, policy, seed)
+  rows = augment_rows(images, strengths, policy, seed)
+  if is_sequence(rows.shape[2:]):
+    base = np.asarray(data.to_float(images))[..., 0, 0]
+    return _sequence_figure(rows[..., 0, 0], base, strengths, policy, title, labels)
   n_rows, n_cols = rows.shape[:2]
   fig = Figure(figsize=(1.1 * n_cols + 1.6, 1.1 * n_rows + 0.7), layout="constrained")
   axes = fig.subplots(n_rows, n_cols, squeeze=False)
   gray = rows.shape[-1] == 1
+  # uint8 images are in [0, 1]; float features get their own range.
+  vmin, vmax = ((0.0, 1.0) if np.asarray(images).dtype == np.uint8
+                else (float(rows.min()), float(rows.max())))
   for r, s in enumerate(strengths):
-    mags = augment.magnitudes(policy, s)
-    shown = ", ".join(f"{op} {float(v):.3g}" for op, v in mags.items() if float(v) > 0)
+    shown = _active(policy, s)
     for c in range(n_cols):
       ax = axes[r, c]
       img = rows[r, c, ..., 0] if gray else rows[r, c]
-      ax.imshow(img, cmap="gray" if gray else None, vmin=0.0, vmax=1.0,
+      ax.imshow(img, cmap="gray" if gray else None, vmin=vmin, vmax=vmax,
                 interpolation="nearest")
       ax.set_xticks([])
       ax.set_yticks([])
@@ -102,6 +134,36 @@ def preview_figure(images_uint8, strengths: Sequence[float], policy: augment.Pol
                                    va="center", fontsize=6)
   fig.suptitle(title or f"augmentation policy '{policy.name}': same images, same draws",
                fontsize=10)
+  return fig
+
+
+def _sequence_figure(seqs, base, strengths, policy, title, labels) -> Figure:
+  """Line plots: `seqs` (S, n, L) augmented over `base` (n, L); rows = examples."""
+  n_strengths, n_examples, length = seqs.shape
+  fig = Figure(figsize=(1.9 * n_strengths + 1.2, 0.85 * n_examples + 1.3),
+               layout="constrained")
+  axes = fig.subplots(n_examples, n_strengths, squeeze=False, sharex=True, sharey=True)
+  t = np.arange(length)
+  finite = np.concatenate([seqs.ravel(), base.ravel()])
+  finite = finite[np.isfinite(finite)]
+  lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+  pad = 0.05 * (hi - lo or 1.0)
+  for c, s in enumerate(strengths):
+    axes[0, c].set_title(f"s = {s:g}\n" + _wrap(_active(policy, s) or "identity", 34),
+                         fontsize=6)
+    for r in range(n_examples):
+      ax = axes[r, c]
+      ax.plot(t, base[r], color="0.75", linewidth=0.8)
+      ax.plot(t, seqs[c, r], color="C0", linewidth=1.0)
+      ax.set_ylim(lo - pad, hi + pad)
+      ax.tick_params(labelsize=5, length=2)
+  for r in range(n_examples):
+    name = f"label {int(labels[r])}" if labels is not None else f"example {r}"
+    axes[r, 0].set_ylabel(name, fontsize=7)
+  for c in range(n_strengths):
+    axes[-1, c].set_xlabel("position", fontsize=6)
+  fig.suptitle(title or f"augmentation policy '{policy.name}': same sequences, same draws "
+               f"(grey: unaugmented)", fontsize=9)
   return fig
 
 
@@ -118,13 +180,17 @@ def _wrap(text: str, width: int = 28) -> str:
 
 def write_preview(dataset: str, strengths: Sequence[float], path: str, n_images: int = 8,
                   seed: int = 0, data_dir=None) -> str:
-  """Writes a PNG grid of the same training images at each strength; returns `path`.
+  """Writes a PNG grid of the same training examples at each strength; returns `path`.
+
+  Images are drawn as images (rows = strengths); 1-D sequences such as mnist1d's as
+  line plots (rows = examples, columns = strengths, the unaugmented sequence in grey).
 
   Args:
-    dataset: a dataset name for `lrjax.data.load` (`"digits"` is built in and offline).
-    strengths: the strengths to show, one row each (e.g. 0, 0.5, 1, 1.5, 2).
+    dataset: a dataset name for `lrjax.data.load` (`"digits"` and `"mnist1d"` are
+      built in and offline).
+    strengths: the strengths to show (e.g. 0, 0.5, 1, 1.5, 2).
     path: where to write the PNG.
-    n_images: columns: examples from the training split, one per class first.
+    n_images: how many examples from the training split, one per class first.
     seed: picks the examples (0: the first of each class) and seeds the augmentation.
     data_dir: the TFDS data directory (None: lrjax's default).
 
@@ -141,8 +207,11 @@ def write_preview(dataset: str, strengths: Sequence[float], path: str, n_images:
   images = np.asarray(ds.train.images)
   idx = pick_examples(ds.train.labels, n_images, seed)
   policy = augment.policy_for(ds.name, images.shape[1:])
+  what = ("sequences (grey: unaugmented)" if is_sequence(images.shape[1:])
+          else "images")
   fig = preview_figure(images[idx], strengths, policy, seed,
-                       title=f"{ds.name}: policy '{policy.name}', the same images and "
-                             f"random draws at each strength s")
+                       title=f"{ds.name}: policy '{policy.name}', the same {what} and "
+                             f"random draws at each strength s",
+                       labels=np.asarray(ds.train.labels)[idx])
   fig.savefig(path, dpi=110)
   return path

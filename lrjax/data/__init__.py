@@ -1,7 +1,11 @@
-"""Datasets as host arrays through TFDS: the built-in offline digits, or any catalog dataset."""
+"""Datasets as host arrays through TFDS.
+
+The built-in offline datasets (digits, mnist1d) or any TFDS catalog dataset.
+"""
 
 from lrjax.data.datasets import (
-    BUILTIN, Dataset, Split, default_data_dir, example_order, load, prepare)
+    BUILTIN, BUILTIN_DATASETS, Dataset, Split, default_data_dir, example_order, load,
+    prepare, to_float)
 
-__all__ = ["BUILTIN", "Dataset", "Split", "default_data_dir", "example_order", "load",
-           "prepare"]
+__all__ = ["BUILTIN", "BUILTIN_DATASETS", "Dataset", "Split", "default_data_dir",
+           "example_order", "load", "prepare", "to_float"]
