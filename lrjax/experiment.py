@@ -73,6 +73,9 @@ def _settings(cfg: dict) -> TrainSettings:
 def resolve(config) -> Run:
   """Validates a config and resolves it into the ``Run`` the engine trains.
 
+  A config whose grid has an ``optimizer`` axis resolves into one run per optimizer
+  (``resolve_runs``); ``resolve`` refuses it.
+
   Cheap checks (field names, types, optimizer/schedule/model names) come before the
   dataset is loaded; the grid is then checked against the dataset and settings by
   ``lrjax.engine.build_run``. Nothing is compiled.
@@ -87,16 +90,60 @@ def resolve(config) -> Run:
     >>> run.num_members, run.plan.micro_batch
     (4, 32)
   """
+  runs = resolve_runs(config)
+  if len(runs) > 1:
+    raise ConfigError("grid.optimizer: several optimizers train as several runs; use "
+                      "resolve_runs(config), or train_and_evaluate.")
+  return runs[0]
+
+
+def _per_optimizer_kwargs(cfg: dict, optimizers: tuple[str, ...]) -> dict[str, dict]:
+  """``optimizer_kwargs`` for each optimizer of a ``grid.optimizer`` axis: either keyed
+  by optimizer name, or one dict of arguments they all take."""
+  kwargs = dict(cfg["optimizer_kwargs"])
+  if kwargs and set(kwargs) <= set(optimizers):
+    return {name: dict(kwargs.get(name, {})) for name in optimizers}
+  return {name: kwargs for name in optimizers}
+
+
+def resolve_runs(config) -> list[Run]:
+  """Validates a config and resolves it into its runs: one, or one per optimizer when
+  the grid has an ``optimizer`` axis (optimizers differ in state, so each trains as its
+  own program). Members keep their numbers in the whole grid.
+
+  Example:
+    >>> c = default_config()
+    >>> c.grid.optimizer = ("sgd", "adam")
+    >>> c.optimizer_kwargs = {"adam": {"b2": 0.99}}
+    >>> [(r.settings.optimizer, r.num_members) for r in resolve_runs(c)]
+    [('sgd', 1), ('adam', 1)]
+  """
   cfg = config_to_dict(config)
   unknown = sorted(set(cfg) - set(DEFAULTS))
   if unknown:
     raise ConfigError(f"config: unknown fields {unknown}. Known fields: {sorted(DEFAULTS)}.")
   cfg = {**DEFAULTS, **cfg}
+  optimizer_axis = tuple(cfg["grid"].get("optimizer", ()))
+  if optimizer_axis:
+    per_optimizer = _per_optimizer_kwargs(cfg, optimizer_axis)
+    full = grid_lib.make_grid({k: tuple(v) if isinstance(v, list) else v
+                               for k, v in cfg["grid"].items()})
+    runs = []
+    for name in optimizer_axis:
+      sub = {**cfg, "optimizer": name, "optimizer_kwargs": per_optimizer[name]}
+      table = full[full["optimizer"] == name].reset_index(drop=True)
+      runs.append(_resolve_one(sub, table))
+    return runs
+  return [_resolve_one(cfg, None)]
+
+
+def _resolve_one(cfg: dict, table) -> Run:
   settings = _settings(cfg)
   if cfg["model"] not in models_lib.BUILTIN_MODELS:
     models_lib.get_model(cfg["model"], 10)  # raises the ConfigError
-  axes = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["grid"].items()}
-  table = grid_lib.make_grid(axes)
+  if table is None:
+    axes = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["grid"].items()}
+    table = grid_lib.make_grid(axes)
 
   dataset = data_lib.load(cfg["dataset"], cfg["data_dir"] or None)
   model_kwargs = {k: tuple(v) if isinstance(v, list) else v
@@ -158,13 +205,29 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
     True
   """
   check_workdir(workdir, overwrite)
-  run = resolve(config)
+  runs = resolve_runs(config)
   config_dict = config_to_dict(config)
   partial = _start_partial(workdir, json.dumps(config_dict, indent=2, sort_keys=True), resume)
-  result = train(run, progress=progress, checkpoint_dir=partial)
+  if len(runs) == 1:
+    result = train(runs[0], progress=progress, checkpoint_dir=partial)
+  else:
+    result = _concatenate([
+        train(run, progress=progress,
+              checkpoint_dir=os.path.join(partial, run.settings.optimizer))
+        for run in runs])
   write_results(result, config_dict, workdir)
   shutil.rmtree(partial, ignore_errors=True)
   return result
+
+
+def _concatenate(results: list[GridResult]) -> GridResult:
+  """One result from the runs of a ``grid.optimizer`` axis (members keep their numbers)."""
+  members = pd.concat([r.members for r in results]).sort_values("member", kind="stable")
+  history = pd.concat([r.history for r in results]).sort_values(
+      ["member", "examples_seen"], kind="stable")
+  return GridResult(members.reset_index(drop=True), history.reset_index(drop=True),
+                    params=[r.params for r in results],
+                    info={"runs": [r.info for r in results]})
 
 
 def find_lr(config, workdir: str, *, overwrite: bool = False) -> dict:

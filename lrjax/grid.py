@@ -22,6 +22,8 @@ from lrjax.errors import ConfigError
 # Axes that change a member's *input* (data order, augmentation); the rest are inner.
 INPUT_AXES_PREFIX = ("seed", "aug")
 CORE_AXES = ("lr", "batch_size", "aug", "seed")
+# Axes whose values are names, not numbers: a schedule family, an optimizer.
+NAME_AXES = ("schedule", "optimizer")
 
 
 def log_space(start: float, stop: float, num: int) -> tuple[float, ...]:
@@ -86,7 +88,7 @@ def make_grid(axes: Mapping[str, Sequence[Any]] | None = None,
       if len(values) == 0:
         raise ConfigError(f"grid.{name}: empty axis. Give at least one value, "
                           f"or remove the axis to use its default.")
-      if name != "schedule":
+      if name not in NAME_AXES:
         odd = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Real)]
         if odd:
           raise ConfigError(f"grid.{name}: values must be numbers; got {odd!r}. Write e.g. "
@@ -147,7 +149,7 @@ def validate(table: pd.DataFrame, micro_batch: int, num_train: int) -> None:
     raise ConfigError(f"grid.aug: augmentation strengths must be finite and >= 0; "
                       f"got {sorted(set(aug.tolist()))}.")
   for col in table.columns:
-    if col in ("member", "schedule"):
+    if col == "member" or col in NAME_AXES:
       continue
     vals = table[col]
     if vals.dtype.kind not in "iufb":

@@ -1,10 +1,11 @@
-"""Tests for lrjax.plots: every figure renders a valid PNG on awkward grids too."""
+"""Tests for lrjax.analysis.plots and fit_plots: every figure renders a valid PNG, on awkward
+grids too."""
 import numpy as np
 import pytest
 from matplotlib import image
 
 from lrjax import analysis
-from lrjax.analysis import plots
+from lrjax.analysis import fit_plots, plots
 from lrjax.analysis.synthetic import synthetic_run
 
 LRS = tuple(0.01 * 2.0 ** k for k in range(-2, 5))
@@ -22,15 +23,19 @@ def _assert_png(path, min_w=300, min_h=150):
 
 def _all_figures(run, tmp_path, curve_metrics=("val_loss", "val_acc")):
   members, history = run.members, run.history
-  table = analysis.best_lr_table(members)
-  fit = analysis.fit_lr_batch_scaling(table)
-  return [
+  e = analysis.estimate(members, history, n_boot=50)
+  paths = [
       plots.heatmaps(members, "final_val_acc", str(tmp_path / "heatmap_val_acc.png")),
       plots.heatmaps(members, "final_val_loss", str(tmp_path / "heatmap_val_loss.png")),
       *[plots.training_curves(history, members, str(tmp_path / f"c_{m}.png"), m)
         for m in curve_metrics],
-      plots.best_lr_vs_batch(table, fit, str(tmp_path / "best.png")),
+      fit_plots.best_lr_vs_batch(e.best_lr, e.scaling, e.scaling_band,
+                                 str(tmp_path / "best.png")),
   ]
+  if e.best_steps is not None:
+    paths.append(fit_plots.steps_to_target(e.best_steps, e.critical_batch, e.target,
+                                           str(tmp_path / "steps.png")))
+  return paths
 
 
 # Only the full-grid report test draws val_acc curves too: same code path, and figures
@@ -69,6 +74,46 @@ def test_heatmap_leaves_no_pyplot_figures(tmp_path):
   run = synthetic_run(lrs=LRS[:3], batch_sizes=(32,), augs=(0.0,), seeds=(0,))
   plots.heatmaps(run.members, "final_val_acc", str(tmp_path / "h.png"))
   assert plt.get_fignums() == before
+
+
+def test_heatmap_marks_failed_and_diverged_cells_differently(tmp_path):
+  # LR 0.0025 is at chance (failed) and LR 0.32 diverges, on every seed.
+  run = synthetic_run(lrs=(0.0025, 0.01, 0.04, 0.32), batch_sizes=(32,), augs=(0.0,),
+                      seeds=(0, 1), fail_below=0.5, diverge_above=8.0, status_columns=True)
+  status = run.members.groupby("lr")["status"].agg(set)
+  assert status[0.0025] == {"failed"} and status[0.32] == {"diverged"}
+  path = plots.heatmaps(run.members, "final_val_acc", str(tmp_path / "h.png"))
+  img = image.imread(path)[..., :3]
+  # Pixel colours along the middle row of the single panel: the failed cell is light
+  # grey and the diverged cell dark grey, with their hatches.
+  from matplotlib.colors import to_rgb
+  light, dark = np.array(to_rgb(plots.FAILED_STYLE["facecolor"])), \
+      np.array(to_rgb(plots.DIVERGED_STYLE["facecolor"]))
+  flat = img.reshape(-1, 3)
+  assert (np.abs(flat - light).max(1) < 0.02).sum() > 200
+  assert (np.abs(flat - dark).max(1) < 0.02).sum() > 200
+  cells = analysis.lr_cells(run.members, "final_val_acc")
+  assert cells.set_index("lr")["n_failed"].to_dict() == {0.0025: 2, 0.01: 0, 0.04: 0, 0.32: 0}
+
+
+def test_seed_bands_span_seeds_per_setting():
+  run = synthetic_run(lrs=(0.01,), batch_sizes=(32,), augs=(0.0,), seeds=(0, 1, 2),
+                      noise=0.01, n_evals=4)
+  bands = plots.seed_bands(run.history, run.members, "val_loss")
+  assert len(bands) == 4 and (bands["n"] == 3).all()
+  last = run.history.groupby("member")["val_loss"].last()
+  row = bands.iloc[-1]
+  assert (row["lo"], row["hi"]) == (last.min(), last.max())
+  assert row["mean"] == pytest.approx(last.mean())
+
+
+def test_noise_scale_and_train_loss_figures_written(tmp_path):
+  run = synthetic_run(lrs=LRS[:4], batch_sizes=(32, 64), augs=(0.0, 1.0), seeds=(0, 1),
+                      noise_scale=30.0)
+  curve = analysis.noise_scale_curve(run.history, run.members)
+  _assert_png(fit_plots.noise_scale(curve, str(tmp_path / "ns.png")))
+  _assert_png(plots.training_curves(run.history, run.members, str(tmp_path / "tl.png"),
+                                    "train_loss"))
 
 
 def test_format_lr_labels():

@@ -1,6 +1,7 @@
-"""Tests for lrjax.report: the run report regenerates figures, summary and HTML."""
+"""Tests for lrjax.analysis.report: the run report regenerates figures, summary and HTML."""
 import json
 import os
+import time
 
 import pytest
 
@@ -12,11 +13,12 @@ LRS = tuple(0.01 * 2.0 ** k for k in range(-2, 4))
 
 def test_write_report_writes_all_files(tmp_path):
   run = synthetic.synthetic_run(lrs=LRS, batch_sizes=(32, 64), augs=(0.0, 1.0),
-                             seeds=(0,))
+                                seeds=(0,))
   run_dir = synthetic.save_run(run, str(tmp_path))
-  written = report.write_report(run_dir)
+  written = report.write_report(run_dir, n_boot=100)
   names = [os.path.basename(p) for p in written]
-  figures = [*report.HEATMAP_METRICS, *report.CURVE_METRICS, report.SCALING_FIGURE]
+  figures = [*report.HEATMAP_METRICS, *report.CURVE_METRICS, report.SCALING_FIGURE,
+             report.STEPS_FIGURE]
   assert names == figures + ["summary.json", "report.html"]
   for p in written:
     assert os.path.getsize(p) > 500, p
@@ -24,26 +26,79 @@ def test_write_report_writes_all_files(tmp_path):
   for name in figures:
     assert f'href="{name}"' in html and f'alt="{name}"' in html
   assert html.count("data:image/png;base64,") == len(figures)
-  for heading in ("Best LR", "scaling fit", "Divergence boundary", "Config"):
+  for heading in ("Findings", "Best LR", "LR-batch scaling", "Max stable LR", "Config"):
     assert heading in html
   summary = json.loads((tmp_path / "summary.json").read_text())
-  slopes = [row["slope"] for row in summary["scaling_fit"]]
-  assert slopes == pytest.approx([1.0, 1.0], abs=1e-6)
+  # Two batch sizes and one seed: the old report called this slope "linear"; it is not
+  # settled, and the findings say why.
+  assert [r["verdict"] for r in summary["scaling"]] == ["not settled", "not settled"]
+  assert "point estimates only; there are no intervals" in html
+
+
+def test_write_report_findings_before_first_figure(tmp_path):
+  run = synthetic.synthetic_run(lrs=LRS, batch_sizes=(32, 64, 128), seeds=(0, 1, 2),
+                                noise=0.003)
+  report.write_report(synthetic.save_run(run, str(tmp_path)), n_boot=100)
+  html = (tmp_path / "report.html").read_text()
+  start = html.index("<h2>Findings</h2>")
+  first_img = html.index("<img")
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert start < first_img
+  for sentence in summary["findings"]:
+    assert html.index(sentence.split(":")[0].replace("&", "&amp;")) < first_img
+  assert html.index("<h2>Tables</h2>") > html.rindex("<img")
+
+
+def test_write_report_two_batch_sizes_not_settled_in_summary(tmp_path):
+  run = synthetic.synthetic_run(lrs=LRS, batch_sizes=(32, 64), augs=(0.0,),
+                                seeds=(0, 1, 2), noise=0.003)
+  report.write_report(synthetic.save_run(run, str(tmp_path)), n_boot=200)
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["scaling"][0]["verdict"] == "not settled"
+  assert any("not settled" in f for f in summary["findings"]
+             if f.startswith("Best LR vs batch size"))
+
+
+def test_write_report_failed_member_counted_and_drawn(tmp_path):
+  run = synthetic.synthetic_run(lrs=(0.0025, 0.01, 0.04), batch_sizes=(32, 64),
+                                augs=(0.0,), seeds=(0, 1), fail_below=0.5,
+                                status_columns=True)
+  assert (run.members.loc[run.members["lr"] == 0.0025, "final_val_acc"] == 0.1).all()
+  # Written without the engine's status column: derived from the train losses and
+  # the dataset sizes in config.json.
+  members = run.members.drop(columns=["status"])
+  report.write_report(synthetic.save_run(run._replace(members=members), str(tmp_path)),
+                      n_boot=50)
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  # LR 0.0025 is below half the optimum at both batch sizes (0.01, 0.02): 2 x 2 seeds.
+  assert summary["status_counts"]["failed"] == 4 and "chance" in summary["status_source"]
+  assert summary["findings"][0].startswith("Of 12 members, 8 trained, 0 diverged and "
+                                           "4 failed")
+  html = (tmp_path / "report.html").read_text()
+  assert "failed" in html
 
 
 def test_write_report_all_diverged(tmp_path):
   run = synthetic.synthetic_run(lrs=LRS[:2], batch_sizes=(32,), augs=(0.0,), seeds=(0,),
-                             diverge_above=1e-3)
-  written = report.write_report(synthetic.save_run(run, str(tmp_path)))
+                                diverge_above=1e-3)
+  written = report.write_report(synthetic.save_run(run, str(tmp_path)), n_boot=50)
   html = (tmp_path / "report.html").read_text()
   assert "none (all diverged)" in html and "every member diverged" in html
   summary = json.loads((tmp_path / "summary.json").read_text())
-  assert summary["best_member"] is None and len(written) == 7
+  assert summary["best_member"] is None
+  assert [os.path.basename(p) for p in written] == [
+      *report.HEATMAP_METRICS, *report.CURVE_METRICS, report.SCALING_FIGURE,
+      "summary.json", "report.html"]
 
 
 def test_write_report_loss_metric(tmp_path):
   run = synthetic.synthetic_run(lrs=LRS, batch_sizes=(32, 64), augs=(0.0,), seeds=(0,))
-  report.write_report(synthetic.save_run(run, str(tmp_path)), metric="final_val_loss")
+  report.write_report(synthetic.save_run(run, str(tmp_path)), metric="final_val_acc",
+                      n_boot=0)
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["metric"] == "final_val_acc"
+  assert [r["best_lr"] for r in summary["best_lr"]] == pytest.approx([0.01, 0.02])
+  report.write_report(str(tmp_path), metric="final_val_loss", n_boot=0)
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["metric"] == "final_val_loss"
   assert [r["best_lr"] for r in summary["best_lr"]] == pytest.approx([0.01, 0.02])
@@ -59,8 +114,21 @@ def test_write_report_missing_history_raises(tmp_path):
 
 def test_report_draws_extra_axis_figure_when_grid_has_schedule_axis(tmp_path):
   run = synthetic.synthetic_run(lrs=(0.01, 0.1), batch_sizes=(32,), seeds=(0,),
-                             extra_axes={"schedule": ("cosine", "constant")})
+                                extra_axes={"schedule": ("cosine", "constant")})
   run_dir = synthetic.save_run(run, str(tmp_path))
-  written = [os.path.basename(p) for p in report.write_report(run_dir)]
-  assert "by_schedule_final_val_acc.png" in written
-  assert "by_schedule_final_val_acc.png" in (tmp_path / "report.html").read_text()
+  written = [os.path.basename(p) for p in report.write_report(run_dir, n_boot=0)]
+  assert "by_schedule_final_val_loss.png" in written
+  assert "by_schedule_final_val_loss.png" in (tmp_path / "report.html").read_text()
+
+
+def test_write_report_fast_on_120_members_3_seeds(tmp_path):
+  run = synthetic.synthetic_run(lrs=tuple(0.01 * 2.0 ** k for k in range(-3, 7)),
+                                batch_sizes=(32, 64, 128, 256), augs=(0.0,),
+                                seeds=(0, 1, 2), noise=0.003, n_evals=20,
+                                status_columns=True, noise_scale=40.0)
+  assert len(run.members) == 120
+  run_dir = synthetic.save_run(run, str(tmp_path))
+  start = time.perf_counter()
+  written = report.write_report(run_dir)  # default n_boot=1000
+  assert time.perf_counter() - start < 10.0
+  assert {report.STEPS_FIGURE, report.NOISE_FIGURE} <= {os.path.basename(p) for p in written}

@@ -1,20 +1,54 @@
-"""From a run's tables to answers: fits, figures and the HTML report.
+"""From a run's tables to answers: estimates with intervals, figures and the HTML report.
 
 Everything here reads the tables the engine writes (``members.parquet``,
 ``history.parquet``, ``config.json``); nothing imports the engine.
+
+Modules, one idea each:
+  * ``tables``: loading a run directory, grid axes, cell means.
+  * ``stats``: shared conventions (cells, member status, seed-bootstrap intervals).
+  * ``cube``: members as (cell, lr, seed) arrays; the best LR per bootstrap replicate.
+  * ``optima``: best LR per cell and the LR-batch scaling exponent.
+  * ``stability``: max stable LR and the effect of augmentation.
+  * ``critical_batch``: steps to a target and the critical batch size.
+  * ``noise_scale``: the gradient noise scale.
+  * ``verdicts``: every estimate at once, and its verdicts as sentences (``findings``).
+  * ``summary``: ``summary.json``.
+  * ``plots``, ``fit_plots``, ``report``: figures of the results and of the
+    estimates, and ``report.html``.
+  * ``synthetic``: tables with planted answers.
 """
 
-from lrjax.analysis import plots, report, synthetic, tables
+from lrjax.analysis import (critical_batch, cube, fit_plots, noise_scale, optima, plots,
+                            report, stability, stats, summary, synthetic, tables)
+from lrjax.analysis.critical_batch import (best_steps_per_batch, default_target,
+                                           fit_critical_batch, steps_to_target)
+from lrjax.analysis.verdicts import Estimates, estimate, findings, findings_from
+from lrjax.analysis.noise_scale import (NoiseScale, exact_noise_scale, noise_scale_curve,
+                                        noise_scale_estimate, noise_scale_from_running,
+                                        noise_scale_summary)
+from lrjax.analysis.optima import best_lr, best_lr_replicates, scaling_band, scaling_exponent
 from lrjax.analysis.report import write_report
-from lrjax.analysis.synthetic import save_run, synthetic_run
+from lrjax.analysis.stability import aug_effect, aug_effect_pooled, max_stable_lr
+from lrjax.analysis.stats import (cell_columns, extra_axes, small_sample_factor,
+                                  status_labels, with_status)
+from lrjax.analysis.summary import analyze, summarize
+from lrjax.analysis.synthetic import save_run, synthetic_members, synthetic_run
 from lrjax.analysis.tables import (
-    CORE_AXES, METRIC_COLUMNS, RunTables, aug_effect, best_lr_table, divergence_boundary,
-    fit_lr_batch_scaling, grid_axes, jsonable, load_run, lr_cells, metric_mode, summarize,
-    with_default_axes)
+    CORE_AXES, METRIC_COLUMNS, RunTables, analysis_members, dataset_sizes, grid_axes,
+    jsonable, load_run, lr_cells, metric_mode, with_default_axes)
+from lrjax.outcomes import member_status
 
 __all__ = [
-    "CORE_AXES", "METRIC_COLUMNS", "RunTables", "aug_effect", "best_lr_table",
-    "divergence_boundary", "fit_lr_batch_scaling", "grid_axes", "jsonable", "load_run",
-    "lr_cells", "metric_mode", "plots", "report", "save_run", "summarize", "synthetic",
-    "synthetic_run", "tables", "with_default_axes", "write_report",
+    "CORE_AXES", "Estimates", "METRIC_COLUMNS", "NoiseScale", "RunTables",
+    "analysis_members", "analyze", "aug_effect", "aug_effect_pooled", "best_lr",
+    "best_lr_replicates", "best_steps_per_batch", "cell_columns", "critical_batch",
+    "cube", "dataset_sizes", "default_target", "estimate", "exact_noise_scale",
+    "extra_axes", "findings", "findings_from", "fit_critical_batch", "fit_plots",
+    "grid_axes", "jsonable", "load_run", "lr_cells", "max_stable_lr", "member_status",
+    "metric_mode", "noise_scale", "noise_scale_curve", "noise_scale_estimate",
+    "noise_scale_from_running", "noise_scale_summary", "optima", "plots", "report",
+    "save_run", "scaling_band", "scaling_exponent", "small_sample_factor", "stability",
+    "stats", "status_labels", "steps_to_target", "summarize", "summary", "synthetic",
+    "synthetic_members", "synthetic_run", "tables", "with_default_axes", "with_status",
+    "write_report",
 ]

@@ -1,8 +1,9 @@
-"""Figures for a run: metric heatmaps, training curves and best LR vs batch size.
+"""Figures of the raw results: metric heatmaps, training curves with seed bands, extra axes.
 
 Figures are built on `matplotlib.figure.Figure` directly (never ``pyplot``), so no
 global figure state leaks and no backend is switched: ``savefig`` renders with Agg.
-Each function writes one PNG and returns its path.
+Each function writes one PNG and returns its path. Figures of the estimates (best LR
+vs batch size, steps to target, noise scale) are in `lrjax.analysis.fit_plots`.
 """
 from __future__ import annotations
 
@@ -14,14 +15,18 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib import cm, colors, ticker
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from lrjax.analysis import tables
+from lrjax.analysis import optima, stats, tables
 
 DPI = 110
 _ANNOTATE_MAX_CELLS = 96  # per panel; beyond this numbers become unreadable
+# Cell marks: diverged dark with '//', failed grey with '..'.
+DIVERGED_STYLE = dict(facecolor="0.28", edgecolor="0.05", hatch="//")
+FAILED_STYLE = dict(facecolor="0.82", edgecolor="0.45", hatch="..")
 
 
 def format_lr(x: float) -> str:
@@ -50,7 +55,7 @@ def _save(fig: Figure, path: str) -> str:
 
 def _metric_style(metric: str, values: np.ndarray):
   """Colormap (bright = better) and norm shared by all panels."""
-  minimise = tables.metric_mode(metric) == "min"
+  minimise = stats.metric_mode(metric) == "min"
   cmap = matplotlib.colormaps["viridis_r" if minimise else "viridis"]
   finite = values[np.isfinite(values)]
   if finite.size == 0:
@@ -64,15 +69,34 @@ def _metric_style(metric: str, values: np.ndarray):
   return cmap, colors.Normalize(lo, hi)
 
 
+def _best_grid_lr(members: pd.DataFrame, metric: str) -> pd.DataFrame:
+  """Per (batch_size, aug): the grid LR with the best mean over seeds (no bootstrap).
+
+  With extra axes, the setting with the best mean wins.
+  """
+  try:
+    best = optima.best_lr(members, metric, n_boot=0)
+  except Exception:  # noqa: BLE001 - an outline is a courtesy, never a failure
+    return pd.DataFrame(columns=["batch_size", "aug", "grid_best_lr"])
+  best = best[np.isfinite(best["best_metric"].to_numpy(float))]
+  ascending = stats.metric_mode(metric) == "min"
+  best = best.sort_values("best_metric", ascending=ascending, kind="stable")
+  return best.groupby(["batch_size", "aug"], sort=True).head(1)
+
+
 def heatmaps(members: pd.DataFrame, metric: str = "final_val_acc",
              path: str = "heatmap_val_acc.png",
              axes: Sequence[str] | None = None) -> str:
   """Heatmap of a metric over LR (x) by batch size (y), one panel per aug strength.
 
-  Cells are means over seeds (best over any extra grid axes, as in
-  `lrjax.analysis.lr_cells`). Cells where every seed diverged are grey, hatched and
-  marked "×"; cells where some seeds diverged are hatched over their survivors' mean;
-  the best stable LR of each row is outlined in red.
+  A cell is the mean over seeds (best over any extra grid axes, as in
+  `lrjax.analysis.tables.lr_cells`), annotated with ``mean ± std`` over seeds when
+  there are two or more. Cells where every seed diverged are dark, hatched ``//``
+  and marked "×"; cells where no seed trained but some failed (did not learn) are
+  grey, hatched ``..``; cells where only some seeds diverged or failed keep the
+  survivors' colour under a thin hatch of the same kind. The best LR of each row
+  (mean over seeds of ``metric``) is outlined in red. Member status comes from the
+  ``status`` column, else the ``diverged`` flag.
 
   Args:
     members: the members table.
@@ -94,49 +118,65 @@ def heatmaps(members: pd.DataFrame, metric: str = "final_val_acc",
   """
   members = tables.with_default_axes(members)
   cells = tables.lr_cells(members, metric, ("batch_size", "aug"), axes)
-  best = tables.best_lr_table(members, metric, ("batch_size", "aug"), axes=axes)
+  best = _best_grid_lr(members, metric)
   lrs = np.sort(members["lr"].unique())
   bss = np.sort(members["batch_size"].unique())
   augs = np.sort(members["aug"].unique())
   n_seeds = members["seed"].nunique() if "seed" in members else 1
+  with_spread = n_seeds >= 2
   cmap, norm = _metric_style(metric, cells["value"].to_numpy(float))
   annotate = len(lrs) * len(bss) <= _ANNOTATE_MAX_CELLS
-  panel_w, panel_h = 0.55 * len(lrs) + 1.2, 0.42 * len(bss) + 1.3
+  cell_w = 0.75 if with_spread else 0.55
+  panel_w, panel_h = cell_w * len(lrs) + 1.2, (0.5 if with_spread else 0.42) * len(bss) + 1.3
   fig = Figure(figsize=(min(max(panel_w * len(augs) + 1.4, 5.5), 28),
-                        max(panel_h, 2.6) + 0.5),
+                        max(panel_h, 2.6) + 0.7),
                layout="constrained")
   axs = np.atleast_1d(fig.subplots(1, len(augs), sharey=True, squeeze=False)[0])
+  seen = set()
   for ax, aug in zip(axs, augs):
     sub = cells[cells["aug"] == aug]
     grid = np.full((len(bss), len(lrs)), np.nan)
-    state = np.zeros((len(bss), len(lrs)), int)  # 0 ok, 1 partial, 2 all diverged, 3 absent
-    state[:] = 3
-    for _, r in sub.iterrows():
-      i, j = int(np.searchsorted(bss, r["batch_size"])), int(np.searchsorted(lrs, r["lr"]))
-      grid[i, j] = r["value"]
-      state[i, j] = 0 if r["stable"] else (2 if r["n_diverged"] >= r["n"] else 1)
+    at = lambda r: (int(np.searchsorted(bss, r.batch_size)), int(np.searchsorted(lrs, r.lr)))
+    for r in sub.itertuples():
+      if r.n_trained > 0 or r.n_failed == 0:  # all-failed cells are drawn grey instead
+        grid[at(r)] = r.value
     ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, origin="lower",
               aspect="auto", interpolation="nearest")
-    for i in range(len(bss)):
-      for j in range(len(lrs)):
-        if state[i, j] == 2:
-          ax.add_patch(Rectangle((j - .5, i - .5), 1, 1, facecolor="0.82",
-                                 edgecolor="0.45", hatch="///", linewidth=0))
-          ax.text(j, i, "×", ha="center", va="center", fontsize=13, color="0.15",
-                  fontweight="bold")
-        elif state[i, j] == 1:
-          ax.add_patch(Rectangle((j - .5, i - .5), 1, 1, facecolor="none",
-                                 edgecolor="0.6", hatch="///", linewidth=0))
-        if annotate and state[i, j] in (0, 1) and np.isfinite(grid[i, j]):
-          rgba = cmap(norm(grid[i, j]))
-          dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
-          ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=7.5,
-                  color="white" if dark else "black")
-    for _, r in best[best["aug"] == aug].iterrows():
-      if np.isfinite(r["best_lr"]):
-        i, j = int(np.searchsorted(bss, r["batch_size"])), int(np.searchsorted(lrs, r["best_lr"]))
-        ax.add_patch(Rectangle((j - .5, i - .5), 1, 1, fill=False, edgecolor="red",
-                               linewidth=2.0))
+    for r in sub.itertuples():
+      i, j = at(r)
+      rect = lambda **kw: ax.add_patch(Rectangle((j - .5, i - .5), 1, 1, linewidth=0, **kw))
+      if r.n_diverged >= r.n:
+        rect(**DIVERGED_STYLE)
+        ax.text(j, i, "×", ha="center", va="center", fontsize=13, color="white",
+                fontweight="bold")
+        seen.add("diverged")
+        continue
+      if r.n_trained == 0 and r.n_failed > 0:
+        rect(**FAILED_STYLE)
+        ax.text(j, i, "failed", ha="center", va="center", fontsize=6.5, color="0.2")
+        seen.add("failed")
+        continue
+      if r.n_diverged:
+        rect(facecolor="none", edgecolor=DIVERGED_STYLE["edgecolor"], hatch="//")
+        seen.add("some diverged")
+      if r.n_failed:
+        rect(facecolor="none", edgecolor=FAILED_STYLE["edgecolor"], hatch="..")
+        seen.add("some failed")
+      if annotate and np.isfinite(r.value):
+        rgba = cmap(norm(r.value))
+        dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
+        text = f"{r.value:.3g}"
+        if with_spread and np.isfinite(r.std):
+          text += f"\n±{r.std:.1g}"
+        ax.text(j, i, text, ha="center", va="center", fontsize=6.5, linespacing=1.0,
+                color="white" if dark else "black")
+    for r in best[best["aug"] == aug].itertuples():
+      i = int(np.searchsorted(bss, r.batch_size))
+      j = int(np.searchsorted(lrs, r.grid_best_lr))
+      ax.add_patch(Rectangle((j - .5, i - .5), 1, 1, fill=False, edgecolor="red",
+                             linewidth=2.0))
+    ax.set_xlim(-.5, len(lrs) - .5)
+    ax.set_ylim(-.5, len(bss) - .5)
     ax.set_xticks(range(len(lrs)), [format_lr(x) for x in lrs],
                   rotation=45 if len(lrs) > 5 else 0)
     ax.set_yticks(range(len(bss)), [f"{int(b)}" for b in bss])
@@ -145,13 +185,23 @@ def heatmaps(members: pd.DataFrame, metric: str = "final_val_acc",
   axs[0].set_ylabel("batch size")
   fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axs),
                label=metric.replace("_", " "), shrink=0.9)
+  spread = ", ± std over seeds" if with_spread else ""
   fig.suptitle(f"{metric.replace('_', ' ')} (mean over {n_seeds} seed"
-               f"{'s' if n_seeds != 1 else ''})", fontsize=10)
-  fig.legend(handles=[
-      Patch(fill=False, edgecolor="red", linewidth=2, label="best stable LR per row"),
-      Patch(facecolor="0.82", edgecolor="0.45", hatch="///", label="× all seeds diverged"),
-      Patch(facecolor="white", edgecolor="0.6", hatch="///", label="some seeds diverged"),
-  ], loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+               f"{'s' if n_seeds != 1 else ''}{spread})", fontsize=10)
+  handles = [Patch(fill=False, edgecolor="red", linewidth=2,
+                   label="best LR per row (mean over seeds)")]
+  if "diverged" in seen:
+    handles.append(Patch(**DIVERGED_STYLE, label="× diverged (all seeds)"))
+  if "failed" in seen:
+    handles.append(Patch(**FAILED_STYLE, label="failed: did not learn (no seed trained)"))
+  if "some diverged" in seen:
+    handles.append(Patch(facecolor="white", edgecolor=DIVERGED_STYLE["edgecolor"],
+                         hatch="//", label="some seeds diverged"))
+  if "some failed" in seen:
+    handles.append(Patch(facecolor="white", edgecolor=FAILED_STYLE["edgecolor"],
+                         hatch="..", label="some seeds failed"))
+  fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3),
+             fontsize=8, frameon=False)
   return _save(fig, path)
 
 
@@ -172,12 +222,59 @@ def _plain_log_labels(axis) -> None:
     axis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0) if span < 4 else ()))
 
 
+def _setting_columns(members: pd.DataFrame) -> list[str]:
+  """The axes that define one hyperparameter setting: every grid axis but seed."""
+  return ["lr", "batch_size", "aug", *stats.extra_axes(members)]
+
+
+def seed_bands(history: pd.DataFrame, members: pd.DataFrame, metric: str) -> pd.DataFrame:
+  """Per hyperparameter setting and evaluation: mean, min and max of a metric over seeds.
+
+  Non-finite values (after a divergence) are left out; ``n`` counts the seeds with a
+  finite value, ``n_seeds`` the setting's seeds, ``diverged`` / ``failed`` whether any
+  seed diverged / failed (status column, else the ``diverged`` flag).
+
+  Args:
+    history: the history table.
+    members: the members table.
+    metric: a history column.
+
+  Returns:
+    One row per (setting, ``examples_seen``): the setting columns, ``mean``, ``lo``,
+    ``hi``, ``n``, ``n_seeds``, ``diverged``, ``failed``.
+
+  Example:
+    >>> m = pd.DataFrame({"member": [0, 1], "lr": 0.1, "batch_size": 32, "seed": [0, 1],
+    ...                   "diverged": False})
+    >>> h = pd.DataFrame({"member": [0, 1], "examples_seen": 64, "val_loss": [1.0, 2.0]})
+    >>> seed_bands(h, m, "val_loss")[["mean", "lo", "hi", "n"]].values.tolist()
+    [[1.5, 1.0, 2.0, 2.0]]
+  """
+  members = tables.with_default_axes(members)
+  setting = _setting_columns(members)
+  status = stats.status_labels(members)
+  info = members[["member", *setting]].assign(_div=status == "diverged",
+                                              _fail=status == "failed")
+  df = history[["member", "examples_seen", metric]].merge(info, on="member", how="inner")
+  df = df.assign(_v=df[metric].where(np.isfinite(df[metric].to_numpy(float))).astype(float))
+  g = df.groupby([*setting, "examples_seen"], sort=True, dropna=False)
+  out = g["_v"].agg(mean="mean", lo="min", hi="max", n="count").reset_index()
+  per_setting = info.groupby(setting, dropna=False).agg(n_seeds=("member", "size"),
+                                                        diverged=("_div", "any"),
+                                                        failed=("_fail", "any"))
+  out["n"] = out["n"].astype(float)
+  return out.merge(per_setting.reset_index(), on=setting, how="left")
+
+
 def training_curves(history: pd.DataFrame, members: pd.DataFrame,
                     path: str = "curves_val_loss.png", metric: str = "val_loss") -> str:
   """A history metric vs examples seen: a row per aug, a column per batch size.
 
-  Lines are coloured by LR on a log colour scale; diverged members are dashed and end
-  with an "×" at their last finite evaluation.
+  One line per hyperparameter setting (every grid axis but seed): the mean over
+  seeds, with a band from the lowest to the highest seed when there are several.
+  Lines are coloured by LR on a log colour scale; settings where some seed diverged
+  are dashed and end with an "×" at their last finite evaluation; settings where
+  some seed failed (did not learn) are dotted.
 
   Args:
     history: the history table.
@@ -198,9 +295,9 @@ def training_curves(history: pd.DataFrame, members: pd.DataFrame,
     True
   """
   members = tables.with_default_axes(members)
-  info = members[["member", "lr", "batch_size", "aug", "diverged"]].assign(
-      diverged_at=members["diverged_at"] if "diverged_at" in members else np.nan)
-  df = history[["member", "examples_seen", metric]].merge(info, on="member", how="inner")
+  bands = seed_bands(history, members, metric)
+  n_seeds = int(members["seed"].nunique())
+  setting = _setting_columns(members)
   bss, augs = np.sort(members["batch_size"].unique()), np.sort(members["aug"].unique())
   lrs = np.sort(members["lr"].unique())
   lr_norm = (colors.LogNorm(lrs[0], lrs[-1]) if len(lrs) > 1 and lrs[0] > 0
@@ -209,30 +306,40 @@ def training_curves(history: pd.DataFrame, members: pd.DataFrame,
   fig = Figure(figsize=(min(3.3 * len(bss) + 1.5, 28), 2.6 * len(augs) + 1.0),
                layout="constrained")
   axs = fig.subplots(len(augs), len(bss), sharex=True, sharey=True, squeeze=False)
-  values = df[metric].to_numpy(float)
-  finite = values[np.isfinite(values)]
+  finite = bands["mean"].to_numpy(float)
+  finite = finite[np.isfinite(finite)]
   is_loss = "loss" in metric
   log_y = is_loss and finite.size > 0 and finite.min() > 0
-  # With few evaluations, lines are too short to see: mark every point.
-  marker = "o" if len(df) == 0 or df.groupby("member").size().max() <= 15 else None
-  x_max = float(df["examples_seen"].max()) if len(df) else 1.0
-  for (a, aug), (b, bs) in ((x, y) for x in enumerate(augs) for y in enumerate(bss)):
+  n_evals = bands.groupby(setting, dropna=False).size().max() if len(bands) else 0
+  marker = "o" if n_evals <= 15 else None  # few evaluations: mark every point
+  x_max = float(bands["examples_seen"].max()) if len(bands) else 1.0
+  panel = {(a, b): (ia, ib) for ia, a in enumerate(augs) for ib, b in enumerate(bss)}
+  polys = {p: ([], []) for p in panel.values()}  # one PolyCollection per panel: fast
+  for key, g in bands.groupby(setting, sort=False, dropna=False):
+    r = dict(zip(setting, key))
+    where = panel[(r["aug"], r["batch_size"])]
+    ax = axs[where]
+    color = cmap(lr_norm(r["lr"]))
+    diverged = bool(g["diverged"].iloc[0])
+    x = g["examples_seen"].to_numpy(float)
+    lo, hi = g["lo"].to_numpy(float), g["hi"].to_numpy(float)
+    both = np.isfinite(lo) & np.isfinite(hi)
+    if n_seeds > 1 and both.sum() >= 2:
+      polys[where][0].append(np.r_[np.c_[x[both], lo[both]], np.c_[x[both], hi[both]][::-1]])
+      polys[where][1].append(color)
+    y = g["mean"].to_numpy(float)
+    failed = bool(g["failed"].iloc[0]) and not diverged
+    ax.plot(x, y, color=color, lw=1.2, alpha=0.9,
+            ls="--" if diverged else ":" if failed else "-", marker=marker, ms=3)
+    ok = np.isfinite(y)
+    if diverged and ok.any():
+      ax.plot(x[ok][-1], y[ok][-1], marker="x", ms=7, mew=2, color=color, ls="none")
+  for (a, b), (verts, face) in polys.items():
+    if verts:
+      axs[a, b].add_collection(PolyCollection(verts, facecolors=face, alpha=0.18,
+                                              linewidths=0), autolim=False)
+  for (aug, bs), (a, b) in panel.items():
     ax = axs[a, b]
-    sub = df[(df["aug"] == aug) & (df["batch_size"] == bs)]
-    for _, g in sub.groupby("member", sort=False):
-      g = g.sort_values("examples_seen")
-      diverged = bool(g["diverged"].iloc[0])
-      color = cmap(lr_norm(g["lr"].iloc[0]))
-      ax.plot(g["examples_seen"], g[metric], color=color, lw=1.2, alpha=0.85,
-              ls="--" if diverged else "-", marker=marker, ms=3)
-      last = g[np.isfinite(g[metric].to_numpy(float))].tail(1)
-      if diverged and not last.empty:
-        ax.plot(last["examples_seen"], last[metric], marker="x", ms=7, mew=2,
-                color=color, ls="none")
-      elif diverged and np.isfinite(g["diverged_at"].iloc[0]):
-        # Diverged before its first evaluation: mark where, on the top edge.
-        ax.plot(g["diverged_at"].iloc[0], 1.0, marker="x", ms=7, mew=2, color=color,
-                transform=ax.get_xaxis_transform(), clip_on=False, ls="none")
     ax.set_title(f"batch {int(bs)}, aug {aug:g}", fontsize=9)
     ax.grid(alpha=0.3, which="both" if log_y else "major")
     ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))
@@ -244,7 +351,7 @@ def training_curves(history: pd.DataFrame, members: pd.DataFrame,
   if log_y:
     axs[0, 0].set_yscale("log")
     # Clip exploding losses of diverging members: up to 2x the worst starting loss.
-    first = df.sort_values("examples_seen").groupby("member")[metric].first()
+    first = bands.sort_values("examples_seen").groupby(setting, dropna=False)["mean"].first()
     first = first[np.isfinite(first)]
     top = 2.0 * float(first.max()) if not first.empty else float(finite.max())
     axs[0, 0].set_ylim(float(finite.min()) * 0.8, max(top, float(finite.min()) * 1.5))
@@ -258,105 +365,18 @@ def training_curves(history: pd.DataFrame, members: pd.DataFrame,
   shown = lrs[::max(1, math.ceil(len(lrs) / 8))]
   cbar.ax.yaxis.set_minor_locator(ticker.NullLocator())
   cbar.set_ticks(shown, labels=[format_lr(x) for x in shown])
-  fig.suptitle(f"{metric.replace('_', ' ')} during training", fontsize=10)
-  fig.legend(handles=[Line2D([], [], color="0.3", label="stable"),
-                      Line2D([], [], color="0.3", ls="--", marker="x",
-                             label="diverged (× = last finite eval)")],
-             loc="outside lower center", ncol=2, fontsize=8, frameon=False)
-  return _save(fig, path)
-
-
-def best_lr_vs_batch(best_lrs: pd.DataFrame, fit: pd.DataFrame,
-                     path: str = "best_lr_vs_batch.png") -> str:
-  """Log-log best LR vs batch size per aug, with fitted and reference scaling lines.
-
-  Error bars span the near-best LRs (``lr_lo``..``lr_hi``); hollow markers are best
-  LRs at the edge of the LR grid (the true optimum may lie beyond). The reference
-  lines (linear rule, slope 1; square-root rule, slope 1/2) start from the geometric
-  mean best LR at the smallest batch size.
-
-  Args:
-    best_lrs: `lrjax.analysis.best_lr_table` output.
-    fit: `lrjax.analysis.fit_lr_batch_scaling` output.
-    path: the PNG to write.
-
-  Returns:
-    ``path``.
-
-  Example:
-    >>> import tempfile
-    >>> t = pd.DataFrame({"batch_size": [32, 64, 128], "aug": 0.0,
-    ...                   "best_lr": [0.01, 0.02, 0.04]})
-    >>> fit = tables.fit_lr_batch_scaling(t)
-    >>> os.path.getsize(best_lr_vs_batch(t, fit, tempfile.mktemp(suffix=".png"))) > 1000
-    True
-  """
-  fig = Figure(figsize=(6.2, 4.4), layout="constrained")
-  ax = fig.subplots()
-  ok = best_lrs[np.isfinite(best_lrs["best_lr"].to_numpy(float))
-                & (best_lrs["best_lr"] > 0)]
-  bss = np.sort(best_lrs["batch_size"].unique())
-  ax.set_xlabel("batch size")
-  ax.set_ylabel("best learning rate")
-  ax.set_title("best LR vs batch size", fontsize=10)
-  if ok.empty:
-    ax.text(0.5, 0.5, "no stable members:\nno best LR to plot", ha="center",
-            va="center", transform=ax.transAxes, fontsize=11, color="0.3")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return _save(fig, path)
-  ax.set_xscale("log", base=2)
-  ax.set_yscale("log")
-  augs = np.sort(ok["aug"].unique())
-  palette = matplotlib.colormaps["tab10" if len(augs) <= 10 else "viridis"]
-  fits = fit.set_index("aug") if "aug" in fit.columns else pd.DataFrame()
-  xs = np.geomspace(bss[0], bss[-1], 50) if len(bss) > 1 else bss.astype(float)
-  for k, aug in enumerate(augs):
-    color = palette(k if len(augs) <= 10 else k / max(len(augs) - 1, 1))
-    g = ok[ok["aug"] == aug].sort_values("batch_size")
-    y = g["best_lr"].to_numpy(float)
-    # Nudge each aug sideways a little so coinciding points stay visible.
-    x = g["batch_size"].to_numpy(float) * 2.0 ** (0.05 * (k - (len(augs) - 1) / 2))
-    if {"lr_lo", "lr_hi"} <= set(g.columns):
-      yerr = np.vstack([y - g["lr_lo"].to_numpy(float), g["lr_hi"].to_numpy(float) - y])
-      ax.errorbar(x, y, yerr=np.nan_to_num(yerr), fmt="none", ecolor=color, alpha=0.5,
-                  capsize=3)
-    edge = (g["edge"] != "").to_numpy() if "edge" in g.columns else np.zeros(len(g), bool)
-    label = f"aug {aug:g}"
-    if aug in fits.index and np.isfinite(fits.loc[aug, "slope"]):
-      f = fits.loc[aug]
-      se = f"±{f['slope_se']:.2f}" if np.isfinite(f["slope_se"]) else ""
-      label += f": slope {f['slope']:.2f}{se}"
-      ax.plot(xs, np.exp(f["intercept"]) * xs ** f["slope"], color=color, lw=1.5)
-    ax.plot(x[~edge], y[~edge], "o", color=color, ms=7, label=label)
-    ax.plot(x[edge], y[edge], "o", mfc="white", mec=color, mew=1.8, ms=7,
-            label=None if (~edge).any() else label)
-  ref_ends = []
-  if len(bss) > 1:
-    b0 = ok[ok["batch_size"] == ok["batch_size"].min()]
-    y0 = float(np.exp(np.mean(np.log(b0["best_lr"].to_numpy(float)))))
-    x0 = float(b0["batch_size"].iloc[0])
-    ax.plot(xs, y0 * xs / x0, ls="--", color="0.45", lw=1, label="linear rule (slope 1)")
-    ax.plot(xs, y0 * np.sqrt(xs / x0), ls=":", color="0.45", lw=1.3,
-            label="sqrt rule (slope 1/2)")
-    ref_ends = [y0 * xs[-1] / x0, y0 * xs[0] / x0]
-  else:
-    ax.text(0.5, 0.04, "one batch size: no scaling fit", ha="center",
-            transform=ax.transAxes, fontsize=8, color="0.4")
-  if ok["edge"].ne("").any() if "edge" in ok.columns else False:
-    ax.plot([], [], "o", mfc="white", mec="0.3", label="best LR at grid edge")
-  ax.set_xlim(bss[0] / 1.5, bss[-1] * 1.5)
-  ax.set_xticks(bss, [str(int(b)) for b in bss])
-  ax.xaxis.set_minor_locator(ticker.NullLocator())
-  lrs = ok[["best_lr", "lr_lo", "lr_hi"] if "lr_lo" in ok else ["best_lr"]].to_numpy(float)
-  lo, hi = np.nanmin(lrs), np.nanmax(lrs)
-  # Show the reference lines' ends too, unless they run far off the data.
-  lo, hi = min([lo, *ref_ends, lo]), max([hi, *ref_ends])
-  lo, hi = max(lo, np.nanmin(lrs) / 30), min(hi, np.nanmax(lrs) * 30)
-  ax.set_ylim(lo / 1.6, hi * 1.6)  # explicit, so a single point still gets a range
-  _plain_log_labels(ax.yaxis)
-  ax.grid(alpha=0.3, which="both")
-  ax.legend(fontsize=8, loc="best")
+  over = (f"mean over {n_seeds} seeds, band: lowest to highest seed" if n_seeds > 1
+          else "one seed")
+  fig.suptitle(f"{metric.replace('_', ' ')} during training ({over})", fontsize=10)
+  handles = [Line2D([], [], color="0.3", label="every seed stable"),
+             Line2D([], [], color="0.3", ls="--", marker="x",
+                    label="some seed diverged (× = last finite mean)")]
+  if bands["failed"].any():
+    handles.append(Line2D([], [], color="0.3", ls=":", label="some seed failed (did not learn)"))
+  if n_seeds > 1:
+    handles.append(Patch(color="0.3", alpha=0.18, label="seed range"))
+  fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8,
+             frameon=False)
   return _save(fig, path)
 
 

@@ -1,7 +1,9 @@
 """The run report: figures, ``summary.json`` and a self-contained ``report.html``.
 
-`write_report` is what ``lrjax report RUN_DIR`` calls; it only reads the tables the
-engine wrote, so it can be rerun any time (e.g. after changing the metric).
+`write_report` is what ``lrjax report RUN_DIR`` calls and what every run calls at its
+end; it only reads the tables the engine wrote, so it can be rerun any time (e.g.
+after changing the metric). The page opens with the findings (each verdict with its
+interval, or why the run does not settle it), then the figures, then the tables.
 """
 from __future__ import annotations
 
@@ -9,17 +11,19 @@ import base64
 import html
 import json
 import os
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from lrjax.analysis import plots, tables
+from lrjax.analysis import fit_plots, plots, summary as summary_lib, tables
 
 HEATMAP_METRICS = {"heatmap_val_acc.png": "final_val_acc",
                    "heatmap_val_loss.png": "final_val_loss"}
-CURVE_METRICS = {"curves_val_loss.png": "val_loss", "curves_val_acc.png": "val_acc"}
+CURVE_METRICS = {"curves_val_loss.png": "val_loss", "curves_val_acc.png": "val_acc",
+                 "curves_train_loss.png": "train_loss"}
 SCALING_FIGURE = "best_lr_vs_batch.png"
+STEPS_FIGURE = "steps_to_target.png"
+NOISE_FIGURE = "noise_scale.png"
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;
@@ -30,11 +34,12 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.4em 0}
 pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}
 .warn{color:#a33}figcaption{font-size:.8em;color:#555}
+#findings p{margin:.35em 0;line-height:1.45}.note{font-size:.85em;color:#555}
 """
 
 
-def _table_html(df: pd.DataFrame) -> str:
-  if df.empty:
+def _table_html(df: pd.DataFrame | None) -> str:
+  if df is None or df.empty:
     return "<p><em>(empty)</em></p>"
   fmt = {c: (lambda v: "" if pd.isna(v) else f"{v:.4g}")
          for c in df.columns if pd.api.types.is_float_dtype(df[c])}
@@ -50,13 +55,29 @@ def _figure_html(run_dir: str, name: str, caption: str) -> str:
           f' (<a href="{html.escape(name)}">{html.escape(name)}</a>)</figcaption></figure>')
 
 
-def write_report(run_dir: str, metric: str = "final_val_acc") -> list[str]:
+def _ratio_columns(df: pd.DataFrame | None) -> pd.DataFrame | None:
+  """Aug-effect tables with log ratios shown as ratios (×)."""
+  if df is None:
+    return None
+  out = df.copy()
+  for name in ("d_log_best_lr", "d_log_max_stable_lr"):
+    for suffix in ("", "_lo", "_hi"):
+      col = name + suffix
+      if col in out:
+        out[col.replace("d_log_", "ratio_")] = np.exp(out.pop(col).astype(float))
+  return out
+
+
+def write_report(run_dir: str, metric: str = summary_lib.DEFAULT_METRIC,
+                 n_boot: int = 1000) -> list[str]:
   """Regenerates the figures, ``summary.json`` and ``report.html`` of a run directory.
 
   Args:
     run_dir: a directory written by ``lrjax run`` (``config.json``,
       ``members.parquet``, ``history.parquet``).
-    metric: the members column that ranks LRs and members.
+    metric: the members column that ranks LRs (mean over seeds; default
+      ``final_val_loss``).
+    n_boot: bootstrap replicates behind every interval.
 
   Returns:
     The paths written: the PNGs, ``summary.json`` and ``report.html`` (last).
@@ -69,78 +90,117 @@ def write_report(run_dir: str, metric: str = "final_val_acc") -> list[str]:
     >>> from lrjax.analysis.synthetic import save_run, synthetic_run
     >>> d = save_run(synthetic_run(lrs=(0.01, 0.1), batch_sizes=(32,), seeds=(0,)),
     ...              tempfile.mkdtemp())
-    >>> [os.path.basename(p) for p in write_report(d)][-2:]
+    >>> [os.path.basename(p) for p in write_report(d, n_boot=0)][-2:]
     ['summary.json', 'report.html']
   """
   run = tables.load_run(run_dir)
-  members, history = run.members, run.history
+  summary, est = summary_lib.analyze(run, metric, n_boot)
+  members, history = est.members, run.history
   axes = tables.grid_axes(members, run.config)
-  summary = tables.summarize(run, metric)
-  table = tables.best_lr_table(members, metric, axes=axes)
-  fit = tables.fit_lr_batch_scaling(table)
-  boundary = tables.divergence_boundary(members)
   written, figures = [], []
+
+  def add(path: str, caption: str) -> None:
+    written.append(path)
+    figures.append((os.path.basename(path), caption))
+
   for name, m in HEATMAP_METRICS.items():
     if m in members.columns:
-      written.append(plots.heatmaps(members, m, os.path.join(run_dir, name), axes))
-      figures.append((name, f"{m}: LR x batch size, one panel per aug strength"))
+      add(plots.heatmaps(members, m, os.path.join(run_dir, name), axes),
+          f"{m}: LR x batch size, one panel per aug strength; mean (± std) over seeds; "
+          "diverged and failed cells marked")
   for name, m in CURVE_METRICS.items():
     if m in history.columns and not history.empty:
-      written.append(plots.training_curves(history, members, os.path.join(run_dir, name), m))
-      figures.append((name, f"{m} vs examples seen, coloured by LR"))
-  written.append(plots.best_lr_vs_batch(table, fit, os.path.join(run_dir, SCALING_FIGURE)))
-  figures.append((SCALING_FIGURE, "best LR vs batch size with linear and sqrt rules"))
+      add(plots.training_curves(history, members, os.path.join(run_dir, name), m),
+          f"{m} vs examples seen per setting, coloured by LR; band: range over seeds")
+  add(fit_plots.best_lr_vs_batch(est.best_lr, est.scaling, est.scaling_band,
+                                 os.path.join(run_dir, SCALING_FIGURE)),
+      f"best LR ({metric}, mean over seeds) vs batch size with 95% intervals, the "
+      "fitted exponent with its band, and the linear and sqrt rules")
+  if est.best_steps is not None and np.isfinite(est.best_steps["best_steps"]).any():
+    add(fit_plots.steps_to_target(est.best_steps, est.critical_batch, est.target,
+                                  os.path.join(run_dir, STEPS_FIGURE)),
+        "fewest steps to the target per batch size (best LR), with S = S_min (1 + "
+        "B_crit / B)")
+  if est.noise_curve is not None:
+    add(fit_plots.noise_scale(est.noise_curve, os.path.join(run_dir, NOISE_FIGURE)),
+        "gradient noise scale over training per aug strength")
   for axis in axes[len([a for a in tables.CORE_AXES if a in members.columns]):]:
-    name = f"by_{axis}_{metric}.png"  # extra axes (schedule, momentum, ...) compared directly
-    written.append(plots.metric_vs_lr_by_axis(members, axis, metric,
-                                              os.path.join(run_dir, name)))
-    figures.append((name, f"{metric} vs LR, one line per {axis} (mean over seeds)"))
+    if metric in members.columns:
+      name = f"by_{axis}_{metric}.png"  # extra axes (schedule, momentum, ...) compared
+      add(plots.metric_vs_lr_by_axis(members, axis, metric, os.path.join(run_dir, name)),
+          f"{metric} vs LR, one line per {axis} (mean over seeds)")
 
   summary_path = os.path.join(run_dir, "summary.json")
   with open(summary_path, "w") as f:
-    json.dump(summary, f, indent=2)
+    json.dump(summary, f, indent=2, allow_nan=False)
   written.append(summary_path)
+  report_path = os.path.join(run_dir, "report.html")
+  with open(report_path, "w") as f:
+    f.write(_html(run, summary, est, figures, metric))
+  written.append(report_path)
+  return written
 
-  best = summary["best_member"]
-  headline = pd.DataFrame([
-      ("members", summary["n_members"]), ("diverged", summary["n_diverged"]),
-      ("ranked by", metric),
-      ("best member", "none (all diverged)" if best is None else
-       ", ".join(f"{a}={best[a]}" for a in axes)),
-      *[(c, f"{best[c]:.4g}" if isinstance(best.get(c), float) else "")
-        for c in tables.METRIC_COLUMNS if best is not None and c in best],
-      *[(f"axis {a}", ", ".join(f"{v:g}" if isinstance(v, (int, float)) else str(v)
-                                for v in vals)) for a, vals in summary["axes"].items()],
-  ], columns=["", "value"])
+
+def _html(run: tables.RunTables, summary: dict, est, figures, metric: str) -> str:
   config = run.config
-  title = f"lrjax report: {config.get('dataset', '?')} / {config.get('model', '?')} / " \
-          f"{config.get('optimizer', '?')}"
+  title = (f"lrjax report: {config.get('dataset', '?')} / {config.get('model', '?')} / "
+           f"{config.get('optimizer', '?')}")
+  counts = summary["status_counts"]
   parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>"
            f"{html.escape(title)}</title><style>{_CSS}</style></head><body>",
            f"<h1>{html.escape(title)}</h1>",
-           "<h2>Summary</h2>", _table_html(headline)]
+           "<section id='findings'><h2>Findings</h2>"]
+  parts += [f"<p>{html.escape(s)}</p>" for s in summary["findings"]]
+  parts.append(f"<p class='note'>Best LRs minimise/maximise the mean over seeds of "
+               f"{html.escape(metric)}; intervals are 95% seed-bootstrap intervals "
+               f"({summary['n_boot']} replicates); member status: "
+               f"{html.escape(summary['status_source'])}.</p>")
   if summary["warnings"]:
     parts.append("<ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>"
                                   for w in summary["warnings"]) + "</ul>")
-  parts += [f"<h2>Best LR per batch size and aug ({html.escape(metric)}, mean over "
-            "seeds; lr_lo..lr_hi: LRs within 1% of the best)</h2>", _table_html(table),
-            "<h2>LR-batch scaling fit: log(best LR) = slope &middot; log(batch size) + "
-            "c (linear rule: slope 1; sqrt rule: slope 0.5)</h2>", _table_html(fit),
-            "<h2>Divergence boundary (smallest LR where any member diverged)</h2>",
-            _table_html(boundary),
-            "<h2>Augmentation effect (best LR relative to the weakest aug)</h2>",
-            _table_html(tables.aug_effect(table)), "<h2>Figures</h2>"]
-  parts += [_figure_html(run_dir, name, cap) for name, cap in figures]
+  parts.append("</section><h2>Figures</h2>")
+  parts += [_figure_html(run.run_dir, name, cap) for name, cap in figures]
+
+  best = summary["best_member"]
+  headline = pd.DataFrame([
+      ("members", summary["n_members"]), ("trained", counts["trained"]),
+      ("failed", counts["failed"]), ("diverged", counts["diverged"]),
+      ("seeds", summary["n_seeds"]), ("ranked by", metric),
+      ("best single member (one seed; not an estimate)",
+       "none (all diverged)" if best is None and counts["diverged"] == summary["n_members"]
+       else "none (no member trained)" if best is None else
+       ", ".join(f"{a}={best[a]}" for a in summary["axes"])),
+      *[(f"axis {a}", ", ".join(f"{v:g}" if isinstance(v, (int, float)) else str(v)
+                                for v in vals)) for a, vals in summary["axes"].items()],
+  ], columns=["", "value"])
+  parts += ["<h2>Tables</h2><h3>Run</h3>", _table_html(headline),
+            f"<h3>Best LR per cell ({html.escape(metric)}, mean over seeds; refined "
+            "between grid points; edge: the optimum is at the grid's edge, a bound)</h3>",
+            _table_html(est.best_lr),
+            "<h3>LR-batch scaling: best LR ∝ batch size<sup>α</sup> (linear rule: α = 1; "
+            "sqrt rule: α = 0.5)</h3>", _table_html(est.scaling),
+            "<h3>Max stable LR (largest LR where every seed trained; the limit lies "
+            "below next_lr)</h3>", _table_html(est.max_stable)]
+  if est.aug_pooled is not None:
+    parts += [f"<h3>Augmentation effect vs aug {est.reference_aug:g}, mean over batch "
+              "sizes (ratios of LRs, difference of the metric)</h3>",
+              _table_html(_ratio_columns(est.aug_pooled)),
+              "<h3>Augmentation effect per batch size</h3>",
+              _table_html(_ratio_columns(est.aug_effect))]
+  if est.best_steps is not None:
+    level = (f"≤ {est.target:.4g}" if est.target is not None
+             else "target (one per aug group: the hardest level all its batch sizes reach)")
+    parts += [f"<h3>Steps to val_loss {level}; best LR per cell</h3>",
+              _table_html(est.best_steps), "<h3>Critical batch size</h3>",
+              _table_html(est.critical_batch)]
+  if est.noise_summary is not None:
+    parts += ["<h3>Gradient noise scale (median over training of the per-evaluation "
+              "median; spread over training)</h3>", _table_html(est.noise_summary)]
   parts += ["<h2>Config</h2>",
             f"<pre>{html.escape(json.dumps(config, indent=2, default=str))}</pre>"]
-  info_path = os.path.join(run_dir, "run_info.json")
+  info_path = os.path.join(run.run_dir, "run_info.json")
   if os.path.exists(info_path):  # timings and layout, written by the engine
     with open(info_path) as f:
       parts += ["<h2>Run info</h2>", f"<pre>{html.escape(f.read())}</pre>"]
-  parts += [
-            "</body></html>"]
-  report_path = os.path.join(run_dir, "report.html")
-  with open(report_path, "w") as f:
-    f.write("\n".join(parts))
-  written.append(report_path)
-  return written
+  parts.append("</body></html>")
+  return "\n".join(parts)

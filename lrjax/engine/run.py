@@ -85,9 +85,13 @@ def split_hparams(table: pd.DataFrame, settings: TrainSettings
     ConfigError: a column or ``*_kwargs`` key that belongs to neither.
   """
   opt_names = optimizers.optimizer_hparams(settings.optimizer)
+  if "optimizer" in table.columns and set(table["optimizer"]) != {settings.optimizer}:
+    raise ConfigError(f"grid.optimizer: {sorted(set(table['optimizer']))} in one run of "
+                      f"'{settings.optimizer}'; each optimizer trains as its own run "
+                      f"(lrjax.experiment.resolve_runs).")
   opt_cols, sched_cols = [], []
   for col in grid_lib.inner_columns(table):
-    if col in ("lr", "batch_size", "schedule", "batch_growth"):
+    if col in ("lr", "batch_size", "schedule", "optimizer", "batch_growth", "lr_scaling"):
       continue
     (opt_cols if col in opt_names else sched_cols).append(col)
   families = tuple(dict.fromkeys(table["schedule"])) if "schedule" in table else ()
@@ -103,6 +107,32 @@ def split_hparams(table: pd.DataFrame, settings: TrainSettings
     raise ConfigError(f"optimizer_kwargs: {unknown_opt} are not hyperparameters of "
                       f"'{settings.optimizer}'; it takes {sorted(opt_names) or 'only lr'}.")
   return opt_cols, sched_cols, spec
+
+
+def scaled_lr(table: pd.DataFrame, settings: TrainSettings) -> np.ndarray:
+  """Each member's learning rate: the grid's ``lr`` times ``(B / lr_reference_batch) **
+  lr_scaling`` (the linear rule at 1, Goyal et al. 2017; the square-root rule at 0.5).
+
+  Example:
+    >>> from lrjax import grid
+    >>> t = grid.make_grid({"lr": (0.1,), "batch_size": (32, 128), "lr_scaling": (0.5, 1)})
+    >>> scaled_lr(t, TrainSettings(lr_reference_batch=32)).round(3).tolist()
+    [0.1, 0.1, 0.2, 0.4]
+  """
+  lr = table["lr"].to_numpy(np.float64)
+  exponent = (table["lr_scaling"].to_numpy(np.float64) if "lr_scaling" in table.columns
+              else np.full(len(table), settings.lr_scaling))
+  if not settings.lr_reference_batch:
+    if (exponent != 0).any():
+      raise ConfigError("lr_scaling: scaling the lr with the batch size needs "
+                        "lr_reference_batch, the batch size at which lr is the grid's lr "
+                        "(e.g. --config.lr_reference_batch=32).")
+    return lr
+  if ((exponent < 0) | (exponent > 1)).any():
+    raise ConfigError(f"grid.lr_scaling: exponents in [0, 1] (0 none, 0.5 sqrt, 1 linear); "
+                      f"got {sorted(set(exponent.tolist()))}.")
+  ratio = table["batch_size"].to_numpy(np.float64) / settings.lr_reference_batch
+  return lr * ratio ** exponent
 
 
 def _uses_augmentation(table: pd.DataFrame) -> bool:
@@ -155,7 +185,7 @@ def build_run(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
   k = table["batch_size"].to_numpy() // the_plan.micro_batch
   growth = batch_growth(table, settings)
   member_hp = {
-      "lr": table["lr"].to_numpy(np.float32),
+      "lr": scaled_lr(table, settings).astype(np.float32),
       "k": k.astype(np.int32),
       "total_updates": total_updates(k, growth, the_plan).astype(np.int32),
   }

@@ -109,6 +109,12 @@ class TrainSettings:
   divergence_factor: float = _setting(100.0, _positive_number)
   label_smoothing: float = _setting(0.0, _fraction,
                                     doc="optax.smooth_labels alpha of the training loss")
+  lr_reference_batch: int = _setting(
+      0, _nonnegative_int, doc="with lr_scaling, the batch size at which lr is the grid's lr")
+  lr_scaling: float = _setting(
+      0.0, lambda n, v: _fraction(n, v) if v != 1 else None,
+      doc="batch-size scaling exponent of the lr: 0 none, 0.5 square root, 1 linear; "
+          "a grid axis too")
   batch_growth_at: tuple = _setting(
       (), _fractions, doc="fractions of the example budget where each member's batch size "
                           "is multiplied by its batch_growth (Smith et al. 2018)")

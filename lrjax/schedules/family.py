@@ -121,8 +121,12 @@ def schedule_family(names: Sequence[str], index, factories_kwargs: Sequence[dict
 _LENGTH_ARGS = ("decay_steps", "total_steps", "transition_steps")
 # The argument that receives the member's (peak) learning rate, by schedule.
 _PEAK_ARGS = ("value", "init_value", "max_value")
-# Keyword handled here, not by the schedule: a gradual warmup wrapped around it.
-_WRAPPER_ARGS = ("warmup_steps", "warmup_start_value")
+# Keyword handled here, not by the schedule: a gradual warmup wrapped around it, its
+# length in updates or as a fraction of the member's updates (equal across batch sizes
+# in epochs, as Goyal et al.'s 5-epoch warmup).
+_WRAPPER_ARGS = ("warmup_steps", "warmup_fraction", "warmup_start_value")
+# Keywords in fractions of the member's updates, converted here: name -> the argument.
+_FRACTION_ARGS = {"milestone_fractions": ("multistep", "milestones")}
 # Keywords of onecycle/cyclic that cycle the optimizer's momentum (torch cycle_momentum).
 _MOMENTUM_ARGS = ("cycle_momentum", "base_momentum", "max_momentum")
 CYCLIC_FAMILIES = ("onecycle", "cyclic")
@@ -151,6 +155,7 @@ def check_schedule_kwargs(name: str, kwargs: Mapping[str, Any], grid_axes=()) ->
   """Raises ``ConfigError`` unless ``kwargs`` are arguments of schedule ``name``."""
   _, params, peak = _schedule_factory(name)
   extra = set(_WRAPPER_ARGS) | (set(_MOMENTUM_ARGS) if name in CYCLIC_FAMILIES else set())
+  extra |= {k for k, (family, _) in _FRACTION_ARGS.items() if family == name}
   unknown = sorted(set(kwargs) - (set(params) - {peak}) - extra)
   if unknown:
     where = "grid" if set(unknown) & set(grid_axes) else "schedule_kwargs"
@@ -165,6 +170,13 @@ def _resolve(name: str, peak_lr, total_updates, kwargs):
   factory, params, peak = _schedule_factory(name)
   check_schedule_kwargs(name, kwargs)
   kwargs = dict(kwargs)
+  if "warmup_fraction" in kwargs:
+    if "warmup_steps" in kwargs:
+      raise ConfigError("schedule_kwargs: give warmup_steps or warmup_fraction, not both.")
+    kwargs["warmup_steps"] = kwargs.pop("warmup_fraction") * total_updates
+  for key, (_, arg) in _FRACTION_ARGS.items():
+    if key in kwargs:
+      kwargs[arg] = tuple(f * total_updates for f in kwargs.pop(key))
   warmup = (kwargs.pop("warmup_steps", None), kwargs.pop("warmup_start_value", 0.0))
   momentum = {k: kwargs.pop(k) for k in _MOMENTUM_ARGS if k in kwargs}
   if warmup[0] is not None and momentum.get("cycle_momentum"):
