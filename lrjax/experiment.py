@@ -25,6 +25,7 @@ from lrjax import models as models_lib
 from lrjax.engine import GridResult, Run, TrainSettings, build_run, train
 from lrjax.engine.settings import config_fields
 from lrjax.errors import ConfigError
+from lrjax.optimizers import OPTIMIZERS
 from lrjax.workdir import check_workdir, partial_dir, plain, write_results
 
 # Fields every experiment config has, with defaults: what to train on, the grid, and
@@ -99,9 +100,10 @@ def resolve(config) -> Run:
 
 def _per_optimizer_kwargs(cfg: dict, optimizers: tuple[str, ...]) -> dict[str, dict]:
   """``optimizer_kwargs`` for each optimizer of a ``grid.optimizer`` axis: either keyed
-  by optimizer name, or one dict of arguments they all take."""
+  by optimizer name (names not on the axis are ignored), or one dict of arguments they
+  all take."""
   kwargs = dict(cfg["optimizer_kwargs"])
-  if kwargs and set(kwargs) <= set(optimizers):
+  if kwargs and set(kwargs) <= set(OPTIMIZERS):
     return {name: dict(kwargs.get(name, {})) for name in optimizers}
   return {name: kwargs for name in optimizers}
 

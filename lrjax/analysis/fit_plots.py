@@ -7,7 +7,6 @@ PNG each.
 """
 from __future__ import annotations
 
-import os
 
 import matplotlib
 import numpy as np
@@ -82,7 +81,7 @@ def best_lr_vs_batch(best: pd.DataFrame, scaling: pd.DataFrame, band: pd.DataFra
     ``path``.
 
   Example:
-    >>> import tempfile
+    >>> import os, tempfile
     >>> from lrjax.analysis import optima, synthetic
     >>> t = synthetic.synthetic_members(batch_sizes=(32, 64, 128))
     >>> p = best_lr_vs_batch(optima.best_lr(t, n_boot=50), optima.scaling_exponent(t, n_boot=50),
@@ -186,7 +185,7 @@ def steps_to_target(best_steps: pd.DataFrame, critical: pd.DataFrame,
     ``path``.
 
   Example:
-    >>> import tempfile
+    >>> import os, tempfile
     >>> b = np.array([16, 32, 64, 128])
     >>> s = pd.DataFrame({"lr": 0.1, "batch_size": b, "aug": 0.0, "seed": 0,
     ...                   "steps": 1000 * (1 + 100 / b)})
@@ -257,7 +256,7 @@ def noise_scale(curve: pd.DataFrame, path: str = "noise_scale.png") -> str:
     ``path``.
 
   Example:
-    >>> import tempfile
+    >>> import os, tempfile
     >>> c = pd.DataFrame({"aug": 0.0, "examples_seen": [10, 20], "median": [5.0, 9.0],
     ...                   "q25": [4.0, 8.0], "q75": [6.0, 10.0], "n_members": 3})
     >>> os.path.getsize(noise_scale(c, tempfile.mktemp(suffix=".png"))) > 1000

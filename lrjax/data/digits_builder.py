@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow_datasets as tfds
+from sklearn.datasets import load_digits
 
 SPLIT_SIZES = {"train": 1297, "validation": 250, "test": 250}
 SPLIT_SEED = 20171101
@@ -32,8 +33,6 @@ def digits_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     >>> splits["train"][0].shape
     (1297, 8, 8, 1)
   """
-  from sklearn.datasets import load_digits  # imported lazily: heavy
-
   bunch = load_digits()
   images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
   labels = bunch.target.astype(np.int64)

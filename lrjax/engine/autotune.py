@@ -33,7 +33,8 @@ import jax.numpy as jnp
 
 from lrjax.engine import devices
 from lrjax.engine.plan import Block
-from lrjax.engine.program import Constants, MemberState, Program
+from lrjax.engine.program import Program
+from lrjax.engine.state import Constants, MemberState
 from lrjax.engine.run import Run
 from lrjax.engine.settings import TrainSettings
 

@@ -34,6 +34,7 @@ def save(path: str, state, metrics: list, segments_done: int) -> None:
   metric_leaves = [] if stacked is None else jax.tree.leaves(stacked)
   arrays = {f"s{i}": np.asarray(a) for i, a in enumerate(leaves)}
   arrays.update({f"m{i}": np.asarray(a) for i, a in enumerate(metric_leaves)})
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   tmp = path + ".tmp.npz"
   np.savez(tmp, segments_done=np.int64(segments_done), **arrays)
   os.replace(tmp, path)

@@ -25,11 +25,10 @@ How it works (docs/DESIGN.md):
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, NamedTuple
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from lrjax import augment
@@ -38,49 +37,9 @@ from lrjax import optimizers
 from lrjax import transforms
 from lrjax.engine.devices import Partition
 from lrjax.engine.plan import Block
+from lrjax.engine import noise
 from lrjax.engine.run import Run
-
-
-class MemberState(NamedTuple):
-  """Training state of one Block; every leaf has leading (group, inner) member axes."""
-
-  params: Any
-  opt_state: Any
-  grad_acc: Any  # None when the block's k is 1
-  updates: jax.Array  # applied optimizer updates
-  diverged: jax.Array  # bool
-  diverged_at: jax.Array  # examples seen when divergence was detected; -1 if never
-  first_loss: jax.Array  # the loss at tick 0, reference for "exploding"
-  loss_sum: jax.Array  # training loss summed over the current segment
-  plateau: Any = None  # ReduceLROnPlateauState per member, when the plateau family is used
-  # Gradient noise scale (McCandlish et al. 2018, App. A), for blocks with k > 1:
-  small_sq: Any = None  # sum of the micro-batch gradients' squared norms in this batch
-  noise_trace: Any = None  # segment sum of tr(Sigma) estimates, one per completed batch
-  noise_g2: Any = None  # segment sum of |G|^2 estimates
-
-
-class Constants(NamedTuple):
-  """Per-chunk arrays the compiled program reads (arguments, not baked constants)."""
-
-  train_images: jax.Array  # uint8 (N, H, W, C)
-  train_labels: jax.Array  # int32 (N,)
-  eval_images: jax.Array  # uint8 (M, H, W, C), padded to a multiple of eval_batch
-  eval_labels: jax.Array  # int32 (M,)
-  eval_weights: jax.Array  # f32 (M,): 0 on padding
-  order: jax.Array  # int32 (S, total_examples): example stream per distinct seed
-  seed_index: jax.Array  # int32 (G,): row of `order` for each group
-  aug_keys: jax.Array  # key (G,)
-  aug_mags: dict  # name -> f32 (G,)
-  hparams: tuple  # per Block: name -> (G, I_block): lr, k, total_updates, opt/schedule hparams
-
-
-# Largest precomputed segment of augmented inputs (float32) kept in memory.
-INPUT_CACHE_BYTES = 256 << 20
-
-
-# What each segment reports per member (see Program._segment).
-SEGMENT_METRICS = ("updates", "lr_now", "train_loss", "val_loss", "val_acc", "noise_scale",
-                   "diverged")
+from lrjax.engine.state import (INPUT_CACHE_BYTES, SEGMENT_METRICS, Constants, MemberState)
 
 
 def default_vmap_width() -> int:
@@ -96,58 +55,8 @@ def default_vmap_width() -> int:
   return 1 if jax.default_backend() == "cpu" else 1 << 30
 
 
-def per_example(total, num_examples: int) -> np.ndarray:
-  """Host side: sums from ``Program.evaluate`` -> means over a split (float32).
-
-  Example:
-    >>> per_example(np.float32([3.0, 1.0]), 4)
-    array([0.75, 0.25], dtype=float32)
-  """
-  return np.asarray(total, np.float32) / np.float32(num_examples)
-
-
-def mean_metrics(metrics: dict, num_examples: int) -> dict:
-  """Host side: a segment's ``val_loss``/``val_acc`` sums -> means over the split.
-
-  Example:
-    >>> mean_metrics({"val_loss": np.float32([3.0]), "val_acc": np.float32([1.0])}, 4)
-    {'val_loss': array([0.75], dtype=float32), 'val_acc': array([0.25], dtype=float32)}
-  """
-  return {k: per_example(v, num_examples) if k in ("val_loss", "val_acc") else v
-          for k, v in metrics.items()}
-
-
 def _loss(logits, labels):
   return optax.softmax_cross_entropy(logits, labels).mean()
-
-
-def _sq_norm(tree, single: bool):
-  """Squared L2 norm of each member's pytree (leading (G, I) member axes unless single)."""
-  lead = 0 if single else 2
-  return sum(jnp.sum(jnp.square(a), axis=tuple(range(lead, a.ndim)))
-             for a in jax.tree.leaves(tree))
-
-
-def two_batch_noise(small_sq_mean, big_sq, b_small, b_big):
-  """McCandlish et al. 2018 (App. A): unbiased |G|^2 and tr(Sigma) from two batch sizes.
-
-  Args:
-    small_sq_mean: mean squared norm of gradients over batches of ``b_small``.
-    big_sq: squared norm of the gradient over a batch of ``b_big``.
-    b_small, b_big: the two batch sizes (``b_big > b_small``).
-
-  Returns:
-    ``(g2, trace)``; the simple noise scale is ``trace / g2`` (average the two
-    separately over many batches before dividing).
-
-  Example:
-    >>> g2, tr = two_batch_noise(5.0, 2.0, 1.0, 4.0)
-    >>> float(g2), float(tr)
-    (1.0, 4.0)
-  """
-  g2 = (b_big * big_sq - b_small * small_sq_mean) / (b_big - b_small)
-  trace = (small_sq_mean - big_sq) / (1.0 / b_small - 1.0 / b_big)
-  return g2, trace
 
 
 class Program:
@@ -333,18 +242,9 @@ class Program:
     return hp["k"] * hp["growth"] ** phase
 
   def _noise_step(self, state: MemberState, grads, grad_acc, k, done, single: bool) -> dict:
-    """The two-batch estimator on each member's own accumulation: its ``k`` micro-batch
-    gradients (batch ``b``) and their mean (batch ``B = k*b``). Estimates are summed
-    over the segment's completed batches; the segment reports their ratio."""
-    kf = jnp.asarray(k, jnp.float32)
-    small_sq = state.small_sq + _sq_norm(grads, single)
+    """The noise-scale sums after this tick (``noise.accumulate``)."""
     b = float(self.plan.micro_batch * self.settings.multiplicity)
-    g2, trace = two_batch_noise(small_sq / kf, _sq_norm(grad_acc, single) / kf ** 2,
-                                b, b * jnp.maximum(kf, 2.0))
-    use = done & (kf > 1)  # ragged blocks may hold k = 1 members: no second batch size
-    return dict(small_sq=small_sq,
-                noise_trace=state.noise_trace + jnp.where(use, trace, 0.0),
-                noise_g2=state.noise_g2 + jnp.where(use, g2, 0.0))
+    return noise.accumulate(state, grads, grad_acc, k, done, b, single)
 
   def _inputs(self, t, c: Constants):
     """Every input group's micro-batch at tick ``t``: x (G, b*M, H, W, C), y (G, b*M, K)."""
@@ -472,14 +372,6 @@ class Program:
                 (math.prod(c.train_images.shape[1:]) + self.num_classes) * 4)
     return scans > 1 and per_tick * self.plan.ticks_per_segment <= INPUT_CACHE_BYTES
 
-  @staticmethod
-  def _segment_noise_scale(s: MemberState):
-    """B_simple = tr(Sigma) / |G|^2 from the segment's sums; NaN where not measured."""
-    if s.noise_g2 is None:
-      return jnp.full(s.updates.shape, jnp.nan, jnp.float32)
-    ok = (s.noise_g2 > 0) & ~s.diverged
-    return jnp.where(ok, s.noise_trace / jnp.where(ok, s.noise_g2, 1.0), jnp.nan)
-
   def _plateau_step(self, state: MemberState, hp, val_loss) -> MemberState:
     static = {k: v for k, v in self.spec.plateau.items() if k != "factor"}
     step = lambda st, v, h: transforms.plateau_step(
@@ -538,7 +430,7 @@ class Program:
           "train_loss": jnp.where(bad, nan, s.loss_sum / self.plan.ticks_per_segment),
           "val_loss": jnp.where(bad, nan, loss),
           "val_acc": jnp.where(bad, nan, acc),
-          "noise_scale": self._segment_noise_scale(s),
+          "noise_scale": noise.segment_noise_scale(s),
           "diverged": bad,
       })
     states = tuple(s._replace(loss_sum=jnp.zeros_like(s.loss_sum),

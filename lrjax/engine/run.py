@@ -11,7 +11,6 @@ the LR finder only read the ``Run`` it returns; nothing validates or plans twice
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import numpy as np

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from lrjax import grid as grid_lib
-from lrjax.engine.program import SEGMENT_METRICS
+from lrjax.engine.state import SEGMENT_METRICS
 from lrjax.engine.run import Run
 from lrjax.outcomes import member_status
 

@@ -29,7 +29,8 @@ from lrjax import grid as grid_lib
 from lrjax.data import Dataset, example_order
 from lrjax.engine import autotune, checkpoint, devices
 from lrjax.engine.plan import padded_split
-from lrjax.engine.program import SEGMENT_METRICS, Constants, Program, mean_metrics, per_example
+from lrjax.engine.program import Program
+from lrjax.engine.state import SEGMENT_METRICS, Constants, mean_metrics, per_example
 from lrjax.engine.run import Run, build_run
 from lrjax.engine.settings import GridResult, TrainSettings
 from lrjax.engine.tables import result_tables
