@@ -1,0 +1,229 @@
+"""Figures and numbers for docs/RESULTS.md, from the studies' run directories.
+
+Run the studies first, each into runs/studies/<name> (each experiment's docstring
+has its command), e.g.
+
+  for s in lr_batch_aug aug_lr linear_scaling_warmup critical_batch increase_batch \
+           adam_sqrt_scaling optimizers schedules; do
+    lrjax run experiments/$s.py --workdir runs/studies/$s --no-progress; done
+
+then
+
+  .venv/bin/python scripts/make_results.py [--runs runs/studies] [--out docs/results]
+
+It copies each study's key figures from its report into docs/results/, draws the
+arm comparisons the reports do not (best validation loss per arm, over the LR grid,
+with seed-bootstrap intervals), and prints every number RESULTS.md quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lrjax import analysis
+from lrjax.analysis.stats import small_sample_factor
+
+N_BOOT = 2000
+RNG_SEED = 0
+
+
+def load(runs: str, name: str):
+  d = os.path.join(runs, name)
+  members = pd.read_parquet(os.path.join(d, "members.parquet"))
+  history = pd.read_parquet(os.path.join(d, "history.parquet"))
+  with open(os.path.join(d, "summary.json")) as f:
+    summary = json.load(f)
+  return d, members, history, summary
+
+
+def _widen(reps: np.ndarray, n_seeds: int):
+  """95% percentile interval of replicates, widened for few seeds about the median."""
+  lo, med, hi = np.nanpercentile(reps, [2.5, 50, 97.5], axis=0)
+  f = small_sample_factor(n_seeds)
+  return med - f * (med - lo), med + f * (hi - med)
+
+
+def arms(members: pd.DataFrame, by: list[str], metric: str = "final_val_loss",
+         reference: tuple | None = None) -> pd.DataFrame:
+  """Per arm: the best (over lr) mean-over-seeds metric, with a seed-bootstrap interval,
+  and its difference from ``reference`` (same seed resamples for every arm: paired).
+
+  Only LRs at which every seed of the arm trained compete.
+  """
+  seeds = sorted(members.seed.unique())
+  lrs = sorted(members.lr.unique())
+  keys = sorted(members.groupby(by).groups)
+  keys = [k if isinstance(k, tuple) else (k,) for k in keys]
+  cube = np.full((len(keys), len(lrs), len(seeds)), np.nan)
+  for (i, key) in enumerate(keys):
+    sub = members[np.logical_and.reduce([members[c] == v for c, v in zip(by, key)])]
+    for r in sub.itertuples():
+      if r.status == "trained":
+        cube[i, lrs.index(r.lr), seeds.index(r.seed)] = getattr(r, metric)
+  sign = 1.0 if "loss" in metric else -1.0
+
+  def best(c):
+    mean = c.mean(axis=-1)  # NaN when any seed did not train: that LR is out
+    mean = np.where(np.isnan(mean), np.inf, sign * mean)
+    arg = mean.argmin(axis=-1)
+    val = np.take_along_axis(mean, arg[..., None], -1)[..., 0]
+    return np.where(np.isfinite(val), sign * val, np.nan), arg
+
+  point, arg = best(cube)
+  rng = np.random.default_rng(RNG_SEED)
+  draws = rng.integers(0, len(seeds), size=(N_BOOT, len(seeds)))
+  reps = np.stack([best(cube[..., d])[0] for d in draws])  # (R, arms)
+  lo, hi = _widen(reps, len(seeds))
+  out = pd.DataFrame(keys, columns=by)
+  out["best"], out["lo"], out["hi"] = point, lo, hi
+  out["best_lr"] = [lrs[a] for a in arg]
+  if reference is not None:
+    ref = keys.index(tuple(reference))
+    diff = reps - reps[:, [ref]]
+    dlo, dhi = _widen(diff, len(seeds))
+    out["diff"], out["diff_lo"], out["diff_hi"] = point - point[ref], dlo, dhi
+  return out
+
+
+def _fmt(row, col="best"):
+  return f"{row[col]:.3f} [{row[col + '_lo' if col != 'best' else 'lo']:.3f}, " \
+         f"{row[col + '_hi' if col != 'best' else 'hi']:.3f}]"
+
+
+def _errorbar_figure(table, x, series, path, xlabel, ylabel, title, logx=True):
+  fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+  ax = fig.add_subplot()
+  for i, (name, sub) in enumerate(table.groupby(series, sort=False)):
+    sub = sub.sort_values(x)
+    ax.errorbar(sub[x] * (1 + 0.03 * i), sub["best"],
+                yerr=[sub["best"] - sub["lo"], sub["hi"] - sub["best"]],
+                marker="o", capsize=3, label=str(name))
+  if logx:
+    ax.set_xscale("log", base=2)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  ax.legend(fontsize=7)
+  fig.savefig(path, dpi=110)
+  return path
+
+
+def copy_figures(runs: str, out: str):
+  picks = {
+      "lr_batch_aug": ["heatmap_val_loss.png", "best_lr_vs_batch.png", "noise_scale.png"],
+      "aug_lr": ["heatmap_val_loss.png", "noise_scale.png"],
+      "critical_batch": ["steps_to_target.png", "noise_scale.png", "best_lr_vs_batch.png"],
+      "adam_sqrt_scaling": ["best_lr_vs_batch.png"],
+      "schedules": ["curves_val_loss.png"],
+  }
+  for study, names in picks.items():
+    for n in names:
+      src = os.path.join(runs, study, n)
+      if os.path.exists(src):
+        shutil.copy(src, os.path.join(out, f"{study}_{n}"))
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--runs", default="runs/studies")
+  parser.add_argument("--out", default="docs/results")
+  args = parser.parse_args(argv)
+  os.makedirs(args.out, exist_ok=True)
+  copy_figures(args.runs, args.out)
+  pd.set_option("display.width", 160)
+
+  def show(title, table):
+    print(f"\n## {title}\n{table.to_string(index=False, float_format=lambda v: f'{v:.4g}')}")
+
+  for study in ("lr_batch_aug", "aug_lr", "linear_scaling_warmup", "critical_batch",
+                "increase_batch", "adam_sqrt_scaling", "optimizers", "schedules"):
+    if not os.path.exists(os.path.join(args.runs, study, "summary.json")):
+      print(f"\n## {study}: not run")
+      continue
+    d, members, history, summary = load(args.runs, study)
+    info = json.load(open(os.path.join(d, "run_info.json")))
+    seconds = sum(r.get("train_seconds", 0) + r.get("compile_seconds", 0)
+                  for r in info.get("runs", [info]))
+    print(f"\n# {study}: {len(members)} members, compile+train {seconds:.0f} s")
+    for line in summary["findings"]:
+      print("-", line)
+    if study == "aug_lr":
+      for metric in ("final_val_loss", "best_val_loss"):
+        pooled = analysis.aug_effect_pooled(members, metric=metric, n_boot=1000)
+        show(f"aug effect pooled ({metric})", pooled)
+      best = analysis.best_lr(members, metric="final_val_loss", n_boot=1000)
+      show("best LR per (batch, aug)", best)
+      table = best.rename(columns={"best_lr": "best", "best_lr_lo": "lo", "best_lr_hi": "hi"})
+      _errorbar_figure(table, "aug", "batch_size",
+                       os.path.join(args.out, "aug_lr_best_lr_vs_aug.png"),
+                       "augmentation strength", "best LR (final val loss)",
+                       "MNIST-1D MLP: best LR vs augmentation (95% seed intervals)", False)
+      fig_ax = arms(members, ["batch_size", "aug"])
+      show("best final val loss per (batch, aug)", fig_ax)
+    if study == "linear_scaling_warmup":
+      t = arms(members, ["batch_size", "lr_scaling", "warmup_fraction"])
+      show("best final val loss per (B, rule, warmup)", t)
+      t["arm"] = [f"scaling {s:g}, warmup {w:g}" for s, w in zip(t.lr_scaling,
+                                                                  t.warmup_fraction)]
+      _errorbar_figure(t, "batch_size", "arm",
+                       os.path.join(args.out, "linear_scaling_warmup.png"), "batch size",
+                       "best final val loss", "LR scaling rule × warmup at 30 epochs")
+    if study == "increase_batch":
+      t = arms(members, ["schedule", "batch_growth"], reference=("constant", 1))
+      upd = members.groupby(["schedule", "batch_growth"]).updates.median().reset_index()
+      show("best final val loss per arm (diff vs constant LR, constant batch)",
+           t.merge(upd, on=["schedule", "batch_growth"]))
+      fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+      ax = fig.add_subplot()
+      h = history.merge(members[["member", "schedule", "batch_growth", "lr", "seed"]],
+                        on="member")
+      for row in t.itertuples():
+        sub = h[(h.schedule == row.schedule) & (h.batch_growth == row.batch_growth)
+                & (h.lr == row.best_lr)]
+        curve = sub.groupby("examples_seen").val_loss.agg(["mean", "min", "max"])
+        line = ax.plot(curve.index, curve["mean"],
+                       label=f"{row.schedule}, growth {row.batch_growth} (lr {row.best_lr:g})")
+        ax.fill_between(curve.index, curve["min"], curve["max"], alpha=0.2,
+                        color=line[0].get_color())
+      ax.set_xlabel("examples seen")
+      ax.set_ylabel("validation loss")
+      ax.set_ylim(top=float(h.val_loss.quantile(0.9)))
+      ax.set_title("LR decay vs batch increase (mean and range over 3 seeds)", fontsize=10)
+      ax.legend(fontsize=7)
+      fig.savefig(os.path.join(args.out, "increase_batch_curves.png"), dpi=110)
+    if study == "optimizers":
+      t = arms(members, ["optimizer", "batch_size"], reference=None)
+      acc = arms(members, ["optimizer", "batch_size"], metric="final_val_acc")
+      fit = members[members.status == "trained"].merge(
+          t[["optimizer", "batch_size", "best_lr"]].rename(columns={"best_lr": "lr"}),
+          on=["optimizer", "batch_size", "lr"]).groupby(["optimizer", "batch_size"])[
+              ["final_train_loss", "final_val_loss", "best_val_loss"]].mean().reset_index()
+      fit["gap"] = fit.final_val_loss - fit.final_train_loss
+      show("best final val loss per (optimizer, B)", t)
+      show("best final val acc per (optimizer, B)", acc)
+      show("at the best LR: train loss, val loss, gap", fit)
+      steps = analysis.steps_to_target(history, members, target=1.0)
+      if "optimizer" not in steps:
+        steps = steps.merge(members[["member", "optimizer"]], on="member")
+      per = steps.groupby(["optimizer", "batch_size", "lr"]).examples.agg(
+          lambda s: s.mean() if s.notna().all() else np.nan).groupby(
+              ["optimizer", "batch_size"]).min().reset_index()
+      show("examples to val loss 1.0 (best LR, mean over seeds)", per)
+      _errorbar_figure(t.assign(batch=t.batch_size.astype(str)), "batch_size", "optimizer",
+                       os.path.join(args.out, "optimizers.png"), "batch size",
+                       "best final val loss", "Optimizers: best final val loss over LR")
+    if study == "schedules":
+      t = arms(members, ["schedule"], reference=("constant",))
+      show("best final val loss per schedule (diff vs constant)", t)
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
