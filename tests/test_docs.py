@@ -62,24 +62,31 @@ def test_python_block_runs_as_written(code, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
 
 
+def _runnable(command, slow):
+  if any(command.startswith(p) for p in SKIPPED):
+    return False
+  if "--config.dataset=mnist " in command + " " or "--resume" in command:
+    return False  # catalog data needs the network; --resume needs an interrupted run
+  is_bench = command.startswith(("lrjax bench", "python benchmarks/bench.py"))
+  if is_bench and "--quick" not in command and "--help" not in command:
+    return False  # a full benchmark takes minutes to hours
+  return is_bench == slow
+
+
 def _shell_params(slow):
+  """One case per block: its commands run in order, sharing one temporary directory
+  (``lrjax report runs/tiny`` reads what the ``lrjax run`` before it wrote)."""
   for param in _blocks("bash"):
-    block = param.values[0]
-    for j, command in enumerate(_commands(block)):
-      if any(command.startswith(p) for p in SKIPPED):
-        continue
-      is_bench = command.startswith(("lrjax bench", "python benchmarks/bench.py"))
-      if is_bench != slow:
-        continue
-      if "--config.dataset=mnist " in command + " " or "--resume" in command:
-        continue  # catalog data needs the network; --resume needs an interrupted run
-      yield pytest.param(command, id=f"{param.id}-{j}")
+    commands = [c for c in _commands(param.values[0]) if _runnable(c, slow)]
+    if commands:
+      yield pytest.param(commands, id=param.id)
 
 
-def _check_shell(command, tmp_path):
+def _check_shell(commands, tmp_path):
   (tmp_path / "runs").mkdir(exist_ok=True)
-  out = _run(_adapt(command, tmp_path), ROOT)
-  assert out.returncode == 0, f"{command}\n{out.stderr[-3000:]}"
+  for command in commands:
+    out = _run(_adapt(command, tmp_path), ROOT)
+    assert out.returncode == 0, f"{command}\n{out.stderr[-3000:]}"
 
 
 def test_documented_commands_cover_resume_and_catalog_data_elsewhere():
@@ -89,13 +96,12 @@ def test_documented_commands_cover_resume_and_catalog_data_elsewhere():
   assert "--resume" in text and "mock_data" in text
 
 
-@pytest.mark.parametrize("command", list(_shell_params(slow=False)))
-def test_shell_command_runs_from_the_repository(command, tmp_path):
-  _check_shell(command, tmp_path)
+@pytest.mark.parametrize("commands", list(_shell_params(slow=False)))
+def test_shell_commands_run_from_the_repository(commands, tmp_path):
+  _check_shell(commands, tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", [p for p in _shell_params(slow=True)
-                                     if "--quick" in p.values[0] or "--help" in p.values[0]])
-def test_benchmark_command_runs_from_the_repository(command, tmp_path):
-  _check_shell(command, tmp_path)
+@pytest.mark.parametrize("commands", list(_shell_params(slow=True)))
+def test_benchmark_commands_run_from_the_repository(commands, tmp_path):
+  _check_shell(commands, tmp_path)

@@ -50,6 +50,12 @@ def _flag(name, v):
     raise ConfigError(f"{name}: must be True or False; got {v!r}.")
 
 
+def _exponent(name, v):
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+    raise ConfigError(f"{name}: an exponent in [0, 1] (0 none, 0.5 square root, 1 linear); "
+                      f"got {v!r}.")
+
+
 def _fractions(name, v):
   ok = isinstance(v, (tuple, list)) and all(
       isinstance(f, (int, float)) and not isinstance(f, bool) and 0.0 < f < 1.0 for f in v)
@@ -112,7 +118,7 @@ class TrainSettings:
   lr_reference_batch: int = _setting(
       0, _nonnegative_int, doc="with lr_scaling, the batch size at which lr is the grid's lr")
   lr_scaling: float = _setting(
-      0.0, lambda n, v: _fraction(n, v) if v != 1 else None,
+      0.0, _exponent,
       doc="batch-size scaling exponent of the lr: 0 none, 0.5 square root, 1 linear; "
           "a grid axis too")
   batch_growth_at: tuple = _setting(
