@@ -9,7 +9,9 @@ config's fields, loads the dataset and model, and hands the grid to
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 from typing import Any
@@ -22,7 +24,7 @@ from lrjax import data as data_lib
 from lrjax import grid as grid_lib
 from lrjax import lr_finder
 from lrjax import models as models_lib
-from lrjax.engine import GridResult, Run, TrainSettings, build_run, train
+from lrjax.engine import GridResult, Run, TrainSettings, build_run, train, train_grid
 from lrjax.engine.settings import config_fields
 from lrjax.errors import ConfigError
 from lrjax.optimizers import OPTIMIZERS
@@ -235,39 +237,68 @@ def _concatenate(results: list[GridResult]) -> GridResult:
 def find_lr(config, workdir: str, *, overwrite: bool = False) -> dict:
   """Runs the LR range test and its vectorised variant for a config; writes ``workdir``.
 
-  Writes ``lr_find.png``, ``lr_find.json`` and ``lr_find.csv``; the returned
-  summary (also in ``lr_find.json``) holds the suggestions and a grid of LRs
-  centred on the vectorised test's best LR.
+  The whole config counts: for every batch size of the grid, the classic range test
+  (an exponential LR ramp with the config's optimizer, on un-augmented data) gives
+  a centre, then the vectorised test trains 9 fixed LRs around it for one epoch as
+  one grid, with every augmentation strength, schedule and other axis value of the
+  config at that batch size (first seed), through the engine. Writes
+  ``lr_find.json``, ``lr_find.csv`` and one ``lr_find_bs<B>.png`` per batch size
+  (``lr_find.png`` for the first); the summary holds one suggestion per batch size
+  and a grid of LRs covering all of them.
 
   Example:
     >>> import tempfile
     >>> c = default_config()
     >>> c.model_kwargs = {"hidden": (32,)}
+    >>> c.grid.batch_size = (32, 64)
     >>> out = find_lr(c, tempfile.mkdtemp() + "/find")
-    >>> len(out["suggested_grid_lr"])
-    7
+    >>> [s["batch_size"] for s in out["per_batch_size"]], len(out["suggested_grid_lr"])
+    ([32, 64], 7)
   """
   check_workdir(workdir, overwrite)
   run = resolve(config)
-  settings, dataset, model = run.settings, run.dataset, run.model
-  batch = int(run.table.batch_size.iloc[0])
-  classic = lr_finder.range_test(model, dataset, optimizer=settings.optimizer,
-                                 optimizer_kwargs=dict(settings.optimizer_kwargs),
-                                 batch_size=batch)
-  center = classic["suggestions"]["valley"]
-  vec = lr_finder.vectorised_test(model, dataset, lrs=lr_finder.suggest_grid(center, 9, 4.0),
-                                  batch_size=batch, epochs=1.0, optimizer=settings.optimizer,
-                                  optimizer_kwargs=dict(settings.optimizer_kwargs))
+  settings, dataset, model, table = run.settings, run.dataset, run.model, run.table
+  short = dataclasses.replace(settings, epochs=1.0, eval_every=0, max_members_per_chunk=0)
   os.makedirs(workdir, exist_ok=True)
-  lr_finder.plot(classic, vec, os.path.join(workdir, "lr_find.png"))
-  grid_lrs = lr_finder.suggest_grid(vec["best_lr"])
-  summary = {"batch_size": batch, "optimizer": settings.optimizer,
-             "range_test": classic["suggestions"], "vectorised_best_lr": vec["best_lr"],
-             "vectorised_smallest_diverged_lr": vec["smallest_diverged_lr"],
-             "suggested_grid_lr": list(grid_lrs)}
+  seed = int(table.seed.min())
+  per_batch, curves = [], []
+  for i, batch in enumerate(sorted(set(int(b) for b in table.batch_size))):
+    classic = lr_finder.range_test(model, dataset, optimizer=settings.optimizer,
+                                   optimizer_kwargs=dict(settings.optimizer_kwargs),
+                                   batch_size=batch, seeds=(seed,))
+    lrs = lr_finder.suggest_grid(classic["suggestions"]["valley"], 9, 4.0)
+    settings_rows = table[(table.batch_size == batch) & (table.seed == seed)].drop(
+        columns=["member", "lr"]).drop_duplicates().to_dict("records")
+    members = grid_lib.make_grid(members=[{**r, "lr": lr} for r in settings_rows
+                                          for lr in lrs])
+    result = train_grid(model, dataset, members, short, progress=False)
+    m = result.members
+    ok = m[m.status == "trained"]
+    best = float(ok.loc[ok.final_val_loss.idxmin(), "lr"]) if len(ok) else float("nan")
+    by_aug = {float(a): float(g.loc[g.final_val_loss.idxmin(), "lr"])
+              for a, g in ok.groupby("aug")}
+    unstable = m[m.status != "trained"]
+    per_batch.append({"batch_size": batch, "range_test": classic["suggestions"],
+                      "vectorised_best_lr": best, "vectorised_best_lr_by_aug": by_aug,
+                      "smallest_unstable_lr": (float(unstable.lr.min()) if len(unstable)
+                                               else None)})
+    vec = {"members": m.groupby("lr", as_index=False).final_val_loss.min()}
+    names = [f"lr_find_bs{batch}.png"] + (["lr_find.png"] if i == 0 else [])
+    for name in names:
+      lr_finder.plot(classic, vec, os.path.join(workdir, name))
+    curves.append(pd.DataFrame({"batch_size": batch, "lr": classic["lr"],
+                                "loss": classic["loss"], "smoothed": classic["smoothed"]}))
+  bests = [p["vectorised_best_lr"] for p in per_batch if math.isfinite(p["vectorised_best_lr"])]
+  if not bests:
+    raise ConfigError("find: every LR failed or diverged at every batch size; lower the "
+                      "LR range (lrjax.lr_finder.range_test(start_lr=...)) or check the "
+                      "optimizer.")
+  centre = math.exp(sum(math.log(b) for b in bests) / len(bests))
+  spread = math.log10(max(bests) / min(bests))
+  summary = {"optimizer": settings.optimizer, "schedule": settings.schedule,
+             "per_batch_size": per_batch,
+             "suggested_grid_lr": list(lr_finder.suggest_grid(centre, 7, 2.0 + spread))}
   with open(os.path.join(workdir, "lr_find.json"), "w") as f:
     json.dump(summary, f, indent=2)
-  pd.DataFrame({"lr": classic["lr"], "loss": classic["loss"],
-                "smoothed": classic["smoothed"]}).to_csv(
-                    os.path.join(workdir, "lr_find.csv"), index=False)
+  pd.concat(curves).to_csv(os.path.join(workdir, "lr_find.csv"), index=False)
   return summary

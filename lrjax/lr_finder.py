@@ -78,8 +78,8 @@ def suggestions(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
   finite = np.isfinite(smoothed)
   lrs, smoothed = lrs[finite], smoothed[finite]
   if len(lrs) < 3:
-    raise ConfigError("find: the loss diverged within the first steps; lower "
-                      "start_lr (e.g. --start_lr 1e-7).")
+    raise ConfigError("find: the loss diverged within the first steps; lower the ramp's "
+                      "start, e.g. lrjax.lr_finder.range_test(..., start_lr=1e-7).")
   slope = np.gradient(smoothed, np.log(lrs))
   return {
       "steepest": float(lrs[int(np.argmin(slope))]),
