@@ -89,7 +89,10 @@ def make_grid(axes: Mapping[str, Sequence[Any]] | None = None,
         raise ConfigError(f"grid.{name}: empty axis. Give at least one value, "
                           f"or remove the axis to use its default.")
       if name not in NAME_AXES:
-        odd = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Real)]
+        odd = []  # each distinct bad value once
+        for v in values:
+          if (isinstance(v, bool) or not isinstance(v, numbers.Real)) and v not in odd:
+            odd.append(v)
         if odd:
           raise ConfigError(f"grid.{name}: values must be numbers; got {odd!r}. Write e.g. "
                             f"--config.grid.{name}=\"(0.01,0.1)\" (inf/nan are not allowed).")
@@ -128,7 +131,8 @@ def validate(table: pd.DataFrame, micro_batch: int, num_train: int) -> None:
   lr = table["lr"].to_numpy(dtype=float)
   bad = lr[~(np.isfinite(lr) & (lr > 0))]
   if bad.size:
-    raise ConfigError(f"grid.lr: learning rates must be finite and > 0; got {bad.tolist()}. "
+    raise ConfigError(f"grid.lr: learning rates must be finite and > 0; got "
+                      f"{np.unique(bad).tolist()}. "
                       f"Use e.g. --config.grid.lr=\"(0.01,0.1,1.0)\".")
   bs = table["batch_size"].to_numpy()
   if (bs <= 0).any():

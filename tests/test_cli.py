@@ -36,6 +36,13 @@ def test_run_writes_run_directory_when_config_is_runlocal(tmp_path, capsys):
   os.remove(workdir / "heatmap_val_acc.png")
   assert run(["report", str(workdir)]) == 0
   assert (workdir / "heatmap_val_acc.png").exists()
+  # ... ranked by another metric; an unknown metric names the ones there are.
+  assert run(["report", str(workdir), "--metric", "final_val_acc"]) == 0
+  assert json.loads((workdir / "summary.json").read_text())
+  capsys.readouterr()
+  assert run(["report", str(workdir), "--metric", "nosuchmetric"]) == 2
+  err = capsys.readouterr().err
+  assert "nosuchmetric" in err and "final_val_loss" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("override, field", [
@@ -114,3 +121,128 @@ def test_resume_continues_interrupted_run_when_config_unchanged(tmp_path, monkey
   assert "config differs" in capsys.readouterr().err
   assert run(base + ["--resume"]) == 0
   assert (workdir / "members.parquet").exists() and not (tmp_path / "r.partial").exists()
+
+
+HELP_OPTIONS = {
+    "run": ["-h, --help", "--workdir DIR", "--overwrite", "--resume", "--no-progress"],
+    "find": ["-h, --help", "--workdir DIR", "--overwrite"],
+    "report": ["-h, --help", "--metric NAME"],
+    "augment-preview": ["-h, --help", "--dataset NAME", "--strengths LIST", "--out PATH",
+                        "--data_dir DIR"],
+    "prepare": ["-h, --help", "--data_dir DIR"],
+}
+
+
+@pytest.mark.parametrize("command", ["", *HELP_OPTIONS])
+def test_help_is_clean_when_asked_for_each_command(command, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    run([command, "--help"] if command else ["--help"])
+  assert exit_.value.code == 0
+  out = capsys.readouterr().out
+  assert out.count("usage:") == 1
+  lines = out.splitlines()
+  for option in HELP_OPTIONS.get(command, ["-h, --help"]):
+    rows = [line for line in lines if line.strip().startswith(option)]
+    assert len(rows) == 1, (option, rows)  # listed once ...
+    assert len(rows[0].strip()) > len(option) + 4  # ... with its help on the same line
+  if not command:
+    for name in ("run", "find", "report", "augment-preview", "prepare", "bench"):
+      assert any(line.split()[:1] == [name] for line in lines), name
+  if command in ("run", "find"):
+    assert "config overrides" in out
+    for text in ('--config.grid.lr="(0.01,0.1,1.0)"', "--config.grid.momentum=",
+                 "--config.optimizer_kwargs.b2=", "--config.optimizer_kwargs=\"{",
+                 ":runlocal", "examples:"):
+      assert text in out, text
+
+
+def _resolve_instead_of_training(monkeypatch):
+  """Replaces training by resolving the config: what the CLI would have trained."""
+  from lrjax import experiment
+
+  seen = {}
+
+  def resolve_only(config, workdir, **kwargs):
+    del workdir, kwargs
+    seen["runs"] = experiment.resolve_runs(config)
+    seen["config"] = config
+
+  monkeypatch.setattr(experiment, "train_and_evaluate", resolve_only)
+  return seen
+
+
+def test_optimizer_override_drops_kwargs_of_the_old_optimizer_with_a_note(tmp_path,
+                                                                         monkeypatch, capsys):
+  seen = _resolve_instead_of_training(monkeypatch)
+  assert run(["run", f"{MAIN}:runlocal", "--workdir", str(tmp_path / "r"),
+              "--config.optimizer=adam"]) == 0
+  (settings,) = [r.settings for r in seen["runs"]]
+  assert settings.optimizer == "adam" and dict(settings.optimizer_kwargs) == {}
+  note = capsys.readouterr().err.strip().splitlines()
+  assert len(note) == 1 and "note" in note[0]
+  assert "['momentum']" in note[0] and "'adam'" in note[0] and "dropped" in note[0]
+
+
+def test_optimizer_and_kwargs_overridden_together_mismatch_says_what_to_pass(
+    tmp_path, monkeypatch, capsys):
+  seen = _resolve_instead_of_training(monkeypatch)
+  base = ["run", f"{MAIN}:runlocal", "--workdir", str(tmp_path / "r"),
+          "--config.optimizer=adam"]
+  assert run(base + ["--config.optimizer_kwargs.b2=0.99"]) == 2
+  err = capsys.readouterr().err
+  fix = "--config.optimizer_kwargs=\"{'b2': 0.99}\""
+  assert "['momentum']" in err and fix in " ".join(err.split())
+  assert "runs" not in seen
+  assert run(base + [fix.replace('"', "")]) == 0  # the fix, as the shell passes it
+  (settings,) = [r.settings for r in seen["runs"]]
+  assert dict(settings.optimizer_kwargs) == {"b2": 0.99}
+  assert run(base + ["--config.optimizer_kwargs={}"]) == 0
+  assert "note" not in capsys.readouterr().err
+
+
+def test_new_grid_axes_and_kwargs_keys_accepted_from_command_line(tmp_path, monkeypatch):
+  seen = _resolve_instead_of_training(monkeypatch)
+  assert run(["run", f"{MAIN}:runlocal", "--workdir", str(tmp_path / "r"),
+              "--config.grid.momentum=(0.5,0.9)", "--config.schedule=cosine",
+              "--config.schedule_kwargs.alpha=0.1", "--config.model_kwargs.hidden=(16,)"]
+             ) == 0
+  (r,) = seen["runs"]
+  assert sorted(set(r.table["momentum"])) == [0.5, 0.9] and len(r.table) == 16
+  assert seen["config"].schedule_kwargs.alpha == 0.1
+  assert run(["run", f"{MAIN}:runlocal", "--workdir", str(tmp_path / "r"),
+              "--config.grid.b2=0.99", "--config.optimizer=adam"]) == 0  # one value: an axis
+  assert set(seen["runs"][0].table["b2"]) == {0.99}
+
+
+NO_GET_CONFIG = "no_get_config.py"
+
+
+@pytest.mark.parametrize("args, expected, named_once", [
+    ([f"{MAIN}:runlocal", "--config.epoch=2"], "did you mean epochs", "--config.epoch:"),
+    ([f"{MAIN}:runlocal", "--config.nosuchkey=1"], "no such config key", "nosuchkey"),
+    ([f"{MAIN}:nosucharg"], "unknown config argument", "nosucharg"),
+    (["README.md"], "CONFIG_FILE: README.md is not a Python config file", "README.md"),
+    ([NO_GET_CONFIG], "defines no get_config()", NO_GET_CONFIG),
+    (["experiments/nope.py"], "CONFIG_FILE", "nope.py"),
+    ([f"{MAIN}:runlocal", "--config.grid.lr=(0.1,-1.0,0.01)"], "grid.lr", "-1.0"),
+    ([f"{MAIN}:runlocal", "--config.epochs=abc"], "--config.epochs", "abc"),
+    ([f"{MAIN}:runlocal", "--config.model_kwargs=abc"], "--config.model_kwargs", "abc"),
+    ([f"{MAIN}:runlocal", "--config.optimizer=adam", "--config.optimizer_kwargs.b2=0.99"],
+     "optimizer_kwargs", "['momentum']"),
+    ([f"{MAIN}:runlocal", "--config.grid.lr.x=1"], "grid.lr", "--config.grid.lr.x"),
+    ([f"{MAIN}:runlocal", "--bogus"], "--bogus", "--bogus"),
+])
+def test_bad_input_is_one_readable_paragraph_with_exit_2(tmp_path, monkeypatch, capsys, args,
+                                                        expected, named_once):
+  (tmp_path / NO_GET_CONFIG).write_text("CONFIG = {}\n")
+  args = [str(tmp_path / a) if a == NO_GET_CONFIG else a for a in args]
+  workdir = tmp_path / "run"
+  code = run(["run", *args, "--workdir", str(workdir)])
+  err = capsys.readouterr().err
+  assert code == 2
+  assert "Traceback" not in err and "\\'" not in err and "\\n" not in err
+  assert len(err.strip().splitlines()) <= 4
+  flat = " ".join(err.split())
+  assert expected in flat
+  assert flat.count(named_once) == 1, flat
+  assert not workdir.exists()
