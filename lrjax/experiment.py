@@ -28,7 +28,8 @@ from lrjax.engine import GridResult, Run, TrainSettings, build_run, train, train
 from lrjax.engine.settings import config_fields
 from lrjax.errors import ConfigError
 from lrjax.optimizers import OPTIMIZERS
-from lrjax.workdir import check_workdir, partial_dir, plain, write_results
+from lrjax.metric_writers import make_writers
+from lrjax.workdir import PartialTables, check_workdir, partial_dir, plain, write_results
 
 # Fields every experiment config has, with defaults: what to train on, the grid, and
 # every config field of TrainSettings (optimizer, schedule, epochs, ...).
@@ -184,7 +185,8 @@ def _start_partial(workdir: str, config_json: str, resume: bool) -> str:
 
 
 def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
-                       progress: bool = True, resume: bool = False) -> GridResult:
+                       progress: bool = True, resume: bool = False,
+                       writers=("tensorboard",)) -> GridResult:
   """Validates ``config``, trains its grid, and writes the run directory.
 
   While training, checkpoints go to ``<workdir>.partial`` (at most one a minute);
@@ -198,6 +200,11 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
     overwrite: replace an existing non-empty ``workdir``.
     progress: show the progress bar.
     resume: continue the interrupted run in ``<workdir>.partial``.
+    writers: live metrics while training (``lrjax.metric_writers.make_writers``):
+      ``"tensorboard"`` (event files in ``<workdir>.partial/tb``, then
+      ``<workdir>/tb``), ``"wandb"`` (needs ``lrjax[wandb]``), or writer objects.
+      Whatever the writers, ``<workdir>.partial`` keeps ``members.parquet`` and
+      ``history.parquet`` of what is known so far (``lrjax report WORKDIR.partial``).
 
   Example:
     >>> c = default_config()
@@ -212,14 +219,23 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
   runs = resolve_runs(config)
   config_dict = config_to_dict(config)
   partial = _start_partial(workdir, json.dumps(config_dict, indent=2, sort_keys=True), resume)
-  if len(runs) == 1:
-    result = train(runs[0], progress=progress, checkpoint_dir=partial)
-  else:
-    result = _concatenate([
-        train(run, progress=progress,
-              checkpoint_dir=os.path.join(partial, run.settings.optimizer))
-        for run in runs])
-  write_results(result, config_dict, workdir)
+  tb_dir = os.path.join(partial, "tb")
+  all_writers = [PartialTables(partial), *make_writers(
+      writers or (), tb_dir, run_name=os.path.basename(os.path.abspath(workdir)))]
+  try:
+    if len(runs) == 1:
+      result = train(runs[0], progress=progress, checkpoint_dir=partial,
+                     writers=all_writers)
+    else:
+      result = _concatenate([
+          train(run, progress=progress,
+                checkpoint_dir=os.path.join(partial, run.settings.optimizer),
+                writers=all_writers)
+          for run in runs])
+  finally:
+    for w in all_writers:
+      w.close()
+  write_results(result, config_dict, workdir, tb_dir=tb_dir)
   shutil.rmtree(partial, ignore_errors=True)
   return result
 

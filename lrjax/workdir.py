@@ -1,8 +1,11 @@
 """Run directories: refusing to overwrite, writing results atomically, the ``.partial`` dir.
 
 A run directory is written into a temporary sibling that is renamed into place at
-the end, so a failed run leaves nothing half-written. Checkpoints live in
-``<workdir>.partial`` until the run directory exists.
+the end, so a failed run leaves nothing half-written; it gets the usual permissions
+(``0o777`` less the umask), not ``mkdtemp``'s private ``0o700``. Checkpoints, the
+TensorBoard logs (``tb/``) and ``PartialTables``' snapshot of the tables so far
+(``lrjax report WORKDIR.partial``) live in ``<workdir>.partial`` until the run
+directory exists.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import tempfile
 
 import ml_collections
 import numpy as np
+import pandas as pd
 
 from lrjax.analysis import report
 from lrjax.engine import GridResult
 from lrjax.errors import ConfigError
+from lrjax.metric_writers import MetricWriter
+from lrjax.outcomes import member_status
 
 
 def plain(value):
@@ -46,15 +52,36 @@ def check_workdir(workdir: str, overwrite: bool = False) -> None:
                       f"replace it.")
 
 
-def write_results(result: GridResult, config: dict, workdir: str) -> list[str]:
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def write_results(result: GridResult, config: dict, workdir: str,
+                  tb_dir: str | None = None) -> list[str]:
   """Writes config.json, members/history tables, summary, figures and report.
 
-  Writes into a temporary sibling directory and renames it into place at the end.
+  Writes into a temporary sibling directory and renames it into place at the end;
+  the directory gets ``0o777`` less the umask (as ``mkdir`` would give it). A
+  ``tb_dir`` (TensorBoard logs written while training) is copied in as ``tb/``.
+
+  Example:
+    >>> import tempfile
+    >>> from lrjax.analysis.synthetic import synthetic_run
+    >>> run = synthetic_run(lrs=(0.01, 0.1), batch_sizes=(32,), seeds=(0,))
+    >>> d = os.path.join(tempfile.mkdtemp(), "run")
+    >>> _ = write_results(GridResult(run.members, run.history, None, {}), run.config, d)
+    >>> oct(os.stat(d).st_mode & 0o777) == oct(0o777 & ~_umask())
+    True
   """
   parent = os.path.dirname(os.path.abspath(workdir)) or "."
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".lrjax-", dir=parent)
   try:
+    os.chmod(tmp, 0o777 & ~_umask())
+    if tb_dir is not None and os.path.isdir(tb_dir):
+      shutil.copytree(tb_dir, os.path.join(tmp, "tb"))
     with open(os.path.join(tmp, "config.json"), "w") as f:
       json.dump(config, f, indent=2, sort_keys=True)
     result.members.to_parquet(os.path.join(tmp, "members.parquet"), index=False)
@@ -75,3 +102,69 @@ def write_results(result: GridResult, config: dict, workdir: str) -> list[str]:
 def partial_dir(workdir: str) -> str:
   """Where a run's checkpoints live until it finishes: ``<workdir>.partial``."""
   return os.path.abspath(workdir).rstrip(os.sep) + ".partial"
+
+
+class PartialTables(MetricWriter):
+  """Keeps ``<workdir>.partial`` reportable while a run trains: after each checkpoint,
+  ``members.parquet`` and ``history.parquet`` of what has been evaluated so far (beside
+  the ``config.json`` the run already saved there), so ``lrjax report
+  WORKDIR.partial`` works mid-run.
+
+  Members not evaluated yet are left out. A member's ``final_*`` columns hold its
+  latest evaluation; ``test_*`` are NaN (tested at the end); ``first_train_loss`` is
+  NaN, so ``status`` is judged by chance accuracy only until the run ends.
+  """
+
+  def __init__(self, directory: str):
+    self.directory = directory
+    self._hist: dict[tuple[int, int], dict] = {}
+    self._rows: dict[int, dict] = {}
+    self._status_args: dict = {}
+    self._dirty = False
+
+  def start(self, run) -> None:
+    self._status_args = dict(num_classes=run.dataset.num_classes,
+                             num_val=len(run.dataset.validation),
+                             loss_ratio=run.settings.failed_loss_ratio)
+
+  def write(self, members, examples_seen, metrics, replayed=False) -> None:
+    names = [n for n in metrics if n != "diverged"]
+    for j, row in enumerate(members.to_dict("records")):
+      m = int(row["member"])
+      self._rows[m] = row
+      self._hist[(m, int(examples_seen))] = {
+          "member": m, "examples_seen": int(examples_seen),
+          **{n: np.asarray(metrics[n][j]).item() for n in names},
+          "diverged": bool(metrics["diverged"][j]) if "diverged" in metrics else False}
+    self._dirty = True
+
+  def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(members, history)`` of what has been evaluated so far."""
+    history = pd.DataFrame(list(self._hist.values())).sort_values(
+        ["member", "examples_seen"], kind="stable").reset_index(drop=True)
+    by_member = history.groupby("member", sort=True)
+    last = by_member.last()
+    members = pd.DataFrame([self._rows[m] for m in last.index]).reset_index(drop=True)
+    members["diverged"] = by_member["diverged"].any().to_numpy()
+    members["diverged_at"] = np.nan
+    members["updates"] = last["updates"].to_numpy().astype(np.int64)
+    members["final_val_loss"] = last["val_loss"].to_numpy()
+    members["final_val_acc"] = last["val_acc"].to_numpy()
+    members["best_val_loss"] = by_member["val_loss"].min().to_numpy()
+    members["best_val_acc"] = by_member["val_acc"].max().to_numpy()
+    members["test_loss"] = np.nan
+    members["test_acc"] = np.nan
+    members["first_train_loss"] = np.float32(np.nan)
+    members["final_train_loss"] = last["train_loss"].to_numpy()
+    members["status"] = member_status(members, **self._status_args)
+    return members, history.drop(columns="diverged")
+
+  def flush(self) -> None:
+    if not self._dirty or not self._hist:
+      return
+    members, history = self.tables()
+    for name, df in (("members.parquet", members), ("history.parquet", history)):
+      path = os.path.join(self.directory, name)
+      df.to_parquet(path + ".tmp", index=False)
+      os.replace(path + ".tmp", path)
+    self._dirty = False

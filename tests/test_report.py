@@ -132,3 +132,94 @@ def test_write_report_fast_on_120_members_3_seeds(tmp_path):
   written = report.write_report(run_dir)  # default n_boot=1000
   assert time.perf_counter() - start < 10.0
   assert {report.STEPS_FIGURE, report.NOISE_FIGURE} <= {os.path.basename(p) for p in written}
+
+
+def _outside_scripts(html):
+  """The page without the bodies of its <script> tags (the inlined JS bundle)."""
+  import re
+  return re.sub(r"(<script[^>]*>).*?</script>", r"\1</script>", html, flags=re.S)
+
+
+def _sections(html):
+  import re
+  return re.findall(r"<h2>(.*?)</h2>", _outside_scripts(html))
+
+
+def test_report_interactive_view_is_self_contained(tmp_path):
+  import re
+  run = synthetic.synthetic_run(lrs=LRS, batch_sizes=(32, 64), augs=(0.0, 1.0),
+                                seeds=(0, 1), status_columns=True)
+  report.write_report(synthetic.save_run(run, str(tmp_path)), n_boot=0)
+  html = (tmp_path / "report.html").read_text()
+  assert _sections(html)[:3] == ["Findings", "Interactive view", "Figures"]
+  # Everything inline: no script, stylesheet or image is fetched from anywhere.
+  page = _outside_scripts(html)
+  assert page.count("<script") >= 4 and not re.search(r"<script[^>]*\bsrc=", page)
+  assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+  assert "window.vegaEmbed=" in html  # the inlined vega-embed bundle
+  specs = re.findall(r"<script type='application/json' class='vl-spec' "
+                     r"data-target='([^']+)'>(.*?)</script>", html, re.S)
+  assert [s[0] for s in specs] == ["vl-heatmap", "vl-curves"]
+  heat, curves = (json.loads(s[1]) for s in specs)
+  cells = heat["datasets"]["cells"]
+  assert len(cells) == len(LRS) * 2 * 2  # lr x batch x aug, mean over the 2 seeds
+  assert {"mean", "std", "trained", "failed", "diverged", "seeds"} <= set(cells[0])
+  assert all(c["seeds"] == 2 for c in cells)
+  points = curves["datasets"]["curves"]
+  assert {"member", "lr", "batch_size", "aug", "seed", "status", "val_loss"} <= set(points[0])
+  # The members table: one row per member, with its hyperparameters and status.
+  table = html[html.index("id='members-table'"):]
+  table = table[:table.index("</table>")]
+  assert table.count("<tr>") == len(run.members) + 1
+  assert "<th data-col='1' title='click to sort'>lr</th>" in table
+
+
+def test_report_leads_with_schedule_and_title_says_what_varied(tmp_path):
+  run = synthetic.synthetic_run(lrs=(0.01, 0.02, 0.04), batch_sizes=(32,), augs=(0.0,),
+                                seeds=(0,), extra_axes={"schedule": ("cosine", "constant")})
+  run_dir = synthetic.save_run(run, str(tmp_path))
+  written = [os.path.basename(p) for p in report.write_report(run_dir, n_boot=0)]
+  html = (tmp_path / "report.html").read_text()
+  assert "<title>lrjax report: synthetic / none / sgd / schedule × lr</title>" in html
+  assert _sections(html)[:3] == ["Findings", "Schedule comparison", "Interactive view"]
+  assert html.index("by_schedule_final_val_loss.png") < html.index("<h2>Figures</h2>")
+  # One batch size: the scaling figure is still written, but no empty section shows it.
+  assert report.SCALING_FIGURE in written
+  assert report.SCALING_FIGURE not in html and "LR-batch scaling" not in html
+
+
+def test_report_title_with_optimizer_axis(tmp_path):
+  run = synthetic.synthetic_run(lrs=(0.01, 0.02), batch_sizes=(32, 64), augs=(0.0,),
+                                seeds=(0,), extra_axes={"optimizer": ("sgd", "adam")})
+  report.write_report(synthetic.save_run(run, str(tmp_path)), n_boot=0)
+  html = (tmp_path / "report.html").read_text()
+  assert ("<title>lrjax report: synthetic / none / optimizer × lr × batch_size</title>"
+          in html)
+  assert _sections(html)[:3] == ["Findings", "Optimizer comparison", "Interactive view"]
+  assert "LR-batch scaling" in html
+
+
+def test_interactive_curves_thinned_and_fast_on_360_members(tmp_path):
+  from lrjax.analysis import interactive, summary as summary_lib, tables
+  run = synthetic.synthetic_run(lrs=tuple(0.01 * 2.0 ** k for k in range(-3, 7)),
+                                batch_sizes=(32, 64, 128, 256), augs=(0.0, 0.5, 1.0),
+                                seeds=(0, 1, 2), noise=0.003, n_evals=20,
+                                status_columns=True)
+  assert len(run.members) == 360
+  interactive.javascript_bundle()  # made once per machine (cached on disk)
+  members = tables.with_default_axes(run.members)
+  axes = tables.grid_axes(members, run.config)
+  start = time.perf_counter()
+  heat = interactive.heatmap_spec(members, axes)
+  curves = interactive.curves_spec(run.history, members, axes)
+  page = interactive.charts_html([("a", "", heat), ("b", "", curves)])
+  table = interactive.members_table_html(members, axes)
+  assert time.perf_counter() - start < 3.0
+  assert len(page) > 500_000 and table.count("<tr>") == 361
+  n = len(curves["datasets"]["curves"])
+  assert 0 < n <= len(run.history)
+  small = interactive.curves_spec(run.history, members, axes, max_points=2000)
+  points = small["datasets"]["curves"]
+  assert len(points) <= 2000 + 360  # every member keeps its last evaluation
+  assert len({p["member"] for p in points}) == len({p["member"] for p in
+                                                    curves["datasets"]["curves"]})

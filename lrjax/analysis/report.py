@@ -3,7 +3,11 @@
 `write_report` is what ``lrjax report RUN_DIR`` calls and what every run calls at its
 end; it only reads the tables the engine wrote, so it can be rerun any time (e.g.
 after changing the metric). The page opens with the findings (each verdict with its
-interval, or why the run does not settle it), then the figures, then the tables.
+interval, or why the run does not settle it); then, when the grid has a schedule,
+optimizer or other extra axis, the comparison along it; then the interactive view
+(`lrjax.analysis.interactive`: heatmap and curves with hover, drawn offline by an
+inlined vega-embed); then the static figures; then the tables, led by a sortable,
+filterable members table. Sections with nothing to show are left out.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from lrjax.analysis import fit_plots, plots, summary as summary_lib, tables
+from lrjax.analysis import fit_plots, interactive, plots, summary as summary_lib, tables
 
 HEATMAP_METRICS = {"heatmap_val_acc.png": "final_val_acc",
                    "heatmap_val_loss.png": "final_val_loss"}
@@ -35,7 +39,18 @@ th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.4em 0}
 pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}
 .warn{color:#a33}figcaption{font-size:.8em;color:#555}
 #findings p{margin:.35em 0;line-height:1.45}.note{font-size:.85em;color:#555}
+.subtitle{color:#555;margin-top:-.6em}.members .scroll{max-height:32em;overflow:auto}
+.members input{margin:.4em 0;padding:.2em .4em}
+table.sortable th{cursor:pointer;position:sticky;top:0}
+table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
+table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
+figure.vl{margin:.6em 0}.vl-chart{overflow-x:auto}
 """
+# Extra axes whose comparison leads the report (after the findings), in this order;
+# other extra axes follow them.
+LEADING_AXES = ("optimizer", "schedule")
+# Config keys naming what a run trained, shown in the title unless they are axes.
+TITLE_KEYS = ("dataset", "model", "optimizer")
 
 
 def _table_html(df: pd.DataFrame | None) -> str:
@@ -98,10 +113,13 @@ def write_report(run_dir: str, metric: str = summary_lib.DEFAULT_METRIC,
   members, history = est.members, run.history
   axes = tables.grid_axes(members, run.config)
   written, figures = [], []
+  core = [a for a in tables.CORE_AXES if a in members.columns]
+  varied = _varied_axes(members, axes)
+  n_batch = int(members["batch_size"].nunique())
 
-  def add(path: str, caption: str) -> None:
+  def add(path: str, caption: str, section: str = "figures") -> None:
     written.append(path)
-    figures.append((os.path.basename(path), caption))
+    figures.append((os.path.basename(path), caption, section))
 
   for name, m in HEATMAP_METRICS.items():
     if m in members.columns:
@@ -112,10 +130,12 @@ def write_report(run_dir: str, metric: str = summary_lib.DEFAULT_METRIC,
     if m in history.columns and not history.empty:
       add(plots.training_curves(history, members, os.path.join(run_dir, name), m),
           f"{m} vs examples seen per setting, coloured by LR; band: range over seeds")
+  # Written always (the file list is stable), shown only when there is a slope to see.
   add(fit_plots.best_lr_vs_batch(est.best_lr, est.scaling, est.scaling_band,
                                  os.path.join(run_dir, SCALING_FIGURE)),
       f"best LR ({metric}, mean over seeds) vs batch size with 95% intervals, the "
-      "fitted exponent with its band, and the linear and sqrt rules")
+      "fitted exponent with its band, and the linear and sqrt rules",
+      "figures" if n_batch > 1 else "hidden")
   if est.best_steps is not None and np.isfinite(est.best_steps["best_steps"]).any():
     add(fit_plots.steps_to_target(est.best_steps, est.critical_batch, est.target,
                                   os.path.join(run_dir, STEPS_FIGURE)),
@@ -124,11 +144,12 @@ def write_report(run_dir: str, metric: str = summary_lib.DEFAULT_METRIC,
   if est.noise_curve is not None:
     add(fit_plots.noise_scale(est.noise_curve, os.path.join(run_dir, NOISE_FIGURE)),
         "gradient noise scale over training per aug strength")
-  for axis in axes[len([a for a in tables.CORE_AXES if a in members.columns]):]:
+  for axis in axes[len(core):]:
     if metric in members.columns:
       name = f"by_{axis}_{metric}.png"  # extra axes (schedule, momentum, ...) compared
       add(plots.metric_vs_lr_by_axis(members, axis, metric, os.path.join(run_dir, name)),
-          f"{metric} vs LR, one line per {axis} (mean over seeds)")
+          f"{metric} vs LR, one line per {axis} (mean over seeds); a panel per "
+          "(aug, batch size)", f"axis:{axis}" if axis in varied else "figures")
 
   summary_path = os.path.join(run_dir, "summary.json")
   with open(summary_path, "w") as f:
@@ -136,19 +157,70 @@ def write_report(run_dir: str, metric: str = summary_lib.DEFAULT_METRIC,
   written.append(summary_path)
   report_path = os.path.join(run_dir, "report.html")
   with open(report_path, "w") as f:
-    f.write(_html(run, summary, est, figures, metric))
+    f.write(_html(run, summary, est, figures, metric, axes, varied))
   written.append(report_path)
   return written
 
 
-def _html(run: tables.RunTables, summary: dict, est, figures, metric: str) -> str:
+def _varied_axes(members: pd.DataFrame, axes) -> list[str]:
+  """Grid axes with two or more values, but seed: extra axes first, by LEADING_AXES."""
+  core = [a for a in tables.CORE_AXES if a in members.columns]
+  extra = sorted(axes[len(core):], key=lambda a: (LEADING_AXES.index(a)
+                                                   if a in LEADING_AXES else
+                                                   len(LEADING_AXES)))
+  return [a for a in (*extra, *core) if a != "seed" and a in members.columns
+          and members[a].nunique(dropna=False) > 1]
+
+
+def _title(config: dict, axes, varied: list[str]) -> tuple[str, str]:
+  """("dataset / model / schedule × lr", "fixed: optimizer sgd, ...") for the page head."""
+  fixed = [str(config[k]) for k in TITLE_KEYS
+           if k not in axes and config.get(k) not in (None, "")]
+  title = " / ".join([*fixed, " × ".join(varied) or "one setting"])
+  return f"lrjax report: {title}", ("varied: " + (", ".join(varied) or "nothing"))
+
+
+def _interactive_html(run, members: pd.DataFrame, axes, metric: str,
+                      scripts: list[str]) -> str:
+  """The interactive section (heatmap and curves), or a note saying why it is missing.
+
+  Appends the scripts that draw it to ``scripts``.
+  """
+  charts = []
+  try:
+    loss = "final_val_loss" if "final_val_loss" in members.columns else metric
+    charts.append(("vl-heatmap", f"{loss}, mean over the seeds that did not diverge, over "
+                   "LR × batch size, a panel per aug strength (and extra axes); hover a "
+                   "cell for mean, spread over seeds and member status counts; grey ×: "
+                   "every seed diverged", interactive.heatmap_spec(members, axes, loss)))
+    if not run.history.empty and "val_loss" in run.history.columns:
+      charts.append(("vl-curves", "val_loss vs examples seen, one line per member, "
+                     "coloured by LR (click a legend entry to keep one LR, shift-click for "
+                     "more); hover a point for the member's hyperparameters",
+                     interactive.curves_spec(run.history, members, axes, "val_loss")))
+    body = interactive.charts_html(charts)
+    scripts.append(interactive.scripts_html())  # at the end of the page
+  except Exception as e:  # the static figures and tables still tell the whole story
+    return (f"<p class='warn'>The interactive view could not be made here "
+            f"({html.escape(type(e).__name__)}: {html.escape(str(e))}); the figures "
+            "below hold the same data.</p>")
+  return body
+
+
+def _html(run: tables.RunTables, summary: dict, est, figures, metric: str,
+          axes=None, varied=None) -> str:
   config = run.config
-  title = (f"lrjax report: {config.get('dataset', '?')} / {config.get('model', '?')} / "
-           f"{config.get('optimizer', '?')}")
+  members = est.members
+  axes = list(axes if axes is not None else tables.grid_axes(members, config))
+  varied = list(varied if varied is not None else _varied_axes(members, axes))
+  title, subtitle = _title(config, axes, varied)
   counts = summary["status_counts"]
+  scripts: list[str] = []
   parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>"
            f"{html.escape(title)}</title><style>{_CSS}</style></head><body>",
            f"<h1>{html.escape(title)}</h1>",
+           f"<p class='subtitle'>{html.escape(subtitle)}; {summary['n_members']} "
+           f"members</p>",
            "<section id='findings'><h2>Findings</h2>"]
   parts += [f"<p>{html.escape(s)}</p>" for s in summary["findings"]]
   parts.append(f"<p class='note'>Best LRs minimise/maximise the mean over seeds of "
@@ -158,8 +230,24 @@ def _html(run: tables.RunTables, summary: dict, est, figures, metric: str) -> st
   if summary["warnings"]:
     parts.append("<ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>"
                                   for w in summary["warnings"]) + "</ul>")
-  parts.append("</section><h2>Figures</h2>")
-  parts += [_figure_html(run.run_dir, name, cap) for name, cap in figures]
+  parts.append("</section>")
+  # What the experiment varied besides LR, batch size and aug leads.
+  for axis in varied:
+    figs = [(n, c) for n, c, sec in figures if sec == f"axis:{axis}"]
+    if figs:
+      parts.append(f"<section id='by-{html.escape(axis)}'><h2>{html.escape(axis.capitalize())}"
+                   f" comparison</h2>")
+      parts += [_figure_html(run.run_dir, n, c) for n, c in figs]
+      parts.append("</section>")
+  parts += ["<section id='interactive'><h2>Interactive view</h2>",
+            _interactive_html(run, members, axes, metric, scripts),
+            "<p class='note'><a href='#members'>Members table</a> (filter, sort) "
+            "below, with the other tables.</p></section>"]
+  static = [(n, c) for n, c, sec in figures if sec == "figures"]
+  if static:
+    parts.append("<section id='figures'><h2>Figures</h2>")
+    parts += [_figure_html(run.run_dir, n, c) for n, c in static]
+    parts.append("</section>")
 
   best = summary["best_member"]
   headline = pd.DataFrame([
@@ -174,12 +262,15 @@ def _html(run: tables.RunTables, summary: dict, est, figures, metric: str) -> st
                                 for v in vals)) for a, vals in summary["axes"].items()],
   ], columns=["", "value"])
   parts += ["<h2>Tables</h2><h3>Run</h3>", _table_html(headline),
+            "<h3 id='members'>Members (type to filter; click a column to sort)</h3>",
+            interactive.members_table_html(members, axes),
             f"<h3>Best LR per cell ({html.escape(metric)}, mean over seeds; refined "
             "between grid points; edge: the optimum is at the grid's edge, a bound)</h3>",
-            _table_html(est.best_lr),
-            "<h3>LR-batch scaling: best LR ∝ batch size<sup>α</sup> (linear rule: α = 1; "
-            "sqrt rule: α = 0.5)</h3>", _table_html(est.scaling),
-            "<h3>Max stable LR (largest LR where every seed trained; the limit lies "
+            _table_html(est.best_lr)]
+  if members["batch_size"].nunique() > 1:  # one batch size: no slope to fit
+    parts += ["<h3>LR-batch scaling: best LR ∝ batch size<sup>α</sup> (linear rule: "
+              "α = 1; sqrt rule: α = 0.5)</h3>", _table_html(est.scaling)]
+  parts += ["<h3>Max stable LR (largest LR where every seed trained; the limit lies "
             "below next_lr)</h3>", _table_html(est.max_stable)]
   if est.aug_pooled is not None:
     parts += [f"<h3>Augmentation effect vs aug {est.reference_aug:g}, mean over batch "
@@ -202,5 +293,5 @@ def _html(run: tables.RunTables, summary: dict, est, figures, metric: str) -> st
   if os.path.exists(info_path):  # timings and layout, written by the engine
     with open(info_path) as f:
       parts += ["<h2>Run info</h2>", f"<pre>{html.escape(f.read())}</pre>"]
-  parts.append("</body></html>")
+  parts += [*scripts, "</body></html>"]
   return "\n".join(parts)

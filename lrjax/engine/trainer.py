@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +50,10 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
     dataset: from ``lrjax.data.load``.
     table: the member table from ``lrjax.grid.make_grid``.
     settings: optimizer, schedule, budget, augmentation, ...
-    progress: show a progress bar (members, examples/s, ETA).
+    progress: show progress on stderr: a "compiling ..." line, then a bar over
+      member-examples (rate and ETA exclude compiling; members alive and diverged,
+      best validation accuracy and loss so far); when stderr is not a terminal, one
+      plain line per evaluation instead. False: silent.
     on_segment: optional callback ``(segments_done, segments_total)``.
     checkpoint_dir: if given, the state is saved there after a segment at most every
       ``checkpoint_every_s`` seconds (and at each chunk's end), and a run with the
@@ -192,63 +196,182 @@ def compile_segment(run: Run, placement: _Placement, state, consts: Constants,
   return program, segment, width, probe
 
 
+def _chunk_members(run: Run, gidx: np.ndarray):
+  """Which members one chunk trains: their rows of ``run.table`` and their (position
+  in the chunk, inner slot) in the chunk's (G, I) metric arrays (padding left out)."""
+  first = {}
+  for pos, g in enumerate(gidx):
+    first.setdefault(int(g), pos)
+  slots = run.layout.member_slots
+  rows = np.flatnonzero(np.isin(slots[:, 0], list(first)))
+  pos = np.asarray([first[int(g)] for g in slots[rows, 0]], np.int64)
+  return rows, pos, slots[rows, 1]
+
+
 class _Progress:
-  """A tqdm bar over evaluations (or nothing)."""
+  """What the user sees while training: nothing (``enabled=False``), or a compile line
+  then a tqdm bar over member-examples (a TTY), or one plain line per evaluation (logs).
 
-  def __init__(self, run: Run, num_chunks: int, enabled: bool):
-    self.bar = None
+  Rate and ETA count training only: the bar starts once the program is compiled.
+  """
+
+  def __init__(self, run: Run, num_chunks: int, enabled: bool, stream=None):
     self.run, self.num_chunks = run, num_chunks
-    if enabled:
-      self.bar = tqdm(total=num_chunks * run.plan.num_segments, unit="eval",
-                      dynamic_ncols=True, desc=f"{run.num_members} members")
+    self.stream = sys.stderr if stream is None else stream
+    isatty = getattr(self.stream, "isatty", None)
+    self.mode = ("off" if not enabled else
+                 "bar" if isatty is not None and isatty() else "lines")
+    the_plan = run.plan
+    self.seg_examples = the_plan.ticks_per_segment * the_plan.micro_batch
+    self.total_segments = num_chunks * the_plan.num_segments
+    self.bar = None
+    self.t0 = None  # start of training (after compiling)
+    self.trained = 0  # member-examples trained in this process (not resumed ones)
+    self.done = 0  # member-examples done, resumed ones included
+    self.diverged_before = 0  # diverged members of finished chunks
+    self.diverged_now = 0  # diverged members of the current chunk
+    self.best_acc, self.best_loss = -np.inf, np.inf
 
-  def skip(self, segments: int) -> None:
+  @property
+  def enabled(self) -> bool:
+    return self.mode != "off"
+
+  def _print(self, text: str, end: str = "\n") -> None:
     if self.bar is not None:
-      self.bar.update(segments)
+      self.bar.write(text, file=self.stream, end=end)
+    else:
+      print(text, file=self.stream, end=end, flush=True)
 
-  def step(self, chunk_i: int, segments_done: int, seconds: float, metrics) -> None:
-    if self.bar is None:
+  def compiling(self) -> None:
+    if self.enabled:
+      self._print(f"compiling {self.run.num_members} members ...", end="")
+
+  def compiled(self, seconds: float) -> None:
+    """Ends the compile line; training (its rate and ETA) starts now."""
+    if self.enabled:
+      self._print(f" {seconds:.1f} s")
+      self._start()
+
+  def _start(self) -> None:
+    if self.t0 is not None:
       return
-    jax.block_until_ready(metrics)
-    the_plan = self.run.plan
-    rate = (self.run.num_members * segments_done * the_plan.ticks_per_segment *
-            the_plan.micro_batch / max(seconds, 1e-9))
-    self.bar.set_postfix_str(
-        f"chunk {chunk_i + 1}/{self.num_chunks}, {rate:,.0f} member-examples/s")
-    self.bar.update(1)
+    self.t0 = time.perf_counter()
+    if self.mode == "bar":
+      self.bar = tqdm(total=self.run.num_members * self.run.plan.num_segments
+                      * self.seg_examples, unit="ex", unit_scale=True, dynamic_ncols=True,
+                      desc=f"{self.run.num_members} members", file=self.stream)
+
+  def skip(self, members: int, segments: int) -> None:
+    """Segments a resumed chunk had done: counted as done, not in the rate."""
+    self._start()
+    n = members * segments * self.seg_examples
+    self.done += n
+    if self.bar is not None and n:
+      self.bar.n += n
+      self.bar.initial += n
+      self.bar.last_print_n = self.bar.n
+      self.bar.refresh()
+
+  def end_chunk(self) -> None:
+    self.diverged_before += self.diverged_now
+    self.diverged_now = 0
+
+  def step(self, chunk_i: int, segment_i: int, members: int, host_metrics) -> None:
+    """After evaluation ``segment_i`` (from 0) of chunk ``chunk_i``; ``host_metrics``
+    the chunk's per-member metrics (val means)."""
+    if not self.enabled:
+      return
+    self._start()
+    n = members * self.seg_examples
+    self.trained += n
+    self.done += n
+    diverged = np.asarray(host_metrics["diverged"], bool)
+    self.diverged_now = int(diverged.sum())
+    alive = ~diverged
+    with np.errstate(all="ignore"):
+      acc = np.asarray(host_metrics["val_acc"], np.float64)[alive]
+      loss = np.asarray(host_metrics["val_loss"], np.float64)[alive]
+      if np.isfinite(acc).any():
+        self.best_acc = max(self.best_acc, float(np.nanmax(acc[np.isfinite(acc)])))
+      if np.isfinite(loss).any():
+        self.best_loss = min(self.best_loss, float(np.min(loss[np.isfinite(loss)])))
+    n_div = self.diverged_before + self.diverged_now
+    alive_text = f"alive {self.run.num_members - n_div}/{self.run.num_members}"
+    best = (f"best val_acc {self.best_acc:.3f}  val_loss {self.best_loss:.3f}"
+            if np.isfinite(self.best_acc) else "best val_acc -  val_loss -")
+    if self.bar is not None:
+      self.bar.set_postfix_str(
+          (f"chunk {chunk_i + 1}/{self.num_chunks}, " if self.num_chunks > 1 else "") +
+          f"{alive_text}, diverged {n_div}, {best.replace('  ', ', ')}", refresh=False)
+      self.bar.update(n)
+      return
+    rate = self.trained / max(time.perf_counter() - self.t0, 1e-9)
+    eval_i = chunk_i * self.run.plan.num_segments + segment_i + 1
+    chunk = f"  chunk {chunk_i + 1}/{self.num_chunks}" if self.num_chunks > 1 else ""
+    self._print(f"eval {eval_i}/{self.total_segments}{chunk}  examples "
+                f"{(segment_i + 1) * self.seg_examples:,}  {alive_text}  {best}  "
+                f"{rate:,.0f} ex/s")
 
   def close(self) -> None:
     if self.bar is not None:
       self.bar.close()
+      self.bar = None
+
+
+def _host_metrics(metrics, run: Run, pos: np.ndarray, inner: np.ndarray) -> dict:
+  """One segment's metrics on the host, per member of the chunk (val means)."""
+  host = mean_metrics(jax.device_get(metrics), len(run.dataset.validation))
+  return {k: np.asarray(v)[pos, inner] for k, v in host.items()}
 
 
 def train_chunk(run: Run, chunk_i: int, segment, state, consts: Constants,
                 put_members, progress: _Progress, checkpoint_dir: str | None,
-                checkpoint_every_s: float, on_segment, num_chunks: int):
-  """Runs one chunk's segments (resuming from its checkpoint); returns (state, metrics)."""
+                checkpoint_every_s: float, on_segment, num_chunks: int,
+                gidx: np.ndarray | None = None, writers: Sequence[Any] = ()):
+  """Runs one chunk's segments (resuming from its checkpoint); returns (state, metrics).
+
+  After each segment, when there are ``writers`` or a progress display, the segment's
+  metrics are fetched to the host and handed to them (``lrjax.metric_writers``).
+  """
   n_seg = run.plan.num_segments
-  t0 = time.perf_counter()
+  seg_ex = run.plan.ticks_per_segment * run.plan.micro_batch
+  if gidx is None:
+    gidx = np.arange(state[0].updates.shape[0])
+  rows, pos, inner = _chunk_members(run, gidx)
+  members = run.table.iloc[rows].reset_index(drop=True)
   seg_metrics, first = [], 0
   ckpt = None if checkpoint_dir is None else checkpoint.chunk_path(checkpoint_dir, chunk_i)
   if ckpt is not None and os.path.exists(ckpt):  # resume this chunk
     state, seg_metrics, first = checkpoint.load(ckpt, state, dict.fromkeys(SEGMENT_METRICS, 0))
     state = put_members(state)
-    progress.skip(first)
+    progress.skip(len(rows), first)
+    for s, m in enumerate(seg_metrics):
+      host = _host_metrics(m, run, pos, inner)
+      for w in writers:
+        w.write(members, (s + 1) * seg_ex, host, replayed=True)
   last_save = time.perf_counter()
   for s in range(first, n_seg):
     state, metrics = segment(state, jnp.int32(s), consts)
     seg_metrics.append(metrics)
+    host = None
+    if writers or progress.enabled:
+      host = _host_metrics(metrics, run, pos, inner)
+      for w in writers:
+        w.write(members, (s + 1) * seg_ex, host)
     if ckpt is not None and (s == n_seg - 1 or
                              time.perf_counter() - last_save >= checkpoint_every_s):
       checkpoint.save(ckpt, state, jax.device_get(seg_metrics), s + 1)
+      for w in writers:
+        w.flush()
       last_save = time.perf_counter()
-    progress.step(chunk_i, s + 1 - first, time.perf_counter() - t0, metrics)
+    if host is not None:
+      progress.step(chunk_i, s, len(rows), host)
     if on_segment is not None:
       on_segment(chunk_i * n_seg + s + 1, num_chunks * n_seg)
+  progress.end_chunk()
   seg_metrics = [mean_metrics(m, len(run.dataset.validation))
                  for m in jax.device_get(seg_metrics)]
   return state, seg_metrics
-
 
 def _assemble(num_groups: int, parts):
   """Chunks' (group indices, tree) back into full (G, I) arrays; padded groups are
@@ -268,8 +391,22 @@ def _put(out: np.ndarray, gidx: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def train(run: Run, *, progress: bool = True,
           on_segment: Callable[[int, int], None] | None = None,
-          checkpoint_dir: str | None = None, checkpoint_every_s: float = 60.0) -> GridResult:
-  """Trains a resolved ``Run`` (``build_run``); arguments as ``train_grid``'s."""
+          checkpoint_dir: str | None = None, checkpoint_every_s: float = 60.0,
+          writers: Sequence[Any] = ()) -> GridResult:
+  """Trains a resolved ``Run`` (``build_run``); arguments as ``train_grid``'s.
+
+  ``writers``: ``lrjax.metric_writers.MetricWriter`` objects that receive every
+  evaluation's metrics as training goes (TensorBoard, W&B, ...); the caller closes them.
+  """
+  try:
+    return _train(run, progress, on_segment, checkpoint_dir, checkpoint_every_s, writers)
+  finally:
+    for w in writers:
+      w.flush()
+
+
+def _train(run: Run, progress: bool, on_segment, checkpoint_dir: str | None,
+           checkpoint_every_s: float, writers: Sequence[Any]) -> GridResult:
   lay, the_plan = run.layout, run.plan
   group_chunks = chunks(lay.num_groups, lay.inner_size, run.settings.max_members_per_chunk)
   placement = _placement(run, group_chunks)
@@ -277,6 +414,8 @@ def train(run: Run, *, progress: bool = True,
   init_keys, aug_keys = _root_keys(run)
   sample_x = jnp.zeros((1,) + run.dataset.image_shape, jnp.float32)
   bar = _Progress(run, len(group_chunks), progress)
+  for w in writers:
+    w.start(run)
 
   history_parts, param_parts, test_parts, final_parts = [], [], [], []
   compile_s, train_s, width, probe = 0.0, 0.0, None, {}
@@ -286,14 +425,25 @@ def train(run: Run, *, progress: bool = True,
     init = (program or Program(run, placement.partition)).init
     state = placement.put_members(init(init_keys[gidx], sample_x, consts.hparams))
     if segment is None:
+      bar.compiling()
       t0 = time.perf_counter()
-      program, segment, width, probe = compile_segment(run, placement, state, consts,
-                                                       checkpoint_dir)
+      try:
+        program, segment, width, probe = compile_segment(run, placement, state, consts,
+                                                         checkpoint_dir)
+      except BaseException:
+        bar.compiled(time.perf_counter() - t0)
+        raise
       compile_s = time.perf_counter() - t0
+      bar.compiled(compile_s)
     t0 = time.perf_counter()
-    state, seg_metrics = train_chunk(run, chunk_i, segment, state, consts,
-                                     placement.put_members, bar, checkpoint_dir,
-                                     checkpoint_every_s, on_segment, len(group_chunks))
+    try:
+      state, seg_metrics = train_chunk(run, chunk_i, segment, state, consts,
+                                       placement.put_members, bar, checkpoint_dir,
+                                       checkpoint_every_s, on_segment, len(group_chunks),
+                                       gidx, writers)
+    except BaseException:
+      bar.close()
+      raise
     train_s += time.perf_counter() - t0
     block_params = tuple(s.params for s in state)
     test_loss, test_acc = (per_example(np.concatenate(sums, axis=1), len(run.dataset.test))
@@ -328,4 +478,6 @@ def train(run: Run, *, progress: bool = True,
       "split_axis": (None if placement.partition is None
                      else ("groups", "inner")[placement.partition.axis]),
   }
+  for w in writers:
+    w.finish(members)
   return GridResult(members, history, params, info)

@@ -1,0 +1,235 @@
+"""Live metrics while a grid trains: TensorBoard (tensorboardX) and, optionally, W&B.
+
+``lrjax.engine.train(run, writers=[...])`` hands every writer the host-side metrics
+of each evaluation (the trainer already fetches them) as it goes:
+
+* ``start(run)``: once, before the first segment (the ``Run`` names the members).
+* ``write(members, examples_seen, metrics, replayed=False)``: after each
+  evaluation, ``members`` the rows of ``run.table`` that were evaluated and
+  ``metrics`` a dict of per-member arrays in that order (``val_loss``, ``val_acc``,
+  ``train_loss``, ``lr_now``, ``noise_scale``, ``diverged``, ``updates``).
+  ``replayed`` marks evaluations read back from a checkpoint when a run resumes.
+* ``flush()``: after each checkpoint (and when training stops, even by an error).
+* ``finish(members)``: the final members table (hyperparameters and results).
+
+The caller closes writers (``close()``); one writer may serve several ``train``
+calls (the runs of a ``grid.optimizer`` axis).
+
+Example:
+  >>> import tempfile
+  >>> from lrjax import grid
+  >>> t = grid.make_grid({"lr": (0.1,), "batch_size": (32,), "aug": (0.5,), "seed": (1,)})
+  >>> member_run_name(t.to_dict("records")[0])
+  'member0000_lr0.1_bs32_aug0.5_seed1'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+# The per-member scalars written at every evaluation.
+SCALARS = ("val_loss", "val_acc", "train_loss", "lr_now", "noise_scale")
+# Final results written once per member, beside the HParams session.
+FINAL_SCALARS = ("test_loss", "test_acc", "best_val_loss", "best_val_acc")
+_SHORT = {"batch_size": "bs"}
+_FIRST = ("lr", "batch_size", "aug", "seed")  # then the grid's other columns
+
+
+class MetricWriter:
+  """The interface ``train`` calls; every method is a no-op here."""
+
+  def start(self, run) -> None:
+    pass
+
+  def write(self, members: pd.DataFrame, examples_seen: int, metrics: dict,
+            replayed: bool = False) -> None:
+    pass
+
+  def flush(self) -> None:
+    pass
+
+  def finish(self, members: pd.DataFrame) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
+def hyperparameters(row: Mapping[str, Any]) -> dict[str, Any]:
+  """A member row's hyperparameters as plain Python values (``member`` left out).
+
+  Example:
+    >>> hyperparameters({"member": 3, "lr": np.float64(0.1), "batch_size": 32})
+    {'lr': 0.1, 'batch_size': 32}
+  """
+  out = {}
+  keys = list(row.keys())
+  names = [n for n in _FIRST if n in keys]
+  names += [n for n in keys if n not in _FIRST and n != "member"]
+  for name in names:
+    value = row[name]
+    if isinstance(value, np.generic):
+      value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+      value = str(value)
+    out[str(name)] = value
+  return out
+
+
+def member_run_name(row: Mapping[str, Any]) -> str:
+  """The TensorBoard run (subdirectory) of one member: its number and hyperparameters."""
+  parts = [f"member{int(row['member']):04d}"]
+  for name, value in hyperparameters(row).items():
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    parts.append(f"{_SHORT.get(name, name)}{text}")
+  return re.sub(r"[^A-Za-z0-9._=+-]", "-", "_".join(parts))
+
+
+class TensorBoardWriter(MetricWriter):
+  """One TensorBoard run per member under ``logdir``, plus the HParams table.
+
+  Each member's run (``member0007_lr0.1_bs32_aug0.5_seed1``) holds its scalars
+  (``SCALARS``, step = examples seen by that member) and an HParams session with its
+  hyperparameters; ``logdir`` itself holds the HParams experiment (hyperparameter
+  and metric names), so TensorBoard's HParams dashboard lists the grid with the
+  latest (finally, the final) metrics.
+  """
+
+  def __init__(self, logdir: str):
+    self.logdir = logdir
+    self._writers: dict[int, Any] = {}
+    self._last_step: dict[int, int] = {}  # member -> examples seen at its last evaluation
+    self._root = None
+
+  def _member_writer(self, row: Mapping[str, Any]):
+    from tensorboardX import SummaryWriter
+    member = int(row["member"])
+    if member not in self._writers:
+      self._writers[member] = SummaryWriter(os.path.join(self.logdir, member_run_name(row)),
+                                            flush_secs=30)
+    return self._writers[member]
+
+  def start(self, run) -> None:
+    from tensorboardX import SummaryWriter
+    from tensorboardX.summary import hparams
+    metric_names = {name: 0.0 for name in SCALARS + FINAL_SCALARS}
+    for row in run.table.to_dict("records"):
+      experiment, session_start, _ = hparams(hyperparameters(row), metric_names)
+      if self._root is None:
+        self._root = SummaryWriter(self.logdir, flush_secs=30)
+        self._root.file_writer.add_summary(experiment)
+      self._member_writer(row).file_writer.add_summary(session_start)
+
+  def write(self, members, examples_seen, metrics, replayed=False) -> None:
+    for row in members.to_dict("records"):
+      self._last_step[int(row["member"])] = int(examples_seen)
+    if replayed:  # already written before the run was interrupted
+      return
+    for j, row in enumerate(members.to_dict("records")):
+      w = self._member_writer(row)
+      for name in SCALARS:
+        value = float(metrics[name][j]) if name in metrics else np.nan
+        if np.isfinite(value):  # a diverged member's curves stop there
+          w.add_scalar(name, value, int(examples_seen))
+
+  def finish(self, members: pd.DataFrame) -> None:
+    from tensorboardX.summary import hparams
+    for row in members.to_dict("records"):
+      w = self._member_writer(row)
+      step = self._last_step.get(int(row["member"]))
+      for name in FINAL_SCALARS:
+        if name in row and np.isfinite(float(row[name])):
+          w.add_scalar(name, float(row[name]), step)
+      _, _, session_end = hparams({}, {})
+      w.file_writer.add_summary(session_end)
+
+  def flush(self) -> None:
+    for w in [self._root, *self._writers.values()]:
+      if w is not None:
+        w.flush()
+
+  def close(self) -> None:
+    for w in [self._root, *self._writers.values()]:
+      if w is not None:
+        w.close()
+    self._writers, self._root = {}, None
+
+
+class WandbWriter(MetricWriter):
+  """One Weights & Biases run for the grid (needs ``pip install lrjax[wandb]``).
+
+  Logs ``member0007_lr0.1_bs32.../val_loss`` etc. at each evaluation (with
+  ``examples_seen``), and the final members table as a ``wandb.Table``.
+  ``init_kwargs`` go to ``wandb.init`` (``project``, ``name``, ``mode``, ...).
+  """
+
+  def __init__(self, **init_kwargs):
+    self.init_kwargs = init_kwargs
+    self._run = None
+    self._step = 0
+
+  def start(self, run) -> None:
+    if self._run is None:
+      import wandb  # optional dependency: imported only when asked for
+      config = {"members": int(len(run.table)),
+                "grid": {c: sorted(map(_plain, run.table[c].unique()), key=str)
+                         for c in run.table.columns if c != "member"}}
+      self._run = wandb.init(**{"config": config, **self.init_kwargs})
+
+  def write(self, members, examples_seen, metrics, replayed=False) -> None:
+    if replayed or self._run is None:
+      return
+    logged = {"examples_seen": int(examples_seen)}
+    for j, row in enumerate(members.to_dict("records")):
+      name = member_run_name(row)
+      for m in SCALARS:
+        if m in metrics:
+          logged[f"{name}/{m}"] = float(metrics[m][j])
+    self._run.log(logged, step=self._step)
+    self._step += 1
+
+  def finish(self, members: pd.DataFrame) -> None:
+    if self._run is None:
+      return
+    import wandb
+    self._run.log({"members": wandb.Table(dataframe=members.astype(
+        {c: str for c in members.columns if members[c].dtype == object}))}, step=self._step)
+    self._step += 1
+
+  def close(self) -> None:
+    if self._run is not None:
+      self._run.finish()
+      self._run = None
+
+
+def _plain(value):
+  return value.item() if isinstance(value, np.generic) else value
+
+
+def make_writers(names: Sequence[str | MetricWriter], logdir: str,
+                 run_name: str = "") -> list[MetricWriter]:
+  """Writers from names (``"tensorboard"``: ``TensorBoardWriter(logdir)``,
+  ``"wandb"``: ``WandbWriter(name=run_name)``) or ready ``MetricWriter`` objects.
+
+  Example:
+    >>> [type(w).__name__ for w in make_writers(["tensorboard", "wandb"], "/tmp/tb")]
+    ['TensorBoardWriter', 'WandbWriter']
+  """
+  out = []
+  for w in names:
+    if w == "tensorboard":
+      out.append(TensorBoardWriter(logdir))
+    elif w == "wandb":
+      out.append(WandbWriter(project="lrjax", **({"name": run_name} if run_name else {})))
+    elif isinstance(w, MetricWriter) or hasattr(w, "write"):
+      out.append(w)
+    else:
+      from lrjax.errors import ConfigError
+      raise ConfigError(f"writers: unknown writer {w!r}; use 'tensorboard', 'wandb' or a "
+                        f"lrjax.metric_writers.MetricWriter.")
+  return out

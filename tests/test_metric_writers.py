@@ -1,0 +1,108 @@
+"""TensorBoard event files written while training, read back; the optional W&B writer."""
+
+import glob
+import os
+import sys
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lrjax import experiment
+from lrjax.metric_writers import (SCALARS, TensorBoardWriter, WandbWriter, make_writers,
+                                  member_run_name)
+
+EventAccumulator = pytest.importorskip(
+    "tensorboard.backend.event_processing.event_accumulator").EventAccumulator
+
+
+def _config():
+  c = experiment.default_config()
+  c.grid.lr, c.grid.batch_size, c.grid.aug, c.grid.seed = (0.05, 0.2), (32,), (0.0,), (0, 1)
+  c.model_kwargs = {"hidden": (32,)}
+  c.epochs, c.eval_every = 1, 320
+  return c
+
+
+def _grid_row(row):
+  return pd.Series({k: row[k] for k in ("member", "lr", "batch_size", "aug", "seed")})
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("tb") / "run")
+  result = experiment.train_and_evaluate(_config(), workdir, progress=False)
+  return workdir, result
+
+
+def test_every_evaluation_of_every_member_is_in_tensorboard(finished):
+  workdir, result = finished
+  tb = os.path.join(workdir, "tb")
+  assert not os.path.exists(workdir + ".partial")  # moved into the run directory
+  for row in result.members.to_dict("records"):
+    name = member_run_name(_grid_row(row))
+    assert name.startswith(f"member{row['member']:04d}_lr{row['lr']:g}_bs32_aug0_seed")
+    acc = EventAccumulator(os.path.join(tb, name))
+    acc.Reload()
+    hist = result.history[result.history.member == row["member"]]
+    for tag in ("val_loss", "val_acc", "train_loss", "lr_now"):
+      events = acc.Scalars(tag)
+      assert [e.step for e in events] == hist.examples_seen.tolist()
+      np.testing.assert_allclose([e.value for e in events], hist[tag], rtol=1e-5)
+    assert acc.Scalars("test_acc")[-1].value == pytest.approx(row["test_acc"], rel=1e-5)
+
+
+def test_hparams_dashboard_has_the_grid(finished):
+  from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+  from tensorboard.plugins.hparams import plugin_data_pb2
+
+  workdir, result = finished
+  tb = os.path.join(workdir, "tb")
+
+  def plugin_data(directory):
+    out = {}
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+      for event in EventFileLoader(path).Load():
+        for v in event.summary.value:
+          if v.metadata.plugin_data.plugin_name == "hparams":
+            out[v.tag] = plugin_data_pb2.HParamsPluginData.FromString(
+                v.metadata.plugin_data.content)
+    return out
+
+  root = plugin_data(tb)["_hparams_/experiment"].experiment
+  assert {h.name for h in root.hparam_infos} >= {"lr", "batch_size", "aug", "seed"}
+  assert {m.name.tag for m in root.metric_infos} >= set(SCALARS) | {"test_acc"}
+  for row in result.members.to_dict("records"):
+    data = plugin_data(os.path.join(tb, member_run_name(_grid_row(row))))
+    start = data["_hparams_/session_start_info"].session_start_info
+    assert start.hparams["lr"].number_value == pytest.approx(row["lr"])
+    assert start.hparams["seed"].number_value == row["seed"]
+    assert "_hparams_/session_end_info" in data
+
+
+def test_wandb_is_imported_only_when_asked_and_logs_per_member(monkeypatch, tmp_path):
+  monkeypatch.delitem(sys.modules, "wandb", raising=False)
+  writers = make_writers(["tensorboard"], str(tmp_path))
+  assert [type(w) for w in writers] == [TensorBoardWriter] and "wandb" not in sys.modules
+  logged = []
+
+  class FakeRun:
+    def log(self, data, step):
+      logged.append((step, data))
+
+    def finish(self):
+      logged.append("finished")
+
+  fake = types.SimpleNamespace(init=lambda **kw: FakeRun(),
+                               Table=lambda dataframe: len(dataframe))
+  monkeypatch.setitem(sys.modules, "wandb", fake)
+  c = _config()
+  c.grid.seed = (0,)
+  workdir = str(tmp_path / "run")
+  result = experiment.train_and_evaluate(c, workdir, progress=False,
+                                         writers=[WandbWriter(mode="disabled")])
+  assert logged[-1] == "finished" and not os.path.exists(os.path.join(workdir, "tb"))
+  evals = [d for _, d in logged[:-2]]
+  assert len(evals) == result.history.examples_seen.nunique()
+  assert "member0001_lr0.2_bs32_aug0_seed0/val_acc" in evals[0]
