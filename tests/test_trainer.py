@@ -34,7 +34,7 @@ def test_non_tty_progress_prints_compile_line_then_one_line_per_evaluation(digit
   assert len(evals) == n_seg > 1
   for i, line in enumerate(evals, 1):
     assert re.fullmatch(
-        rf"eval {i}/{n_seg}  examples [\d,]+  alive 2/2  best val_acc \d\.\d{{3}}  "
+        rf"eval {i}/{n_seg}  examples [\d,]+  alive 2/2  at chance \d  best val_acc \d\.\d{{3}}  "
         r"val_loss \d+\.\d{3}  [\d,]+ ex/s", line), line
   best = result.history.groupby("examples_seen").val_acc.max().cummax().iloc[-1]
   assert f"best val_acc {best:.3f}" in evals[-1]

@@ -296,13 +296,21 @@ class _Progress:
       if np.isfinite(loss).any():
         self.best_loss = min(self.best_loss, float(np.min(loss[np.isfinite(loss)])))
     n_div = self.diverged_before + self.diverged_now
-    alive_text = f"alive {self.run.num_members - n_div}/{self.run.num_members}"
+    # At chance now (the accuracy half of the "failed" rule; the loss half needs the
+    # run's end): a hint of members that are not learning, per chunk.
+    chance = 1.0 / self.run.dataset.num_classes
+    band = 2 * np.sqrt(chance * (1 - chance) / len(self.run.dataset.validation))
+    with np.errstate(invalid="ignore"):
+      at_chance = int((np.abs(acc - chance) <= band).sum())
+    alive_text = (f"alive {self.run.num_members - n_div}/{self.run.num_members}  "
+                  f"at chance {at_chance}")
     best = (f"best val_acc {self.best_acc:.3f}  val_loss {self.best_loss:.3f}"
             if np.isfinite(self.best_acc) else "best val_acc -  val_loss -")
     if self.bar is not None:
       self.bar.set_postfix_str(
           (f"chunk {chunk_i + 1}/{self.num_chunks}, " if self.num_chunks > 1 else "") +
-          f"{alive_text}, diverged {n_div}, {best.replace('  ', ', ')}", refresh=False)
+          f"{alive_text.replace('  ', ', ')}, diverged {n_div}, {best.replace('  ', ', ')}",
+          refresh=False)
       self.bar.update(n)
       return
     rate = self.trained / max(time.perf_counter() - self.t0, 1e-9)
