@@ -29,7 +29,8 @@ from lrjax.engine.settings import config_fields
 from lrjax.errors import ConfigError
 from lrjax.optimizers import OPTIMIZERS
 from lrjax.metric_writers import make_writers
-from lrjax.workdir import PartialTables, check_workdir, partial_dir, plain, write_results
+from lrjax.workdir import (PartialTables, check_workdir, locked, partial_dir, plain,
+                           write_results)
 
 # Fields every experiment config has, with defaults: what to train on, the grid, and
 # every config field of TrainSettings (optimizer, schedule, epochs, ...).
@@ -215,6 +216,11 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
     >>> os.path.exists(os.path.join(run, "members.parquet"))
     True
   """
+  with locked(workdir):  # one live run per workdir: a resume never races a running run
+    return _train_and_write(config, workdir, overwrite, progress, resume, writers)
+
+
+def _train_and_write(config, workdir, overwrite, progress, resume, writers) -> GridResult:
   check_workdir(workdir, overwrite)
   runs = resolve_runs(config)
   config_dict = config_to_dict(config)

@@ -10,6 +10,8 @@ directory exists.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -168,3 +170,42 @@ class PartialTables(MetricWriter):
       df.to_parquet(path + ".tmp", index=False)
       os.replace(path + ".tmp", path)
     self._dirty = False
+
+
+@contextlib.contextmanager
+def locked(workdir: str):
+  """Holds ``<workdir>.lock`` (an exclusive ``flock``) while a run of ``workdir`` lives.
+
+  A second run of the same workdir, resumed or not, is refused while the first is
+  alive; the kernel drops the lock when a process dies, so a crashed run never
+  blocks its ``--resume``.
+
+  Raises:
+    ConfigError: another live process holds the lock (its pid named).
+
+  Example:
+    >>> import tempfile
+    >>> d = os.path.join(tempfile.mkdtemp(), "run")
+    >>> with locked(d):
+    ...   os.path.exists(d + ".lock")
+    True
+  """
+  path = os.path.abspath(workdir).rstrip(os.sep) + ".lock"
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+    os.close(fd)
+    raise ConfigError(f"--workdir: {workdir} is in use by another lrjax run (pid {holder}); "
+                      f"wait for it to finish, or stop it and pass --resume.") from None
+  try:
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    yield path
+  finally:
+    with contextlib.suppress(OSError):
+      os.unlink(path)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)

@@ -62,3 +62,34 @@ def test_report_of_interrupted_run_from_partial_dir(tmp_path, monkeypatch):
       ["member", "examples_seen"]).reset_index(drop=True)
   pd.testing.assert_series_equal(first.val_loss, history.val_loss, check_dtype=False)
   assert os.path.isdir(os.path.join(workdir, "tb")) and not os.path.exists(partial)
+
+
+def test_second_run_of_a_workdir_is_refused_while_the_first_is_alive(tmp_path, capsys):
+  # A live process holds the workdir's lock, as a running `lrjax run` does.
+  import subprocess
+  import sys
+  import time
+
+  from lrjax import cli
+
+  workdir = tmp_path / "run"
+  holder = subprocess.Popen([sys.executable, "-c", (
+      "import sys, time; from lrjax.workdir import locked\n"
+      f"with locked({str(workdir)!r}):\n  print('held', flush=True); time.sleep(60)")],
+      stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    for extra in ([], ["--resume"]):
+      code = cli.main(["run", "experiments/lr_batch_aug.py:runlocal", "--workdir",
+                       str(workdir), "--no-progress", *extra])
+      err = " ".join(capsys.readouterr().err.split())  # the CLI wraps at 100 columns
+      assert code == 2 and "in use by another lrjax run" in err and str(holder.pid) in err
+    assert not workdir.exists()
+  finally:
+    holder.kill()
+    holder.wait()
+  time.sleep(0.1)
+  # Once the holder is gone (killed: the kernel drops its lock), the run proceeds.
+  assert cli.main(["run", "experiments/lr_batch_aug.py:runlocal", "--workdir", str(workdir),
+                   "--no-progress"]) == 0
+  assert (workdir / "members.parquet").exists() and not (tmp_path / "run.lock").exists()
