@@ -117,9 +117,28 @@ def make_grid(axes: Mapping[str, Sequence[Any]] | None = None,
   if members is not None and table.isna().any().any():
     raise ConfigError("grid: explicit members must all give the same hyperparameters.")
   table.insert(0, "member", np.arange(len(table)))
+  # Integer axes: refuse (rather than truncate or overflow) what is not a whole number.
+  _check_integers(table, "batch_size", 1, 2**31 - 1, "a whole number of examples >= 1")
+  _check_integers(table, "seed", 0, MAX_SEED, f"a whole number in [0, {MAX_SEED}]")
   table["batch_size"] = table["batch_size"].astype(np.int64)
   table["seed"] = table["seed"].astype(np.int64)
   return table
+
+
+MAX_SEED = 2**31 - 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_integers(table: pd.DataFrame, name: str, low: int, high: int | None,
+                    what: str) -> None:
+  bad = []
+  for v in table[name].tolist():
+    ok = (not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v)
+          and float(v).is_integer() and v >= low and (high is None or v <= high))
+    if not ok and v not in bad:
+      bad.append(v)
+  if bad:
+    raise ConfigError(f"grid.{name}: each value must be {what}; got {bad!r}.")
 
 
 def validate(table: pd.DataFrame, micro_batch: int, num_train: int) -> None:
@@ -160,6 +179,10 @@ def validate(table: pd.DataFrame, micro_batch: int, num_train: int) -> None:
       raise ConfigError(f"grid.{col}: values must be numbers; got {vals.iloc[0]!r}.")
     if not np.isfinite(vals.to_numpy(dtype=float)).all():
       raise ConfigError(f"grid.{col}: values must be finite.")
+    # The program computes in float32: a value past its range would become inf.
+    big = sorted({float(v) for v in vals.to_numpy(dtype=float) if abs(v) > FLOAT32_MAX})
+    if big:
+      raise ConfigError(f"grid.{col}: {big} overflow float32 (|value| <= {FLOAT32_MAX:.3g}).")
 
 
 def default_micro_batch(table: pd.DataFrame) -> int:

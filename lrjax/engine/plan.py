@@ -17,6 +17,10 @@ from lrjax.engine.settings import TrainSettings
 from lrjax.errors import ConfigError
 
 
+# Ticks (micro-batches) are counted in int32 inside the program.
+MAX_TICKS = 2**31 - 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """Resolved sizes of a run."""
@@ -57,12 +61,20 @@ def plan(table: pd.DataFrame, num_train: int, settings: TrainSettings) -> Plan:
   k_lcm = math.lcm(*ks)
   # An interval longer than the run means one evaluation, at the end: the run stays
   # its budget long (a segment of eval_every's length would train far past it).
-  eval_every = min(settings.eval_every or num_train, settings.epochs * num_train)
+  budget = settings.epochs * num_train
+  if budget / b > MAX_TICKS:
+    raise ConfigError(f"epochs: a budget of {settings.epochs} epochs ({budget:.3g} examples per "
+                      f"member) is past the {MAX_TICKS} micro-batches of {b} a run can count; "
+                      f"use fewer epochs.")
+  eval_every = min(settings.eval_every or num_train, budget)
   ticks = max(k_lcm, int(round(eval_every / b / k_lcm)) * k_lcm)
   budget_ticks = settings.epochs * num_train / b
   segments = max(1, int(round(budget_ticks / ticks)))
   # Growth points on whole batches of every phase, so no batch straddles one.
   total = ticks * segments
+  if total > MAX_TICKS:  # rounding up to whole segments can still pass the counter's range
+    raise ConfigError(f"epochs: {total} micro-batches of {b} examples are past the {MAX_TICKS} "
+                      f"a run can count; use fewer epochs.")
   growth_ticks = tuple(int(round(f * total / k_lcm)) * k_lcm
                        for f in settings.batch_growth_at)
   if len(set(growth_ticks) | {0, total}) != phases + 2:

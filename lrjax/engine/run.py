@@ -134,6 +134,19 @@ def scaled_lr(table: pd.DataFrame, settings: TrainSettings) -> np.ndarray:
   return lr * ratio ** exponent
 
 
+def _float32_lr(lr: np.ndarray) -> np.ndarray:
+  """The learning rates as the program computes them (float32), refusing any that
+  overflow to inf or underflow to 0 there."""
+  with np.errstate(over="ignore", under="ignore"):
+    lr32 = lr.astype(np.float32)
+  bad = sorted(set(lr[~(np.isfinite(lr32) & (lr32 > 0))].tolist()))
+  if bad:
+    raise ConfigError(f"grid.lr: learning rates {bad} (after lr_scaling) are outside float32's "
+                      f"range and would train as inf or 0; use e.g. "
+                      f"--config.grid.lr=\"(0.01,0.1,1.0)\".")
+  return lr32
+
+
 def _uses_augmentation(table: pd.DataFrame) -> bool:
   return bool((table["aug"] != 0).any()) or any(c.startswith("aug_") for c in table.columns)
 
@@ -184,7 +197,7 @@ def build_run(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
   k = table["batch_size"].to_numpy() // the_plan.micro_batch
   growth = batch_growth(table, settings)
   member_hp = {
-      "lr": scaled_lr(table, settings).astype(np.float32),
+      "lr": _float32_lr(scaled_lr(table, settings)),
       "k": k.astype(np.int32),
       "total_updates": total_updates(k, growth, the_plan).astype(np.int32),
   }

@@ -1,0 +1,228 @@
+"""Fuzzed configs: every grid/settings combination either runs as asked or raises ConfigError.
+
+Two properties (hypothesis):
+
+* ``test_build_run_fuzz`` (fast, no training): ``make_grid`` + ``build_run`` over odd
+  axis values and settings; a valid config yields the member count, hyperparameters
+  and example budget asked for, anything else a ``ConfigError`` (never another
+  exception).
+* ``test_train_grid_fuzz`` (trains a tiny MLP on digits): the same contract end to
+  end, across chunking, ``vmap_width`` and the number of devices (1 or all).
+
+Each property counts its examples in ``EXAMPLES`` and prints the count.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import math
+from unittest import mock
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, example, given, settings as hsettings, strategies as st
+
+import lrjax
+from lrjax import data, grid, models
+from lrjax.engine import devices
+from lrjax.engine.run import build_run
+from lrjax.engine.settings import TrainSettings
+from lrjax.engine.trainer import train_grid
+
+EXAMPLES = collections.Counter()
+NUM_TRAIN = 1297  # digits' training split
+
+_DS = None
+_MODEL = None
+
+
+def _dataset():
+  global _DS, _MODEL
+  if _DS is None:
+    _DS = data.load("digits")
+    _MODEL = models.get_model("mlp", 10, hidden=(8,))
+  return _DS, _MODEL
+
+
+# --- strategies -------------------------------------------------------------------
+
+ODD_FLOATS = st.sampled_from([0.0, -0.1, -1.0, math.inf, -math.inf, math.nan, 1e300, 1e-320,
+                              1e39, 3e38])
+GOOD_LR = st.sampled_from([1e-3, 0.01, 0.05, 0.1, 0.3, 1.0, 10.0])
+LR = st.sampled_from([1e-3, 0.01, 0.05, 0.1, 0.3, 1.0, 10.0] * 6 + [0.0, -0.1, -1.0, math.inf,
+                     -math.inf, math.nan, 1e300, 1e-320, 1e39, 3e38])  # odd: rare per value
+GOOD_BATCH = st.sampled_from([1, 8, 16, 24, 32, 48, 64, 100, 128, 1297])
+ODD_BATCH = st.sampled_from([0, -8, 7, 13, 1298, 4096, 2**40, 32.0, 32.5, math.inf, math.nan,
+                             True])
+BATCH = st.sampled_from([1, 8, 16, 24, 32, 48, 64, 100, 128, 1297] * 6 + [
+    0, -8, 7, 13, 1298, 4096, 2**40, 32.0, 32.5, math.inf, math.nan, True])
+AUG = st.one_of(st.just(0.0), st.sampled_from([0.5, 1.0, 2.0, -1.0, math.nan, math.inf, 1e300]))
+SEED = st.one_of(*[st.integers(0, 5)] * 4, st.sampled_from([-1, 2**31 - 1, 2**31, 2**70, 1.0, 1.5,
+                                                     math.nan]))
+MOMENTUM = st.sampled_from([0.0, 0.5, 0.9, 0.99, 1.0, -0.5, math.nan, math.inf, 1e300])
+EXTRA_AXES = {"momentum": MOMENTUM,
+              "nesterov_typo": st.just(1.0),  # no such hyperparameter: a ConfigError
+              "alpha": st.sampled_from([0.0, 0.1, 1.0])}  # not an argument of "constant"
+
+
+def _axis(values, max_size=3, allow_empty=True):
+  # Distinct values (as make_grid's user would write them), sometimes an empty axis.
+  axis = st.lists(values, min_size=1, max_size=max_size, unique_by=repr).map(tuple)
+  return st.one_of(*[axis] * 8, st.just(())) if allow_empty else axis  # empty: rare
+
+
+@st.composite
+def grid_axes(draw, max_size=3, good_only=False):
+  pick = (lambda good, bad: good) if good_only else (lambda good, bad: bad)
+  empty = not good_only
+  axes = {"lr": draw(_axis(pick(GOOD_LR, LR), max_size, empty)),
+          "batch_size": draw(_axis(pick(GOOD_BATCH, BATCH), max_size, empty))}
+  if draw(st.booleans()):
+    axes["seed"] = draw(_axis(pick(st.integers(0, 5), SEED), 2, empty))
+  if not good_only and draw(st.booleans()):
+    axes["aug"] = draw(_axis(AUG, 2, empty))
+  if draw(st.booleans()):
+    name = "momentum" if good_only else draw(st.sampled_from(sorted(EXTRA_AXES)))
+    values = (st.sampled_from([0.0, 0.5, 0.9]) if good_only else EXTRA_AXES[name])
+    axes[name] = draw(_axis(values, 2, empty))
+  return axes
+
+
+EPOCHS = st.one_of(st.sampled_from([1e-9, 1e-3, 0.01, 0.3, 0.5, 1, 2.5, 10, 1e6, 1e7, 1e12,
+                                    1e300, 0, -1, math.inf, math.nan]),
+                   *[st.floats(1e-4, 20, allow_nan=False)] * 3)
+EVAL_EVERY = st.sampled_from([0, 0, 1, 7, 100, 1297, 10**6, 10**12, -1])
+MICRO_BATCH = st.sampled_from([0, 0, 0, 0, 0, 1, 4, 8, 16, 3, 7, 2000, -1])
+
+
+@st.composite
+def train_settings(draw, epochs=EPOCHS, eval_every=EVAL_EVERY, micro_batch=MICRO_BATCH):
+  return dict(epochs=draw(epochs), eval_every=draw(eval_every),
+              micro_batch=draw(micro_batch),
+              max_members_per_chunk=draw(st.sampled_from([0, 1, 2, 3, 5, 100])),
+              vmap_width=draw(st.sampled_from([0, 1, 2, 3])))
+
+
+# --- checks -----------------------------------------------------------------------
+
+def _expected_rows(axes):
+  full = dict(axes)
+  full.setdefault("seed", (0,))
+  full.setdefault("aug", (0.0,))
+  names = sorted(full)
+  rows = collections.Counter(tuple(map(float, combo)) for combo in
+                             itertools.product(*(full[n] for n in names)))
+  return names, rows
+
+
+def _check_members(members, axes):
+  n = math.prod(len(v) for v in axes.values())
+  assert len(members) == n
+  assert members["member"].tolist() == list(range(n))
+  names, rows = _expected_rows(axes)
+  got = collections.Counter(tuple(map(float, r)) for r in
+                            members[names].itertuples(index=False))
+  assert got == rows
+
+
+def _check_budget(examples, segment, epochs):
+  assert examples % segment == 0 and examples >= segment
+  assert abs(examples - epochs * NUM_TRAIN) <= segment
+
+
+def _build(axes, kw):
+  ds, model = _dataset()
+  settings = TrainSettings(**kw)
+  table = grid.make_grid(axes)
+  return table, build_run(model, ds, table, settings)
+
+
+# --- (a) fast: validation and plan, no training ------------------------------------
+
+@hsettings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(axes=grid_axes(), kw=train_settings())
+@example(axes={"lr": (0.1,), "batch_size": (32.5,)}, kw={})  # was silently truncated to 32
+@example(axes={"lr": (0.1,), "batch_size": (math.inf,)}, kw={})  # was pandas IntCastingNaNError
+@example(axes={"lr": (0.1,), "batch_size": (32,), "seed": (1.5,)}, kw={})  # truncated to 1
+@example(axes={"lr": (0.1,), "batch_size": (32,), "seed": (-1,)}, kw={})  # numpy ValueError later
+@example(axes={"lr": (0.1,), "batch_size": (32,), "seed": (2**70,)}, kw={})  # OverflowError
+@example(axes={"lr": (1e300,), "batch_size": (32,)}, kw={})  # trained as float32 inf
+@example(axes={"lr": (1e-320,), "batch_size": (32,)}, kw={})  # trained as float32 0
+@example(axes={"lr": (0.1,), "batch_size": (32,), "momentum": (1e300,)}, kw={})  # float32 inf
+@example(axes={"lr": (0.1,), "batch_size": (32,)}, kw={"epochs": 1e300})  # OverflowError
+@example(axes={"lr": (0.1,), "batch_size": (32,)}, kw={"epochs": 1e12})  # int32 tick overflow
+def test_build_run_fuzz(axes, kw):
+  EXAMPLES["build_run"] += 1
+  try:
+    table, run = _build(axes, kw)
+  except lrjax.ConfigError as e:
+    EXAMPLES["build_run: ConfigError"] += 1
+    EXAMPLES["build_run: ConfigError " + str(e).split(":")[0]] += 1
+    return
+  _check_members(table, axes)
+  p = run.plan
+  assert p.ticks_per_segment % p.k_lcm == 0 and p.num_segments >= 1
+  assert p.total_ticks <= 2**31 - 1
+  bs = table["batch_size"].to_numpy()
+  assert (bs % p.micro_batch == 0).all() and (bs <= NUM_TRAIN).all()
+  _check_budget(p.examples_per_member, p.ticks_per_segment * p.micro_batch, kw.get("epochs", 10.0))
+  lay = run.layout
+  updates = grid.from_slots(run.hparams["total_updates"], lay)
+  np.testing.assert_array_equal(updates, p.examples_per_member // bs)
+  assert (p.examples_per_member % bs == 0).all()
+  lr = grid.from_slots(run.hparams["lr"], lay)
+  assert np.isfinite(lr).all() and (lr > 0).all()
+  np.testing.assert_allclose(lr, table["lr"].to_numpy(np.float32), rtol=1e-6)
+  EXAMPLES["build_run: ran"] += 1
+
+
+# --- (b) training a tiny MLP ----------------------------------------------------------
+
+def _check_trained(result, axes, kw):
+  members = result.members
+  _check_members(members, axes)
+  examples = result.info["examples_per_member"]
+  ds, _ = _dataset()
+  _, run = _build(axes, kw)
+  _check_budget(examples, run.plan.ticks_per_segment * run.plan.micro_batch, kw["epochs"])
+  alive = ~members["diverged"].to_numpy()
+  np.testing.assert_array_equal(members["updates"].to_numpy()[alive],
+                                examples // members["batch_size"].to_numpy()[alive])
+
+
+@hsettings(max_examples=15, deadline=None, derandomize=True,
+           phases=[Phase.explicit, Phase.generate, Phase.shrink],
+           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(axes=grid_axes(max_size=2, good_only=True),
+       kw=train_settings(epochs=st.sampled_from([0.005, 0.05, 0.1, 0.3]),
+                         eval_every=st.sampled_from([0, 1, 100, 10**6]),
+                         micro_batch=st.sampled_from([0, 0, 8])),
+       num_devices=st.sampled_from([1, len(jax.devices())]),
+       odd=st.sampled_from([None, None, None, ("lr", 0.0), ("lr", math.nan),
+                            ("batch_size", 5000), ("batch_size", 2.5), ("seed", -1)]))
+@example(axes={"lr": (0.1, 1.0), "batch_size": (8, 24)},
+         kw=dict(epochs=0.05, eval_every=1, micro_batch=0, max_members_per_chunk=3,
+                 vmap_width=3), num_devices=2, odd=None)
+def test_train_grid_fuzz(axes, kw, num_devices, odd):
+  EXAMPLES["train_grid"] += 1
+  if odd is not None:  # one bad value in an otherwise good grid
+    axes = dict(axes)
+    axes[odd[0]] = tuple(axes.get(odd[0], ())) + (odd[1],)
+  ds, model = _dataset()
+  real = devices.member_partition
+  with mock.patch.object(devices, "member_partition",
+                         lambda n, sizes, devs=None: real(n, sizes, jax.devices()[:num_devices])):
+    try:
+      result = train_grid(model, ds, grid.make_grid(axes), TrainSettings(**kw), progress=False)
+    except lrjax.ConfigError:
+      EXAMPLES["train_grid: ConfigError"] += 1
+      assert odd is not None or kw["micro_batch"] == 8, (axes, kw)
+      return
+  assert odd is None
+  _check_trained(result, axes, kw)
+  EXAMPLES["train_grid: ran"] += 1
+
+
+def teardown_module(module):
+  print(f"\nhypothesis examples: {dict(EXAMPLES)}")
