@@ -31,7 +31,7 @@ from lrjax import data, experiment
 from lrjax.analysis import report
 from lrjax.analysis import summary as summary_lib
 from lrjax.augment import preview
-from lrjax.engine import devices
+from lrjax.engine import checkpoint, devices
 from lrjax.errors import ConfigError
 from lrjax.optimizers import OPTIMIZERS
 
@@ -502,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
     print(textwrap.fill(f"lrjax {args.command}: error: {_one_line(e)}", width=100,
                         break_on_hyphens=False, break_long_words=False), file=sys.stderr)
     return 2
+  except checkpoint.Interrupted as e:  # SIGTERM / SIGINT: checkpoint saved at a segment end
+    hint = "; resume with --resume" if args.command == "run" else ""
+    print(f"lrjax {args.command}: {e}{hint}", file=sys.stderr)
+    return e.exit_code
   except KeyboardInterrupt:
     print("lrjax: interrupted", file=sys.stderr)
     return 130

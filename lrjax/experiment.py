@@ -190,7 +190,8 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
                        writers=("tensorboard",)) -> GridResult:
   """Validates ``config``, trains its grid, and writes the run directory.
 
-  While training, checkpoints go to ``<workdir>.partial`` (at most one a minute);
+  While training, checkpoints go to ``<workdir>.partial`` (every ``checkpoint_every``
+  evaluations, and on SIGTERM/SIGINT);
   it is removed when the run directory is written. An interrupted run continues
   from there with ``resume=True`` (``lrjax run ... --resume``) if the config is
   unchanged.

@@ -42,7 +42,7 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
                settings: TrainSettings = TrainSettings(), *, progress: bool = True,
                on_segment: Callable[[int, int], None] | None = None,
                checkpoint_dir: str | None = None,
-               checkpoint_every_s: float = 60.0) -> GridResult:
+               checkpoint_every_s: float | None = None) -> GridResult:
   """Trains every member of ``table`` as one vmapped, scanned JAX program.
 
   Args:
@@ -55,10 +55,12 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
       best validation accuracy and loss so far); when stderr is not a terminal, one
       plain line per evaluation instead. False: silent.
     on_segment: optional callback ``(segments_done, segments_total)``.
-    checkpoint_dir: if given, the state is saved there after a segment at most every
-      ``checkpoint_every_s`` seconds (and at each chunk's end), and a run with the
+    checkpoint_dir: if given, the state is saved there every
+      ``settings.checkpoint_every`` evaluations, at each chunk's end and when a
+      SIGTERM / SIGINT stops training (``checkpoint.Interrupted``), and a run with the
       same arguments continues from what it finds there (``lrjax run --resume``).
-    checkpoint_every_s: minimum seconds between checkpoints.
+    checkpoint_every_s: ignored (kept for compatibility; ``settings.checkpoint_every``
+      decides).
 
   Returns:
     A ``GridResult`` with the members table (hyperparameters + results), the
@@ -334,12 +336,17 @@ def _host_metrics(metrics, run: Run, pos: np.ndarray, inner: np.ndarray) -> dict
 
 def train_chunk(run: Run, chunk_i: int, segment, state, consts: Constants,
                 put_members, progress: _Progress, checkpoint_dir: str | None,
-                checkpoint_every_s: float, on_segment, num_chunks: int,
-                gidx: np.ndarray | None = None, writers: Sequence[Any] = ()):
+                checkpoint_every_s: float | None, on_segment, num_chunks: int,
+                gidx: np.ndarray | None = None, writers: Sequence[Any] = (),
+                stop: checkpoint.StopRequest | None = None):
   """Runs one chunk's segments (resuming from its checkpoint); returns (state, metrics).
 
   After each segment, when there are ``writers`` or a progress display, the segment's
-  metrics are fetched to the host and handed to them (``lrjax.metric_writers``).
+  metrics are fetched to the host and handed to them (``lrjax.metric_writers``). The
+  checkpoint is saved every ``run.settings.checkpoint_every`` segments and after the
+  last (``checkpoint_every_s`` is ignored). When ``stop`` is requested (a signal, see
+  ``checkpoint.catch_signals``), the segment's checkpoint is saved and
+  ``checkpoint.Interrupted`` raised.
   """
   n_seg = run.plan.num_segments
   seg_ex = run.plan.ticks_per_segment * run.plan.micro_batch
@@ -357,7 +364,7 @@ def train_chunk(run: Run, chunk_i: int, segment, state, consts: Constants,
       host = _host_metrics(m, run, pos, inner)
       for w in writers:
         w.write(members, (s + 1) * seg_ex, host, replayed=True)
-  last_save = time.perf_counter()
+  every = run.settings.checkpoint_every
   for s in range(first, n_seg):
     state, metrics = segment(state, jnp.int32(s), consts)
     seg_metrics.append(metrics)
@@ -366,16 +373,19 @@ def train_chunk(run: Run, chunk_i: int, segment, state, consts: Constants,
       host = _host_metrics(metrics, run, pos, inner)
       for w in writers:
         w.write(members, (s + 1) * seg_ex, host)
-    if ckpt is not None and (s == n_seg - 1 or
-                             time.perf_counter() - last_save >= checkpoint_every_s):
+    stopping = stop is not None and stop.requested
+    if ckpt is not None and (s == n_seg - 1 or (s + 1) % every == 0 or stopping):
       checkpoint.save(ckpt, state, jax.device_get(seg_metrics), s + 1)
       for w in writers:
         w.flush()
-      last_save = time.perf_counter()
     if host is not None:
       progress.step(chunk_i, s, len(rows), host)
     if on_segment is not None:
       on_segment(chunk_i * n_seg + s + 1, num_chunks * n_seg)
+    if stopping:
+      for w in writers:
+        w.flush()
+      raise checkpoint.Interrupted(stop.signum, chunk_i * n_seg + s + 1, num_chunks * n_seg)
   progress.end_chunk()
   seg_metrics = [mean_metrics(m, len(run.dataset.validation))
                  for m in jax.device_get(seg_metrics)]
@@ -399,22 +409,29 @@ def _put(out: np.ndarray, gidx: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def train(run: Run, *, progress: bool = True,
           on_segment: Callable[[int, int], None] | None = None,
-          checkpoint_dir: str | None = None, checkpoint_every_s: float = 60.0,
+          checkpoint_dir: str | None = None, checkpoint_every_s: float | None = None,
           writers: Sequence[Any] = ()) -> GridResult:
   """Trains a resolved ``Run`` (``build_run``); arguments as ``train_grid``'s.
 
   ``writers``: ``lrjax.metric_writers.MetricWriter`` objects that receive every
   evaluation's metrics as training goes (TensorBoard, W&B, ...); the caller closes them.
+
+  While training (from the main thread), SIGTERM and SIGINT end the current segment,
+  save its checkpoint and raise ``checkpoint.Interrupted`` (exit status 143 / 130 in
+  ``lrjax run``); the previous signal handlers are restored afterwards.
   """
   try:
-    return _train(run, progress, on_segment, checkpoint_dir, checkpoint_every_s, writers)
+    with checkpoint.catch_signals() as stop:
+      return _train(run, progress, on_segment, checkpoint_dir, checkpoint_every_s, writers,
+                    stop)
   finally:
     for w in writers:
       w.flush()
 
 
 def _train(run: Run, progress: bool, on_segment, checkpoint_dir: str | None,
-           checkpoint_every_s: float, writers: Sequence[Any]) -> GridResult:
+           checkpoint_every_s: float | None, writers: Sequence[Any],
+           stop: checkpoint.StopRequest | None = None) -> GridResult:
   lay, the_plan = run.layout, run.plan
   group_chunks = chunks(lay.num_groups, lay.inner_size, run.settings.max_members_per_chunk)
   placement = _placement(run, group_chunks)
@@ -448,7 +465,7 @@ def _train(run: Run, progress: bool, on_segment, checkpoint_dir: str | None,
       state, seg_metrics = train_chunk(run, chunk_i, segment, state, consts,
                                        placement.put_members, bar, checkpoint_dir,
                                        checkpoint_every_s, on_segment, len(group_chunks),
-                                       gidx, writers)
+                                       gidx, writers, stop)
     except BaseException:
       bar.close()
       raise
