@@ -182,7 +182,7 @@ def test_save_leaves_no_temp_file_and_round_trips(tmp_path):
 
 def test_checkpoint_every_is_validated():
   from lrjax.engine.settings import TrainSettings
-  assert TrainSettings().checkpoint_every == 1
+  assert TrainSettings().checkpoint_every == 5  # the default, documented in README
   for bad in (0, 1.5, True):
     with pytest.raises(ConfigError, match="checkpoint_every: must be an integer >= 1"):
       TrainSettings(checkpoint_every=bad)

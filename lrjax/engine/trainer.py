@@ -59,8 +59,8 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
       ``settings.checkpoint_every`` evaluations, at each chunk's end and when a
       SIGTERM / SIGINT stops training (``checkpoint.Interrupted``), and a run with the
       same arguments continues from what it finds there (``lrjax run --resume``).
-    checkpoint_every_s: ignored (kept for compatibility; ``settings.checkpoint_every``
-      decides).
+    checkpoint_every_s: also save when this many seconds have passed since the last
+      save (None: only the ``settings.checkpoint_every`` rule).
 
   Returns:
     A ``GridResult`` with the members table (hyperparameters + results), the
@@ -344,7 +344,7 @@ def train_chunk(run: Run, chunk_i: int, segment, state, consts: Constants,
   After each segment, when there are ``writers`` or a progress display, the segment's
   metrics are fetched to the host and handed to them (``lrjax.metric_writers``). The
   checkpoint is saved every ``run.settings.checkpoint_every`` segments and after the
-  last (``checkpoint_every_s`` is ignored). When ``stop`` is requested (a signal, see
+  last, and after ``checkpoint_every_s`` seconds when given. When ``stop`` is requested (a signal, see
   ``checkpoint.catch_signals``), the segment's checkpoint is saved and
   ``checkpoint.Interrupted`` raised.
   """
@@ -365,6 +365,7 @@ def train_chunk(run: Run, chunk_i: int, segment, state, consts: Constants,
       for w in writers:
         w.write(members, (s + 1) * seg_ex, host, replayed=True)
   every = run.settings.checkpoint_every
+  last_save = time.perf_counter()
   for s in range(first, n_seg):
     state, metrics = segment(state, jnp.int32(s), consts)
     seg_metrics.append(metrics)
@@ -374,8 +375,11 @@ def train_chunk(run: Run, chunk_i: int, segment, state, consts: Constants,
       for w in writers:
         w.write(members, (s + 1) * seg_ex, host)
     stopping = stop is not None and stop.requested
-    if ckpt is not None and (s == n_seg - 1 or (s + 1) % every == 0 or stopping):
+    due = (s + 1) % every == 0 or (checkpoint_every_s is not None and
+                                   time.perf_counter() - last_save >= checkpoint_every_s)
+    if ckpt is not None and (s == n_seg - 1 or due or stopping):
       checkpoint.save(ckpt, state, jax.device_get(seg_metrics), s + 1)
+      last_save = time.perf_counter()
       for w in writers:
         w.flush()
     if host is not None:
