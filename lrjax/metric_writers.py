@@ -32,6 +32,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from lrjax.errors import ConfigError
+
 # The per-member scalars written at every evaluation.
 SCALARS = ("val_loss", "val_acc", "train_loss", "lr_now", "noise_scale")
 # Final results written once per member, beside the HParams session.
@@ -229,7 +231,6 @@ def make_writers(names: Sequence[str | MetricWriter], logdir: str,
     elif isinstance(w, MetricWriter) or hasattr(w, "write"):
       out.append(w)
     else:
-      from lrjax.errors import ConfigError
       raise ConfigError(f"writers: unknown writer {w!r}; use 'tensorboard', 'wandb' or a "
                         f"lrjax.metric_writers.MetricWriter.")
   return out
