@@ -31,6 +31,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from tensorboardX import SummaryWriter
+from tensorboardX.summary import hparams
 
 from lrjax.errors import ConfigError
 
@@ -109,7 +111,6 @@ class TensorBoardWriter(MetricWriter):
     self._root = None
 
   def _member_writer(self, row: Mapping[str, Any]):
-    from tensorboardX import SummaryWriter
     member = int(row["member"])
     if member not in self._writers:
       self._writers[member] = SummaryWriter(os.path.join(self.logdir, member_run_name(row)),
@@ -117,8 +118,6 @@ class TensorBoardWriter(MetricWriter):
     return self._writers[member]
 
   def start(self, run) -> None:
-    from tensorboardX import SummaryWriter
-    from tensorboardX.summary import hparams
     metric_names = {name: 0.0 for name in SCALARS + FINAL_SCALARS}
     for row in run.table.to_dict("records"):
       experiment, session_start, _ = hparams(hyperparameters(row), metric_names)
