@@ -25,6 +25,7 @@ from lrjax import grid as grid_lib
 from lrjax import lr_finder
 from lrjax import models as models_lib
 from lrjax.engine import GridResult, Run, TrainSettings, build_run, train, train_grid
+from lrjax.engine.run import uses_augmentation
 from lrjax.engine.settings import config_fields
 from lrjax.errors import ConfigError
 from lrjax.optimizers import OPTIMIZERS
@@ -155,10 +156,9 @@ def _resolve_one(cfg: dict, table) -> Run:
   model_kwargs = {k: tuple(v) if isinstance(v, list) else v
                   for k, v in cfg["model_kwargs"].items()}
   model = models_lib.get_model(cfg["model"], dataset.num_classes, **model_kwargs)
-  uses_aug = (table["aug"] != 0).any() or any(c.startswith("aug_") for c in table.columns)
-  if uses_aug:
+  if uses_augmentation(table):
     policy = augment.policy_for(cfg["dataset"], dataset.image_shape)
-    settings = TrainSettings(**{**settings.__dict__, "augment_policy": policy})
+    settings = dataclasses.replace(settings, augment_policy=policy)
   return build_run(model, dataset, table, settings)
 
 

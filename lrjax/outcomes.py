@@ -64,15 +64,27 @@ def member_status(members: pd.DataFrame, *, num_classes: int, num_val: int,
   if missing:
     raise ConfigError(f"members: missing columns {missing}; give a members table written by "
                       f"lrjax 0.1 or later.")
-  chance = 1.0 / num_classes
-  se = math.sqrt(chance * (1 - chance) / num_val)
+  chance, band = chance_band(num_classes, num_val)
   diverged = members["diverged"].fillna(False).astype(bool).to_numpy()
   first = members["first_train_loss"].to_numpy(float)
   final = members["final_train_loss"].to_numpy(float)
   acc = members["final_val_acc"].to_numpy(float)
   with np.errstate(invalid="ignore"):
     no_progress = final >= loss_ratio * first
-    at_chance = np.abs(acc - chance) <= 2 * se
+    at_chance = np.abs(acc - chance) <= band
   status = np.where(diverged, "diverged",
                     np.where(no_progress | at_chance, "failed", "trained"))
   return pd.Series(status, index=members.index, name="status")
+
+
+def chance_band(num_classes: int, num_val: int) -> tuple[float, float]:
+  """Chance accuracy and the half-width of "at chance": 2 standard errors of an
+  accuracy measured on ``num_val`` examples at chance.
+
+  Example:
+    >>> [round(v, 4) for v in chance_band(10, 250)]
+    [0.1, 0.0379]
+  """
+  chance = 1.0 / num_classes
+  return chance, 2 * math.sqrt(chance * (1 - chance) / num_val)
+

@@ -147,7 +147,8 @@ def _float32_lr(lr: np.ndarray) -> np.ndarray:
   return lr32
 
 
-def _uses_augmentation(table: pd.DataFrame) -> bool:
+def uses_augmentation(table: pd.DataFrame) -> bool:
+  """Whether any member augments (a nonzero ``aug`` or any ``aug_<op>`` axis)."""
   return bool((table["aug"] != 0).any()) or any(c.startswith("aug_") for c in table.columns)
 
 
@@ -155,7 +156,7 @@ def _aug_magnitudes(table: pd.DataFrame, groups: pd.DataFrame, settings: TrainSe
   """Per input group, each augmentation op's magnitude; ops off in every group dropped."""
   policy = settings.augment_policy
   if policy is None:
-    if _uses_augmentation(table):
+    if uses_augmentation(table):
       raise ConfigError("grid.aug: nonzero augmentation strengths need an augmentation "
                         "policy (settings.augment_policy, e.g. lrjax.augment.policy_for("
                         "dataset)).")

@@ -36,6 +36,7 @@ from lrjax.engine.run import Run, build_run
 from lrjax.engine.settings import GridResult, TrainSettings
 from lrjax.engine.tables import result_tables
 from lrjax.models import ModelAdapter
+from lrjax.outcomes import chance_band
 
 
 def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
@@ -300,8 +301,8 @@ class _Progress:
     n_div = self.diverged_before + self.diverged_now
     # At chance now (the accuracy half of the "failed" rule; the loss half needs the
     # run's end): a hint of members that are not learning, per chunk.
-    chance = 1.0 / self.run.dataset.num_classes
-    band = 2 * np.sqrt(chance * (1 - chance) / len(self.run.dataset.validation))
+    chance, band = chance_band(self.run.dataset.num_classes,
+                               len(self.run.dataset.validation))
     with np.errstate(invalid="ignore"):
       at_chance = int((np.abs(acc - chance) <= band).sum())
     alive_text = (f"alive {self.run.num_members - n_div}/{self.run.num_members}  "
