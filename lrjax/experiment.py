@@ -16,22 +16,26 @@ import os
 import shutil
 from typing import Any
 
+import jax
 import ml_collections
 import pandas as pd
 
 from lrjax import augment
+from lrjax import callables
 from lrjax import data as data_lib
 from lrjax import grid as grid_lib
 from lrjax import lr_finder
 from lrjax import models as models_lib
+from lrjax import optimizers
 from lrjax.engine import GridResult, Run, TrainSettings, build_run, train, train_grid
+from lrjax.engine import devices
 from lrjax.engine.run import uses_augmentation
 from lrjax.engine.settings import config_fields
 from lrjax.errors import ConfigError
 from lrjax.optimizers import OPTIMIZERS
 from lrjax.metric_writers import make_writers
-from lrjax.workdir import (PartialTables, check_workdir, locked, partial_dir, plain,
-                           write_results)
+from lrjax.workdir import (PartialTables, check_workdir, locked_by_first_process,
+                           partial_dir, plain, write_results)
 
 # Fields every experiment config has, with defaults: what to train on, the grid, and
 # every config field of TrainSettings (optimizer, schedule, epochs, ...).
@@ -108,7 +112,7 @@ def _per_optimizer_kwargs(cfg: dict, optimizers: tuple[str, ...]) -> dict[str, d
   by optimizer name (names not on the axis are ignored), or one dict of arguments they
   all take."""
   kwargs = dict(cfg["optimizer_kwargs"])
-  if kwargs and set(kwargs) <= set(OPTIMIZERS):
+  if kwargs and set(kwargs) <= set(OPTIMIZERS) | set(optimizers):
     return {name: dict(kwargs.get(name, {})) for name in optimizers}
   return {name: kwargs for name in optimizers}
 
@@ -162,8 +166,11 @@ def _resolve_one(cfg: dict, table) -> Run:
   return build_run(model, dataset, table, settings)
 
 
-def _start_partial(workdir: str, config_json: str, resume: bool) -> str:
-  """Creates (or, resuming, checks) ``<workdir>.partial`` with the run's config."""
+def _start_partial(workdir: str, config_json: str, resume: bool, create: bool = True) -> str:
+  """Creates (or, resuming, checks) ``<workdir>.partial`` with the run's config.
+
+  ``create=False``: only the checks (``_write_partial`` creates it afterwards).
+  """
   partial = partial_dir(workdir)
   saved = os.path.join(partial, "config.json")
   if os.path.isdir(partial):
@@ -178,11 +185,15 @@ def _start_partial(workdir: str, config_json: str, resume: bool) -> str:
   elif resume:
     raise ConfigError(f"--resume: nothing to resume, {partial} does not exist. Run without "
                       f"--resume.")
-  else:
-    os.makedirs(partial)
-    with open(saved, "w") as f:
-      f.write(config_json)
+  elif create:
+    _write_partial(partial, config_json)
   return partial
+
+
+def _write_partial(partial: str, config_json: str) -> None:
+  os.makedirs(partial)
+  with open(os.path.join(partial, "config.json"), "w") as f:
+    f.write(config_json)
 
 
 def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
@@ -217,18 +228,35 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
     >>> os.path.exists(os.path.join(run, "members.parquet"))
     True
   """
-  with locked(workdir):  # one live run per workdir: a resume never races a running run
+  # One live run per workdir (a resume never races a running run); with several
+  # processes, process 0 holds the lock for all of them (docs/DESIGN.md).
+  with locked_by_first_process(workdir):
     return _train_and_write(config, workdir, overwrite, progress, resume, writers)
 
 
 def _train_and_write(config, workdir, overwrite, progress, resume, writers) -> GridResult:
+  # Several processes (docs/DESIGN.md): each checks and trains; process 0 alone shows
+  # progress and writes <workdir>.partial and the run directory; orbax checkpoints are
+  # saved by all (each its own shards).
+  first, several = devices.is_first_process(), jax.process_count() > 1
   check_workdir(workdir, overwrite)
   runs = resolve_runs(config)
   config_dict = config_to_dict(config)
-  partial = _start_partial(workdir, json.dumps(config_dict, indent=2, sort_keys=True), resume)
+  # A function in the config (Python API) is stored as its label ("module:function").
+  config_json = json.dumps(config_dict, indent=2, sort_keys=True,
+                           default=callables.json_default)
+  config_dict = json.loads(config_json)
+  partial = _start_partial(workdir, config_json, resume, create=not several)
+  if several:  # every process has checked <workdir>.partial before process 0 creates it
+    devices.sync("lrjax: partial checked")
+    if first and not resume:
+      _write_partial(partial, config_json)
+    devices.sync("lrjax: partial created")
+  progress = progress and first
   tb_dir = os.path.join(partial, "tb")
   all_writers = [PartialTables(partial), *make_writers(
-      writers or (), tb_dir, run_name=os.path.basename(os.path.abspath(workdir)))]
+      writers or (), tb_dir, run_name=os.path.basename(os.path.abspath(workdir)))
+                 ] if first else []
   try:
     if len(runs) == 1:
       result = train(runs[0], progress=progress, checkpoint_dir=partial,
@@ -242,8 +270,10 @@ def _train_and_write(config, workdir, overwrite, progress, resume, writers) -> G
   finally:
     for w in all_writers:
       w.close()
-  write_results(result, config_dict, workdir, tb_dir=tb_dir)
-  shutil.rmtree(partial, ignore_errors=True)
+  if first:
+    write_results(result, config_dict, workdir, tb_dir=tb_dir)
+    shutil.rmtree(partial, ignore_errors=True)
+  devices.sync("lrjax: run written")  # every process returns once it exists
   return result
 
 
@@ -284,10 +314,14 @@ def find_lr(config, workdir: str, *, overwrite: bool = False) -> dict:
   short = dataclasses.replace(settings, epochs=1.0, eval_every=0, max_members_per_chunk=0)
   os.makedirs(workdir, exist_ok=True)
   seed = int(table.seed.min())
+  # A factory's hyperparameters without default that are grid axes: their first value.
+  optimizer_kwargs = {**{c: float(table[c].iloc[0]) for c in run.opt_cols
+                         if c in optimizers.required_hparams(settings.optimizer)},
+                      **settings.optimizer_kwargs}
   per_batch, curves = [], []
   for i, batch in enumerate(sorted(set(int(b) for b in table.batch_size))):
     classic = lr_finder.range_test(model, dataset, optimizer=settings.optimizer,
-                                   optimizer_kwargs=dict(settings.optimizer_kwargs),
+                                   optimizer_kwargs=optimizer_kwargs,
                                    batch_size=batch, seeds=(seed,))
     lrs = lr_finder.suggest_grid(classic["suggestions"]["valley"], 9, 4.0)
     settings_rows = table[(table.batch_size == batch) & (table.seed == seed)].drop(
@@ -318,7 +352,8 @@ def find_lr(config, workdir: str, *, overwrite: bool = False) -> dict:
                       "optimizer.")
   centre = math.exp(sum(math.log(b) for b in bests) / len(bests))
   spread = math.log10(max(bests) / min(bests))
-  summary = {"optimizer": settings.optimizer, "schedule": settings.schedule,
+  summary = {"optimizer": callables.label(settings.optimizer),
+             "schedule": callables.label(settings.schedule),
              "per_batch_size": per_batch,
              "suggested_grid_lr": list(lr_finder.suggest_grid(centre, 7, 2.0 + spread))}
   with open(os.path.join(workdir, "lr_find.json"), "w") as f:

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from lrjax import data
 from lrjax import grid as grid_lib
+from lrjax import models
 from lrjax import optimizers
 from lrjax.data import Dataset, example_order
 from lrjax.engine import TrainSettings, train_grid
@@ -139,18 +140,26 @@ def range_test(model: ModelAdapter, dataset: Dataset, *, optimizer: str = "momen
   def run(seed_keys, orders):
     def one(key, order):
       params = model.init(jax.random.fold_in(key, 0), sample)
+      model_state = models.initial_state(model, jax.random.fold_in(key, 0), sample)
+      dropout_key = jax.random.fold_in(key, 3)
 
       def step(carry, t):
-        params, state = carry
+        params, model_state, state = carry
         idx = jax.lax.dynamic_slice(order, (t * batch_size,), (batch_size,))
         x = data.to_float(images[idx])
         y = jax.nn.one_hot(labels[idx], dataset.num_classes)
-        loss, grads = jax.value_and_grad(
-            lambda p: optax.softmax_cross_entropy(model.apply(p, x), y).mean())(params)
-        updates, state = opt.update(grads, state, params)
-        return (optax.apply_updates(params, updates), state), loss
 
-      _, losses = jax.lax.scan(step, (params, opt.init(params)), jnp.arange(num_steps))
+        def loss_fn(p):
+          logits, new_state = models.train_logits(model, p, model_state, x,
+                                                  jax.random.fold_in(dropout_key, t))
+          return optax.softmax_cross_entropy(logits, y).mean(), new_state
+
+        (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, state = opt.update(grads, state, params)
+        return (optax.apply_updates(params, updates), model_state, state), loss
+
+      _, losses = jax.lax.scan(step, (params, model_state, opt.init(params)),
+                               jnp.arange(num_steps))
       return losses
 
     return jax.vmap(one)(seed_keys, orders)

@@ -1,17 +1,22 @@
-"""The optimizer catalog: Optax optimizers by name, with array-valued hyperparameters.
+"""Optimizers: Optax's, by catalog name or from any factory, with array-valued hyperparameters.
 
 The engine builds each member's optimizer *inside* ``jax.vmap`` from that
 member's hyperparameters, which are traced scalars there; so every numeric
-hyperparameter (learning rate, momentum, b1, b2, eps, weight decay) can be a
-grid axis. The optimizers themselves are Optax's.
+hyperparameter (learning rate, momentum, b1, b2, eps, weight decay, a clipping
+norm) can be a grid axis. An optimizer is a name of :data:`OPTIMIZERS` (a
+shortcut), a factory ``(learning_rate, **hparams) -> optax.GradientTransformation``
+whose keywords are its hyperparameters (``optax.adamw`` is one), or, in configs,
+the string ``"package.module:function"`` naming such a factory.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import inspect
+from typing import Any, Callable, Union
 
 import optax
 
+from lrjax import callables
 from lrjax.errors import ConfigError
 
 # name -> (factory(learning_rate, **hparams), default hparams). The defaults are
@@ -29,33 +34,114 @@ OPTIMIZERS: dict[str, tuple[Callable[..., optax.GradientTransformation], dict[st
 }
 
 
-def optimizer_hparams(name: str) -> dict[str, Any]:
-  """The numeric hyperparameters of an optimizer (besides the LR) and their defaults.
+# What ``TrainSettings.optimizer`` holds: a catalog name, "package.module:function",
+# or a factory (learning_rate, **hparams) -> optax.GradientTransformation.
+Optimizer = Union[str, Callable[..., optax.GradientTransformation]]
+_FACTORY = "a factory (learning_rate, **hparams) -> optax.GradientTransformation"
+
+
+def _signature(opt: Optimizer) -> tuple[Callable, dict[str, Any], tuple[str, ...], bool]:
+  """``(factory, defaults, required, any_keyword)`` of an optimizer; raises ConfigError."""
+  if isinstance(opt, str) and not callables.is_import_path(opt):
+    if opt not in OPTIMIZERS:
+      raise ConfigError(f"optimizer: unknown optimizer '{opt}'. Use one of "
+                        f"{sorted(OPTIMIZERS)}, \"package.module:function\" naming "
+                        f"{_FACTORY}, or such a factory.")
+    factory, defaults = OPTIMIZERS[opt]
+    return factory, dict(defaults), (), False
+  factory = (callables.import_callable("optimizer", opt, _FACTORY) if isinstance(opt, str)
+             else opt)
+  if not callable(factory):
+    raise ConfigError(f"optimizer: must be a name of {sorted(OPTIMIZERS)}, "
+                      f"\"package.module:function\", or {_FACTORY}; got {factory!r}.")
+  try:
+    params = list(inspect.signature(factory).parameters.values())
+  except (TypeError, ValueError):
+    raise ConfigError(f"optimizer: cannot read the arguments of {callables.label(opt)}; "
+                      f"wrap it in a def (learning_rate, **hparams).") from None
+  positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                inspect.Parameter.VAR_POSITIONAL)
+  if not params or params[0].kind not in positional:
+    raise ConfigError(f"optimizer: {callables.label(opt)} must take the learning rate as "
+                      f"its first positional argument: {_FACTORY}.")
+  defaults, required, any_keyword = {}, [], False
+  for p in params[1:]:
+    if p.kind == inspect.Parameter.VAR_KEYWORD:
+      any_keyword = True
+    elif p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+      if p.default is inspect.Parameter.empty:
+        required.append(p.name)
+      else:
+        defaults[p.name] = p.default
+  return factory, defaults, tuple(required), any_keyword
+
+
+def optimizer_hparams(opt: Optimizer) -> dict[str, Any]:
+  """The hyperparameters of an optimizer (besides the LR) that have defaults, and those.
+
+  For a factory, its keyword arguments with defaults; arguments without one are
+  :func:`required_hparams`.
 
   Example:
     >>> optimizer_hparams("adam")
     {'b1': 0.9, 'b2': 0.999, 'eps': 1e-08}
+    >>> optimizer_hparams(lambda learning_rate, clip, wd=1e-4: None)
+    {'wd': 0.0001}
   """
-  check_optimizer(name)
-  return dict(OPTIMIZERS[name][1])
+  return _signature(opt)[1]
 
 
-def check_optimizer(name: str) -> None:
-  if name not in OPTIMIZERS:
-    raise ConfigError(f"optimizer: unknown optimizer '{name}'. Use one of "
-                      f"{sorted(OPTIMIZERS)}.")
-
-
-def make_optimizer(name: str, learning_rate, **hparams) -> optax.GradientTransformation:
-  """Builds an Optax optimizer by name; hyperparameters may be traced scalars.
-
-  Args:
-    name: one of ``OPTIMIZERS``.
-    learning_rate: a scalar or an Optax schedule ``count -> lr``.
-    **hparams: overrides of ``optimizer_hparams(name)``.
+def required_hparams(opt: Optimizer) -> tuple[str, ...]:
+  """A factory's hyperparameters without a default: each must be given, in
+  ``optimizer_kwargs`` or as a grid axis (none for catalog names).
 
   Example:
-    >>> import jax, jax.numpy as jnp
+    >>> required_hparams(lambda learning_rate, clip, wd=1e-4: None)
+    ('clip',)
+  """
+  return _signature(opt)[2]
+
+
+def accepts_hparam(opt: Optimizer, name: str) -> bool:
+  """Whether ``name`` is a hyperparameter of ``opt`` (any name, for a ``**kwargs`` factory).
+
+  Example:
+    >>> accepts_hparam("sgd", "momentum"), accepts_hparam("momentum", "momentum")
+    (False, True)
+  """
+  _, defaults, required, any_keyword = _signature(opt)
+  return any_keyword or name in defaults or name in required
+
+
+def check_optimizer(opt: Optimizer) -> None:
+  """Raises ``ConfigError`` unless ``opt`` is a catalog name, an importable
+  ``"package.module:function"`` or a callable taking the learning rate first.
+
+  Example:
+    >>> check_optimizer("optax:adamw")
+    >>> check_optimizer("adagradx")
+    Traceback (most recent call last):
+    ...
+    lrjax.errors.ConfigError: optimizer: unknown optimizer 'adagradx'. Use one of \
+['adam', 'adamw', 'momentum', 'nadam', 'nesterov', 'rmsprop', 'sgd'], \
+"package.module:function" naming a factory (learning_rate, **hparams) -> \
+optax.GradientTransformation, or such a factory.
+  """
+  _signature(opt)
+
+
+def make_optimizer(opt: Optimizer, learning_rate, **hparams) -> optax.GradientTransformation:
+  """Builds an Optax optimizer; hyperparameters may be traced scalars.
+
+  Args:
+    opt: a name of ``OPTIMIZERS``, a factory ``(learning_rate, **hparams) ->
+      optax.GradientTransformation``, or ``"package.module:function"`` naming one.
+    learning_rate: a scalar or an Optax schedule ``count -> lr``.
+    **hparams: overrides of ``optimizer_hparams(opt)``; a factory's arguments
+      without default (``required_hparams``) must be among them.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
     >>> @jax.vmap
     ... def one_step(lr, momentum):
     ...   opt = make_optimizer("momentum", lr, momentum=momentum)
@@ -64,25 +150,50 @@ def make_optimizer(name: str, learning_rate, **hparams) -> optax.GradientTransfo
     ...   return updates
     >>> one_step(jnp.array([0.1, 1.0]), jnp.array([0.9, 0.0])).shape
     (2, 3)
+    >>> clipped = lambda learning_rate, clip: optax.chain(
+    ...     optax.clip_by_global_norm(clip), optax.sgd(learning_rate))
+    >>> opt = make_optimizer(clipped, 1.0, clip=jnp.float32(0.5))
+    >>> params = jnp.array([3.0, 4.0])
+    >>> opt.update(params, opt.init(params))[0].tolist()
+    [-0.30000001192092896, -0.4000000059604645]
   """
-  check_optimizer(name)
-  factory, defaults = OPTIMIZERS[name]
-  unknown = sorted(set(hparams) - set(defaults))
+  factory, defaults, required, any_keyword = _signature(opt)
+  unknown = [] if any_keyword else sorted(set(hparams) - set(defaults) - set(required))
   if unknown:
+    takes = sorted(defaults) + list(required)
     raise ConfigError(f"optimizer_kwargs/grid: {unknown} are not hyperparameters of "
-                      f"'{name}'; it takes {sorted(defaults) or 'only the learning rate'}.")
+                      f"'{callables.label(opt)}'; it takes {takes or 'only the learning rate'}.")
+  missing = [n for n in required if n not in hparams]
+  if missing:
+    raise ConfigError(missing_hparams_message(opt, missing))
   hparams = {**defaults, **hparams}
-  if any(callable(v) for v in hparams.values()):  # e.g. a cycled momentum: count -> value
+  if isinstance(opt, str) and opt in OPTIMIZERS and any(callable(v) for v in hparams.values()):
+    # e.g. a cycled momentum: count -> value
     return optax.inject_hyperparams(factory)(learning_rate, **hparams)
   return factory(learning_rate, **hparams)
 
 
-def momentum_name(optimizer: str) -> str | None:
+def missing_hparams_message(opt: Optimizer, missing) -> str:
+  """The error for factory hyperparameters that have no default and were not given."""
+  first = list(missing)[0]
+  return (f"optimizer: {list(missing)} of '{callables.label(opt)}' have no default; give "
+          f"them in optimizer_kwargs (e.g. optimizer_kwargs={{'{first}': 1.0}}) or as grid "
+          f"axes (e.g. grid.{first}=(0.5, 1.0)).")
+
+
+def momentum_name(opt: Optimizer) -> str | None:
   """The hyperparameter torch's ``cycle_momentum`` cycles: momentum, or Adam's b1.
+
+  None for factories: lrjax does not know which of their arguments is a momentum.
 
   Example:
     >>> momentum_name("adam"), momentum_name("nesterov"), momentum_name("sgd")
     ('b1', 'momentum', None)
+    >>> momentum_name("optax:adam") is None
+    True
   """
-  names = optimizer_hparams(optimizer)
+  if not (isinstance(opt, str) and opt in OPTIMIZERS):
+    check_optimizer(opt)
+    return None
+  names = optimizer_hparams(opt)
   return "b1" if "b1" in names else ("momentum" if "momentum" in names else None)

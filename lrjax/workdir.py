@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lrjax.analysis import report
-from lrjax.engine import GridResult
+from lrjax.engine import GridResult, devices
 from lrjax.errors import ConfigError
 from lrjax.metric_writers import MetricWriter
 from lrjax.outcomes import member_status
@@ -209,3 +209,37 @@ def locked(workdir: str):
       os.unlink(path)
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
+
+
+@contextlib.contextmanager
+def locked_by_first_process(workdir: str):
+  """``locked(workdir)`` for a run of one process or several (``jax.distributed``).
+
+  Process 0 alone takes the lock, for the whole run; every process learns whether it
+  got it, so a refused run stops on all its processes alike. Not one lock per
+  process: ``flock`` excludes processes of the same run on one host from each other
+  (and, on a shared filesystem that honours it, across hosts too), and only process 0
+  writes the run directory.
+
+  Raises:
+    ConfigError: another live run holds the lock.
+
+  Example:
+    >>> import tempfile
+    >>> d = os.path.join(tempfile.mkdtemp(), "run")
+    >>> with locked_by_first_process(d):
+    ...   os.path.exists(d + ".lock")
+    True
+  """
+  with contextlib.ExitStack() as stack:
+    error = None
+    if devices.is_first_process():
+      try:
+        stack.enter_context(locked(workdir))
+      except ConfigError as e:
+        error = e
+    if devices.agree_any(error is not None)[0]:
+      raise error or ConfigError(
+          f"--workdir: {workdir} is in use by another lrjax run (process 0 could not lock "
+          f"it); wait for it to finish, or stop it and pass --resume.")
+    yield os.path.abspath(workdir).rstrip(os.sep) + ".lock"

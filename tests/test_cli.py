@@ -115,7 +115,8 @@ def test_resume_continues_interrupted_run_when_config_unchanged(tmp_path, monkey
   base = ["run", f"{MAIN}:runlocal", "--workdir", str(workdir), "--no-progress",
           "--config.eval_every=320"]  # several segments: interrupted after the first
   assert run(base) == 130
-  assert (tmp_path / "r.partial" / "chunk0000.npz").exists() and not workdir.exists()
+  assert os.path.exists(engine.checkpoint.chunk_path(str(tmp_path / "r.partial"), 0))
+  assert not workdir.exists()
   monkeypatch.setattr("lrjax.experiment.train", original)
   assert run(base + ["--resume", "--config.epochs=2"]) == 2
   assert "config differs" in capsys.readouterr().err

@@ -83,3 +83,15 @@ def test_forward_matches_nn_conv_without_bias_and_extra_batch_axes():
 def test_extract_patches_raises_for_unknown_method():
   with pytest.raises(ValueError, match="im2col"):
     extract_patches(_input(), (3, 3), (1, 1), "SAME", method="fft")
+
+
+def test_dtype_computes_in_bf16_like_nn_conv_with_float32_params():
+  x = _input()
+  ref = nn.Conv(4, (3, 3), strides=2, dtype=jnp.bfloat16, name="conv")
+  new = PatchConv(4, (3, 3), strides=2, dtype=jnp.bfloat16, name="conv")
+  params = ref.init(jax.random.key(1), x)
+  assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+  out, expected = jax.jit(new.apply)(params, x), jax.jit(ref.apply)(params, x)
+  assert out.dtype == expected.dtype == jnp.bfloat16
+  assert_trees_allclose(out.astype(jnp.float32), expected.astype(jnp.float32),
+                        rtol=2e-2, atol=2e-2)

@@ -62,6 +62,7 @@ SEED = st.one_of(*[st.integers(0, 5)] * 4, st.sampled_from([-1, 2**31 - 1, 2**31
                                                      math.nan]))
 MOMENTUM = st.sampled_from([0.0, 0.5, 0.9, 0.99, 1.0, -0.5, math.nan, math.inf, 1e300])
 EXTRA_AXES = {"momentum": MOMENTUM,
+              "label_smoothing": st.sampled_from([0.0, 0.1, 0.5, 1.0, -0.1, math.nan]),
               "nesterov_typo": st.just(1.0),  # no such hyperparameter: a ConfigError
               "alpha": st.sampled_from([0.0, 0.1, 1.0])}  # not an argument of "constant"
 
@@ -96,11 +97,19 @@ EVAL_EVERY = st.sampled_from([0, 0, 1, 7, 100, 1297, 10**6, 10**12, -1])
 MICRO_BATCH = st.sampled_from([0, 0, 0, 0, 0, 1, 4, 8, 16, 3, 7, 2000, -1])
 
 
+# Memory budgets in bytes: automatic (0), ones that force chunks of a tiny grid (a few
+# hundred KiB: its compiled program with the dataset is ~200-400 KiB), ones no group fits.
+MAX_MEMORY = st.sampled_from([0, 0, 300_000, 350_000, 1 << 30, 100_000])
+
+
 @st.composite
-def train_settings(draw, epochs=EPOCHS, eval_every=EVAL_EVERY, micro_batch=MICRO_BATCH):
+def train_settings(draw, epochs=EPOCHS, eval_every=EVAL_EVERY, micro_batch=MICRO_BATCH,
+                   max_memory=MAX_MEMORY, bn_batch=st.sampled_from([0] * 8 + [4, 8, 5, -1]),
+                   dtype=st.sampled_from(["float32"] * 8 + ["bfloat16", "float16"])):
   return dict(epochs=draw(epochs), eval_every=draw(eval_every),
               micro_batch=draw(micro_batch),
-              max_members_per_chunk=draw(st.sampled_from([0, 1, 2, 3, 5, 100])),
+              max_members_per_chunk=draw(st.sampled_from([0, 0, 1, 2, 3, 5, 100])),
+              max_memory=draw(max_memory), bn_batch=draw(bn_batch), dtype=draw(dtype),
               vmap_width=draw(st.sampled_from([0, 1, 2, 3])))
 
 
@@ -197,13 +206,17 @@ def _check_trained(result, axes, kw):
 @given(axes=grid_axes(max_size=2, good_only=True),
        kw=train_settings(epochs=st.sampled_from([0.005, 0.05, 0.1, 0.3]),
                          eval_every=st.sampled_from([0, 1, 100, 10**6]),
-                         micro_batch=st.sampled_from([0, 0, 8])),
+                         micro_batch=st.sampled_from([0, 0, 8]),
+                         bn_batch=st.just(0), dtype=st.just("float32")),
        num_devices=st.sampled_from([1, len(jax.devices())]),
        odd=st.sampled_from([None, None, None, ("lr", 0.0), ("lr", math.nan),
                             ("batch_size", 5000), ("batch_size", 2.5), ("seed", -1)]))
 @example(axes={"lr": (0.1, 1.0), "batch_size": (8, 24)},
          kw=dict(epochs=0.05, eval_every=1, micro_batch=0, max_members_per_chunk=3,
                  vmap_width=3), num_devices=2, odd=None)
+@example(axes={"lr": (0.1, 1.0), "batch_size": (8, 24), "seed": (0, 1, 2)},
+         kw=dict(epochs=0.05, eval_every=0, micro_batch=0, max_members_per_chunk=0,
+                 max_memory=350_000, vmap_width=0), num_devices=1, odd=None)  # 2 chunks
 def test_train_grid_fuzz(axes, kw, num_devices, odd):
   EXAMPLES["train_grid"] += 1
   if odd is not None:  # one bad value in an otherwise good grid
@@ -215,12 +228,18 @@ def test_train_grid_fuzz(axes, kw, num_devices, odd):
                          lambda n, sizes, devs=None: real(n, sizes, jax.devices()[:num_devices])):
     try:
       result = train_grid(model, ds, grid.make_grid(axes), TrainSettings(**kw), progress=False)
-    except lrjax.ConfigError:
+    except lrjax.ConfigError as e:
       EXAMPLES["train_grid: ConfigError"] += 1
-      assert odd is not None or kw["micro_batch"] == 8, (axes, kw)
+      # A budget below one group's footprint is refused before training, naming it.
+      too_small = (str(e).startswith("max_memory:") and 0 < kw.get("max_memory", 0) < 1 << 30
+                   and not kw["max_members_per_chunk"])
+      assert odd is not None or kw["micro_batch"] == 8 or too_small, (axes, kw, str(e))
       return
   assert odd is None
   _check_trained(result, axes, kw)
+  if kw.get("max_memory") and not kw["max_members_per_chunk"]:  # chunks sized to the budget
+    EXAMPLES["train_grid: chunked by max_memory"] += result.info["num_chunks"] > 1
+    assert result.info["memory_estimate"] <= kw["max_memory"]
   EXAMPLES["train_grid: ran"] += 1
 
 

@@ -114,3 +114,122 @@ def test_catalog_optimizer_vmapped_over_hparams_equals_plain_optax_per_member(
     for key in params:
       np.testing.assert_allclose(got[key][i], want[key], rtol=1e-4, atol=1e-5,
                                  err_msg=f"{name} member {i}")
+
+
+# -- any Optax optimizer: factories (learning_rate, **hparams) -------------------------
+def _kernels_only(params):
+  """Weight-decay mask: decay the Dense kernels, not the biases."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
+
+
+def clipped_decayed_sgd(learning_rate, clip, weight_decay=1e-3):
+  return optax.chain(optax.clip_by_global_norm(clip),
+                     optax.add_decayed_weights(weight_decay, mask=_kernels_only),
+                     optax.sgd(learning_rate, momentum=0.9))
+
+
+def clipped_decayed_adam(learning_rate, clip, weight_decay=1e-3, b1=0.9):
+  return optax.chain(optax.clip_by_global_norm(clip),
+                     optax.add_decayed_weights(weight_decay, mask=_kernels_only),
+                     optax.adam(learning_rate, b1=b1))
+
+
+@pytest.fixture(scope="module")
+def digits():
+  from lrjax import data
+  return data.load("digits")
+
+
+@pytest.mark.parametrize("factory, lr, kwargs", [
+    (clipped_decayed_sgd, 0.1, {"weight_decay": 1e-2}),
+    (clipped_decayed_adam, 0.003, {"b1": 0.8}),
+], ids=["sgd", "adam"])
+def test_factory_chain_with_clip_axis_equals_plain_optax_loop(digits, factory, lr, kwargs):
+  from lrjax import models, train_grid
+  from plain_training import plain_train
+  from tree_helpers import assert_trees_allclose
+
+  model = models.get_model("mlp", 10, hidden=(32,))
+  table = grid.make_grid({"lr": (lr,), "batch_size": (32,), "clip": (0.05, 1.0)})
+  settings = TrainSettings(optimizer=factory, optimizer_kwargs=kwargs, epochs=1,
+                           eval_every=640)
+  result = train_grid(model, digits, table, settings, progress=False)
+  examples = result.info["examples_per_member"]
+  params = [jax.tree.map(lambda a, i=i: a[i], result.params) for i in range(len(table))]
+  for row in table.itertuples():
+    expected = plain_train(model, digits, factory(row.lr, clip=row.clip, **kwargs), 32, 0,
+                           examples)
+    assert_trees_allclose(params[row.member], expected, rtol=1e-4, atol=1e-5)
+  # The clip axis matters: the two members differ.
+  assert not np.allclose(params[0]["Dense_0"]["kernel"], params[1]["Dense_0"]["kernel"])
+
+
+def test_factory_keywords_sort_into_defaults_and_required():
+  assert optimizers.optimizer_hparams(clipped_decayed_adam) == {"weight_decay": 1e-3, "b1": 0.9}
+  assert optimizers.required_hparams(clipped_decayed_adam) == ("clip",)
+  assert optimizers.momentum_name(clipped_decayed_adam) is None
+  assert optimizers.optimizer_hparams("optax:adamw")["weight_decay"] == 1e-4
+
+
+def test_split_hparams_routes_factory_axes_when_kwargs_factory_and_schedule_share_grid():
+  table = grid.make_grid({"lr": (0.1,), "batch_size": (32,), "b1": (0.8, 0.9),
+                          "alpha": (0.0, 0.1)})
+  any_kw = lambda learning_rate, **kw: optax.adamw(learning_rate, **kw)
+  opt_cols, sched_cols, _ = _split_hparams(
+      table, TrainSettings(optimizer=any_kw, schedule="cosine"))
+  assert (opt_cols, sched_cols) == (["b1"], ["alpha"])
+
+
+def test_import_path_optimizer_resolves_when_given_in_config():
+  from lrjax import experiment
+  c = experiment.default_config()
+  c.optimizer = "optax:adamw"
+  c.optimizer_kwargs = {"weight_decay": 0.01}
+  c.grid.b1 = (0.8, 0.9)
+  run = experiment.resolve(c)
+  assert run.settings.optimizer == "optax:adamw" and run.opt_cols == ("b1",)
+
+
+def test_import_path_optimizer_drops_file_kwargs_when_overridden_on_command_line(capsys):
+  from lrjax import cli
+  c = cli.load_config("experiments/lr_batch_aug.py:runlocal",
+                      ["--config.optimizer=optax:adamw", "--config.grid.b2=(0.99,0.999)"])
+  assert c.optimizer == "optax:adamw" and dict(c.optimizer_kwargs) == {}
+  assert "momentum" in capsys.readouterr().err
+
+
+def test_factory_config_writes_label_when_run_directory_written(tmp_path):
+  import json
+  from lrjax import experiment
+  config = experiment.config_to_dict(experiment.default_config())
+  config.update(optimizer=clipped_decayed_sgd, optimizer_kwargs={"clip": 1.0}, epochs=1,
+                model_kwargs={"hidden": (32,)})
+  config["grid"].update(lr=(0.1,), batch_size=(64,))
+  experiment.train_and_evaluate(config, str(tmp_path / "run"), progress=False, writers=())
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert saved["optimizer"] == f"{__name__}:clipped_decayed_sgd"
+
+
+@pytest.mark.parametrize("settings, match", [
+    (dict(optimizer=3), "optimizer: must be"),
+    (dict(optimizer="lrjax.no_such_module:adam"), "optimizer: cannot import module"),
+    (dict(optimizer="optax:no_such_optimizer"), "optimizer: module 'optax' has no attribute"),
+    (dict(optimizer="math:pi"), "optimizer: 'math:pi' is a float, not a function"),
+    (dict(optimizer=lambda **hparams: optax.sgd(0.1)), "optimizer: .* learning rate"),
+])
+def test_bad_optimizer_raises_config_error_naming_optimizer(settings, match):
+  with pytest.raises(ConfigError, match=match):
+    TrainSettings(**settings)
+
+
+@pytest.mark.parametrize("settings, match", [
+    (dict(optimizer=clipped_decayed_sgd), r"optimizer: \['clip'\] .* have no default"),
+    (dict(optimizer=clipped_decayed_sgd, optimizer_kwargs={"clip": 1.0, "gamma": 2.0}),
+     r"optimizer_kwargs: \['gamma'\] are not hyperparameters"),
+    (dict(optimizer="optax:adamw", schedule="onecycle",
+          schedule_kwargs={"cycle_momentum": True}), "cycle_momentum"),
+])
+def test_factory_settings_raise_config_error_when_hparams_do_not_fit(settings, match):
+  table = grid.make_grid({"lr": (0.1,), "batch_size": (32,)})
+  with pytest.raises(ConfigError, match=match):
+    _split_hparams(table, TrainSettings(**settings))

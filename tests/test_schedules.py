@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from lrjax import schedules
+from lrjax.errors import ConfigError
 from lrjax.schedules import catalog as _schedules_base
 from lrjax.schedules import combinators, family
 from lrjax.schedules import cyclical as _schedules_cyclic
@@ -418,3 +419,125 @@ def test_catalog_schedule_vmapped_over_hparam_equals_plain_per_member(name):
   for i, h in enumerate(values):
     want = np.array([float(reference(h)(int(c))) for c in counts])
     np.testing.assert_allclose(got[i], want, rtol=2e-5, atol=1e-6, err_msg=f"{name} {h}")
+
+
+# -- any schedule: functions (step, peak_lr, total_updates, **hparams) -> lr -----------
+def step_decay(step, peak_lr, total_updates, gamma=0.5, drops=4):
+  """``peak_lr`` times ``gamma`` after each of ``drops`` equal parts of training."""
+  return peak_lr * gamma ** jnp.floor(drops * step / total_updates)
+
+
+def needs_gamma(step, peak_lr, total_updates, gamma):
+  return peak_lr * gamma ** step
+
+
+@pytest.fixture(scope="module")
+def digits():
+  from lrjax import data
+  return data.load("digits")
+
+
+def _train_members(digits, table, **settings):
+  from lrjax import models, train_grid
+  from lrjax.engine import TrainSettings
+  model = models.get_model("mlp", 10, hidden=(32,))
+  result = train_grid(model, digits, table, TrainSettings(epochs=1, eval_every=640,
+                                                          **settings), progress=False)
+  params = [jax.tree.map(lambda a, i=i: a[i], result.params) for i in range(len(table))]
+  return model, result, params
+
+
+def test_custom_schedule_with_hparam_axis_equals_plain_optax_loop(digits):
+  from lrjax import grid
+  from plain_training import plain_train
+  from tree_helpers import assert_trees_allclose
+
+  table = grid.make_grid({"lr": (0.1,), "batch_size": (32,), "gamma": (0.3, 0.7)})
+  model, result, params = _train_members(digits, table, optimizer="momentum",
+                                         schedule=step_decay)
+  examples = result.info["examples_per_member"]
+  total = examples // 32
+  for row in table.itertuples():
+    sched = lambda c, g=row.gamma: step_decay(c, row.lr, total, gamma=g)
+    expected = plain_train(model, digits, optax.sgd(sched, momentum=0.9), 32, 0, examples)
+    assert_trees_allclose(params[row.member], expected, rtol=1e-4, atol=1e-5)
+    last = result.history[result.history.member == row.member].lr_now.iloc[-1]
+    np.testing.assert_allclose(last, float(sched(total)), rtol=1e-6)
+
+
+def test_custom_schedule_composes_with_warmup_and_lr_scaling_like_catalog(digits):
+  from lrjax import grid
+  from plain_training import plain_train
+  from tree_helpers import assert_trees_allclose
+
+  table = grid.make_grid({"lr": (0.05,), "batch_size": (64,), "gamma": (0.5,)})
+  model, result, params = _train_members(
+      digits, table, optimizer="momentum", schedule=step_decay,
+      schedule_kwargs={"warmup_steps": 4}, lr_reference_batch=32, lr_scaling=1.0)
+  examples = result.info["examples_per_member"]
+  total, peak = examples // 64, 0.1  # the linear rule: 0.05 * 64 / 32
+  sched = optax.join_schedules(
+      [optax.linear_schedule(0.0, peak, 4),
+       lambda c: step_decay(c, peak, total - 4, gamma=0.5)], [4])
+  expected = plain_train(model, digits, optax.sgd(sched, momentum=0.9), 64, 0, examples)
+  assert_trees_allclose(params[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_custom_schedule_warmup_fraction_equals_warmup_steps_of_that_fraction():
+  by_fraction = schedules.make_schedule(step_decay, 0.4, 100, warmup_fraction=0.2)
+  by_steps = schedules.make_schedule(step_decay, 0.4, 100, warmup_steps=20)
+  counts = jnp.arange(0, 101, 5)
+  np.testing.assert_allclose(jax.vmap(by_fraction)(counts), jax.vmap(by_steps)(counts))
+  np.testing.assert_allclose(by_steps(10), 0.2, rtol=1e-6)  # half-way up the ramp
+
+
+def test_custom_schedule_vmapped_over_hparam_equals_plain_per_member():
+  counts = jnp.arange(40)
+  gammas = (0.2, 0.5, 0.9)
+  got = jax.jit(jax.vmap(lambda g: jax.vmap(schedules.make_schedule(
+      step_decay, 0.3, 40, gamma=g))(counts)))(jnp.asarray(gammas, jnp.float32))
+  for i, g in enumerate(gammas):
+    want = [0.3 * g ** (4 * c // 40) for c in range(40)]
+    np.testing.assert_allclose(got[i], want, rtol=1e-6)
+
+
+def test_import_path_schedule_resolves_when_given_in_config():
+  from lrjax import cli, experiment
+  c = cli.load_config("experiments/lr_batch_aug.py:runlocal",
+                      [f"--config.schedule={__name__}:step_decay",
+                       "--config.grid.gamma=(0.3,0.7)", "--config.schedule_kwargs.drops=2"])
+  run = experiment.resolve(c)
+  assert run.schedule.families == (f"{__name__}:step_decay",)
+  assert run.schedule.grid_args == ("gamma",)
+  sched = schedules.make_schedule(f"{__name__}:step_decay", 1.0, 10, gamma=0.5, drops=2)
+  assert float(sched(5)) == 0.5
+
+
+@pytest.mark.parametrize("settings, match", [
+    (dict(schedule=3), "schedule: must be"),
+    (dict(schedule="lrjax.no_such_module:f"), "schedule: cannot import module"),
+    (dict(schedule="optax:no_such_schedule"), "schedule: module 'optax' has no attribute"),
+    (dict(schedule="math:pi"), "schedule: 'math:pi' is a float, not a function"),
+    (dict(schedule=lambda step: 0.1), r"schedule: .* \(step, peak_lr, total_updates\)"),
+])
+def test_bad_custom_schedule_raises_config_error_naming_schedule(settings, match):
+  from lrjax.engine import TrainSettings
+  with pytest.raises(ConfigError, match=match):
+    TrainSettings(**settings)
+
+
+@pytest.mark.parametrize("settings, axes, match", [
+    (dict(schedule=step_decay, schedule_kwargs={"beta": 1.0}), {},
+     r"schedule_kwargs: \['beta'\] are not arguments of schedule"),
+    (dict(schedule=step_decay), {"beta": (1.0, 2.0)},
+     r"grid: \['beta'\] are not arguments of schedule"),
+    (dict(schedule=needs_gamma), {},
+     r"schedule_kwargs: \['gamma'\] of schedule .* have no default"),
+])
+def test_custom_schedule_arguments_raise_config_error_naming_the_field(settings, axes, match):
+  from lrjax import grid
+  from lrjax.engine import TrainSettings
+  from lrjax.engine.run import split_hparams
+  table = grid.make_grid({"lr": (0.1,), "batch_size": (32,), **axes})
+  with pytest.raises(ConfigError, match=match):
+    split_hparams(table, TrainSettings(**settings))

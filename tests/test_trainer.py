@@ -7,7 +7,8 @@ import pytest
 
 from lrjax import data, grid, models
 from lrjax.engine import TrainSettings, build_run
-from lrjax.engine.trainer import _Progress, train_grid
+from lrjax.engine.progress import Progress
+from lrjax.engine.trainer import train_grid
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ class _Terminal(io.StringIO):
 def test_tty_bar_starts_after_compiling_and_shows_alive_diverged_best(digits):
   run = build_run(_model(), digits, _table(), TrainSettings(epochs=1, eval_every=320))
   stream = _Terminal()
-  p = _Progress(run, 1, True, stream=stream)
+  p = Progress(run, 1, True, stream=stream)
   p.compiling()
   assert p.bar is None  # no bar (and no clock) while compiling
   p.compiled(12.34)
@@ -74,7 +75,7 @@ def test_tty_bar_starts_after_compiling_and_shows_alive_diverged_best(digits):
 
 def test_resumed_segments_count_as_done_not_in_rate(digits):
   run = build_run(_model(), digits, _table(), TrainSettings(epochs=1, eval_every=320))
-  p = _Progress(run, 1, True, stream=_Terminal())
+  p = Progress(run, 1, True, stream=_Terminal())
   p.compiled(0.1)
   p.skip(2, 1)
   seg_ex = run.plan.ticks_per_segment * run.plan.micro_batch

@@ -3,8 +3,9 @@
 Modules, in the order a run meets them: ``settings`` (``TrainSettings``), ``plan``
 (sizes and blocks), ``run`` (``build_run``: the one validation), ``devices``
 (members over devices), ``program`` (the compiled init/segment/evaluate),
-``autotune`` (the CPU width probe), ``checkpoint`` (resume), ``trainer``
-(``train``/``train_grid``) and ``tables`` (members/history DataFrames).
+``memory`` (chunks sized to fit memory), ``autotune`` (the CPU width probe),
+``checkpoint`` (resume), ``trainer`` (``train``/``train_grid``) and ``tables``
+(members/history DataFrames).
 """
 
 from lrjax.engine.devices import use_cpu_cores

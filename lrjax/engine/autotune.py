@@ -111,13 +111,15 @@ def load_choice(checkpoint_dir: str | None) -> int | None:
 
 
 def wanted(settings: TrainSettings, platform: str, num_members: int, num_devices: int) -> bool:
-  """Whether to measure: CPU, ``vmap_width`` left to lrjax (0) and enough members.
+  """Whether to measure: CPU, ``vmap_width`` left to lrjax (0) and enough members, in
+  one process (several would each time their own devices and could choose different
+  programs; they train at the default width).
 
   Example:
     >>> wanted(TrainSettings(), "cpu", 64, 2), wanted(TrainSettings(vmap_width=1), "cpu", 64, 2)
     (True, False)
   """
-  return (platform == "cpu" and settings.vmap_width == 0
+  return (platform == "cpu" and settings.vmap_width == 0 and jax.process_count() == 1
           and num_members >= MIN_MEMBERS_PER_DEVICE * num_devices)
 
 
@@ -165,6 +167,7 @@ def choose_width(run: Run, partition: devices.Partition | None,
     state = jax.tree.map(lambda a: a[:1, :n], state)
     hp = {name: v[:1, :n] for name, v in hp.items()}
     c = c._replace(seed_index=c.seed_index[:1], aug_keys=c.aug_keys[:1],
+                   dropout_keys=c.dropout_keys[:1],
                    aug_mags={name: v[:1] for name, v in c.aug_mags.items()}, hparams=())
     return state, hp, c, jax.lax.map(lambda t: base._inputs(t, c), ticks)
 

@@ -33,13 +33,16 @@ import optax
 
 from lrjax import augment
 from lrjax import data
+from lrjax import losses
 from lrjax import optimizers
 from lrjax import transforms
 from lrjax.engine.devices import Partition
 from lrjax.engine.plan import Block
+from lrjax.engine import forward
 from lrjax.engine import noise
 from lrjax.engine.run import Run
-from lrjax.engine.state import (INPUT_CACHE_BYTES, SEGMENT_METRICS, Constants, MemberState)
+from lrjax.engine.state import INPUT_CACHE_BYTES, Constants, MemberState, segment_metrics
+from lrjax.models.adapters import initial_state
 
 
 def default_vmap_width() -> int:
@@ -53,10 +56,6 @@ def default_vmap_width() -> int:
   (``lrjax.autotune``), since which wins depends on the model.
   """
   return 1 if jax.default_backend() == "cpu" else 1 << 30
-
-
-def _loss(logits, labels):
-  return optax.softmax_cross_entropy(logits, labels).mean()
 
 
 class Program:
@@ -84,6 +83,13 @@ class Program:
     self.spec = run.schedule
     self.blocks = run.blocks
     self.vmap_width = vmap_width or run.settings.vmap_width or default_vmap_width()
+    self.loss = losses.resolve_loss(run.settings.loss)
+    # The default loss evaluates with integer labels (as it always has); others take
+    # one-hot labels.
+    self.integer_eval_loss = run.settings.loss == losses.DEFAULT_LOSS
+    self.metric_fns = losses.resolve_metrics(run.settings.metrics)
+    self.metric_names = segment_metrics(run.settings)
+    self.dtype = jnp.dtype(run.settings.dtype)
     self.init = jax.jit(self._init)
     self.segment = jax.jit(self._segment, donate_argnums=(0,))
     self.evaluate = jax.jit(self._evaluate)
@@ -105,12 +111,13 @@ class Program:
   # -- init ------------------------------------------------------------------------------
   def _init(self, init_keys, sample_x, hparams):
     group_params = jax.vmap(self.model.init, in_axes=(0, None))(init_keys, sample_x)
+    group_model_state = jax.vmap(lambda k: initial_state(self.model, k, sample_x))(init_keys)
     states = []
     for block, hp in zip(self.blocks, hparams):
       inner = block.stop - block.start
-      params = jax.tree.map(
-          lambda p: jnp.broadcast_to(p[:, None], (p.shape[0], inner) + p.shape[1:]),
-          group_params)
+      per_member = lambda tree: jax.tree.map(
+          lambda p: jnp.broadcast_to(p[:, None], (p.shape[0], inner) + p.shape[1:]), tree)
+      params = per_member(group_params)
       opt_init = lambda p, h: self._member_optimizer(h)[0].init(p)
       opt_state = jax.vmap(jax.vmap(opt_init))(params, hp)
       shape = (init_keys.shape[0], inner)
@@ -123,6 +130,7 @@ class Program:
           plateau=None if self.spec.plateau is None else jax.tree.map(
               lambda a: jnp.broadcast_to(a, shape),
               transforms.plateau_init(self.spec.plateau.get("mode", "min"))),
+          model_state=per_member(group_model_state),
           **(dict(small_sq=jnp.zeros(shape, jnp.float32),
                   noise_trace=jnp.zeros(shape, jnp.float32),
                   noise_g2=jnp.zeros(shape, jnp.float32))
@@ -146,21 +154,38 @@ class Program:
                                    self.settings.multiplicity)
     return x, y
 
-  def _losses_and_grads(self, params, x, y, single=False):
-    """Per-member losses and gradients; (G, I) members, inputs (G, ...) shared by I.
+  def _train_forward(self, params, model_state, x, rng):
+    return forward.train_forward(self.model, params, model_state, x, rng, self.dtype,
+                                 self.settings.bn_batch)
 
-    ``single``: one member, no member axes (params, x and y unbatched).
+  def _losses_and_grads(self, params, model_state, x, y, rng, alpha=None, single=False):
+    """Per-member losses, new model states and gradients; (G, I) members, inputs
+    (G, ...) and dropout keys (G,) shared by the I members of a group.
+
+    ``alpha``: per-member label smoothing (the ``label_smoothing`` grid axis), or
+    None for ``settings.label_smoothing``. ``single``: one member, no member axes.
+    Returns ``((loss, new_model_state), grads)``.
     """
-    if self.settings.label_smoothing:  # static: 0 compiles the plain cross-entropy
+    if alpha is None and self.settings.label_smoothing:  # static: 0 compiles plain labels
       y = optax.smooth_labels(y, self.settings.label_smoothing)
+
+    def member_loss(p, s, x_m, y_m, r, a):
+      logits, new_s = self._train_forward(p, s, x_m, r)
+      if a is not None:
+        y_m = optax.smooth_labels(y_m, a)
+      return self.loss(logits, y_m).mean(), new_s
+
+    value_and_grad = jax.value_and_grad(member_loss, has_aux=True)
     if single:
-      return jax.value_and_grad(lambda p: _loss(self.model.apply(p, x), y))(params)
+      return value_and_grad(params, model_state, x, y, rng, alpha)
+    a_axis = None if alpha is None else 0
 
-    def group(params_g, x_g, y_g):
-      loss_fn = lambda p: _loss(self.model.apply(p, x_g), y_g)
-      return jax.vmap(jax.value_and_grad(loss_fn))(params_g)  # x shared: wide first layer
+    def group(params_g, state_g, x_g, y_g, rng_g, alpha_g):  # x shared: wide first layer
+      return jax.vmap(value_and_grad, in_axes=(0, 0, None, None, None, a_axis))(
+          params_g, state_g, x_g, y_g, rng_g, alpha_g)
 
-    return jax.vmap(group)(params, x, y)
+    return jax.vmap(group, in_axes=(0, 0, 0, 0, 0, a_axis))(params, model_state, x, y, rng,
+                                                           alpha)
 
   def _apply(self, params, opt_state, grads, hp, scale, ok=None, single=False):
     """One optimizer step for every member.
@@ -185,7 +210,7 @@ class Program:
     return members(params, opt_state, grads, hp, scale, ok)
 
   def _block_tick(self, state: MemberState, t, loss, grads, hp, block: Block,
-                  single: bool = False) -> MemberState:
+                  single: bool = False, model_state=None) -> MemberState:
     first_loss = jnp.where(t == 0, loss, state.first_loss)
     bad = ~jnp.isfinite(loss) | (loss > self.settings.divergence_factor * first_loss)
     diverged = state.diverged | bad
@@ -228,7 +253,7 @@ class Program:
         noise["small_sq"] = jnp.where(complete, 0.0, noise["small_sq"])
       state = state._replace(**noise)
     return state._replace(
-        params=params, opt_state=opt_state, grad_acc=grad_acc,
+        params=params, opt_state=opt_state, grad_acc=grad_acc, model_state=model_state,
         updates=state.updates + apply.astype(jnp.int32), diverged=diverged,
         diverged_at=diverged_at, first_loss=first_loss,
         loss_sum=state.loss_sum + jnp.where(diverged, 0.0, loss))
@@ -273,8 +298,13 @@ class Program:
         x, y = self._group_inputs(t, c, c.seed_index[group], c.aug_keys[group],
                                   jax.tree.map(lambda m: m[group], c.aug_mags))
         x, y = (x, y) if single else (x[None], y[None])
-      loss, grads = self._losses_and_grads(s.params, x, y, single)
-      return self._block_tick(s, t, loss, grads, hp, block, single), None
+      # Dropout keys: from the seed and the tick, common to the members of a group.
+      fold = lambda key: jax.random.fold_in(key, t)
+      rng = jax.vmap(fold)(c.dropout_keys) if group is None else fold(c.dropout_keys[group])
+      rng = rng if group is None or single else rng[None]
+      (loss, model_state), grads = self._losses_and_grads(
+          s.params, s.model_state, x, y, rng, hp.get("label_smoothing"), single)
+      return self._block_tick(s, t, loss, grads, hp, block, single, model_state), None
 
     return jax.lax.scan(tick, state, (ticks, inputs))[0]
 
@@ -322,41 +352,35 @@ class Program:
     return jax.tree.map(merge, out)
 
   # -- evaluation ----------------------------------------------------------------------
-  def _evaluate(self, params, images, labels, weights):
-    """Summed loss and number correct of every member on a (padded) split.
+  def _evaluate(self, variables, images, labels, weights):
+    """Summed loss, number correct and extra metrics of every member on a (padded) split.
 
-    ``params`` is a tuple over blocks; returns per-block tuples of (G, I_block)
-    loss sums and correct counts (the host divides: ``per_example``). Members go
-    through ``lax.map`` in slices of ``vmap_width`` like training: one 64-wide
-    vmap spent 20% of a CPU run's time on 6% of its FLOPs (batched matmuls).
+    ``variables`` is a tuple over blocks of ``(params, model_state)``; returns a dict
+    ``{"loss", "acc", <metrics>}`` of per-block tuples of (G, I_block) sums (the
+    host divides: ``per_example``). Members go through ``lax.map`` in slices of
+    ``vmap_width`` like training: one 64-wide vmap spent 20% of a CPU run's time on
+    6% of its FLOPs (batched matmuls).
     """
     # Splits are padded to a multiple of min(eval_batch, real size).
     n_batches = images.shape[0] // min(self.settings.eval_batch, images.shape[0])
     batches = (images.reshape((n_batches, -1) + images.shape[1:]),
                labels.reshape((n_batches, -1)), weights.reshape((n_batches, -1)))
 
-    def member(p):
-      def batch_sums(carry, batch):
-        x, y, w = batch
-        logits = self.model.apply(p, data.to_float(x))
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-        correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
-        return (carry[0] + jnp.sum(losses * w), carry[1] + jnp.sum(correct * w)), None
-
-      zero = jnp.zeros((), jnp.float32)
-      return jax.lax.scan(batch_sums, (zero, zero), batches)[0]
-
+    names = ("loss", "acc") + tuple(self.metric_fns)
+    member = lambda v: forward.split_sums(
+        self.model, v[0], v[1], batches, self.dtype, self.num_classes,
+        None if self.integer_eval_loss else self.loss, self.metric_fns)
     width = self.vmap_width
-    losses, corrects = [], []
-    for p in params:
-      lead = jax.tree.leaves(p)[0].shape[:2]
-      flat = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), p)
-      loss, correct = jax.lax.map(member, flat, batch_size=min(width, math.prod(lead)))
-      losses.append(loss.reshape(lead))
-      corrects.append(correct.reshape(lead))
+    sums = {n: [] for n in names}
+    for v in variables:
+      lead = jax.tree.leaves(v[0])[0].shape[:2]
+      flat = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), v)
+      out = jax.lax.map(member, flat, batch_size=min(width, math.prod(lead)))
+      for n in names:
+        sums[n].append(out[n].reshape(lead))
     # Sums, not means: the host divides (``per_example``), so a member's reported
     # metrics do not depend on how XLA compiled the division for this grid's shape.
-    return tuple(losses), tuple(corrects)
+    return {n: tuple(v) for n, v in sums.items()}
 
   def _precompute_inputs(self, states, c: Constants) -> bool:
     """Whether to build a segment's inputs up front: when several scans would each
@@ -392,12 +416,13 @@ class Program:
                              jax.sharding.PartitionSpec())
       specs = Constants(train_images=none, train_labels=none, eval_images=none,
                         eval_labels=none, eval_weights=none, order=none,
-                        seed_index=group, aug_keys=group, aug_mags=group, hparams=member)
+                        seed_index=group, aug_keys=group, aug_mags=group, hparams=member,
+                        dropout_keys=group)
       local = jax.shard_map(local, mesh=self.partition.mesh, in_specs=(member, none, specs),
                             out_specs=(member, member), check_vma=False)
     states, per_block = local(states, segment_index, c)
     metrics = {name: jnp.concatenate([m[name] for m in per_block], axis=1)
-               for name in SEGMENT_METRICS}
+               for name in self.metric_names}
     return states, metrics
 
   def _local_segment(self, states, segment_index, c: Constants):
@@ -411,8 +436,9 @@ class Program:
       inputs = jax.lax.map(lambda t: self._inputs(t, c), ticks)
     states = tuple(self._block_segment(state, hp, block, ticks, c, inputs)
                    for state, hp, block in zip(states, c.hparams, self.blocks))
-    val_loss, val_acc = self._evaluate(tuple(s.params for s in states), c.eval_images,
-                                       c.eval_labels, c.eval_weights)  # per-block sums
+    val = self._evaluate(tuple((s.params, s.model_state) for s in states), c.eval_images,
+                         c.eval_labels, c.eval_weights)  # per-block sums
+    val_loss = val["loss"]
     if self.spec.plateau is not None:  # torch ReduceLROnPlateau.step(val_loss), per member
       examples = jnp.sum(c.eval_weights)
       states = tuple(self._plateau_step(s, hp, loss / examples)
@@ -420,7 +446,7 @@ class Program:
     lr_of = lambda h, u, sc: self._member_optimizer(h, sc)[1](u)
     nan = jnp.float32(jnp.nan)
     per_block = []
-    for hp, s, loss, acc in zip(c.hparams, states, val_loss, val_acc):
+    for i, (hp, s) in enumerate(zip(c.hparams, states)):
       bad = s.diverged
       lr_now = jax.vmap(jax.vmap(lr_of))(hp, s.updates,
                                         None if s.plateau is None else s.plateau.scale)
@@ -428,8 +454,7 @@ class Program:
           "updates": s.updates,
           "lr_now": lr_now.astype(jnp.float32),
           "train_loss": jnp.where(bad, nan, s.loss_sum / self.plan.ticks_per_segment),
-          "val_loss": jnp.where(bad, nan, loss),
-          "val_acc": jnp.where(bad, nan, acc),
+          **{f"val_{n}": jnp.where(bad, nan, v[i]) for n, v in val.items()},
           "noise_scale": noise.segment_noise_scale(s),
           "diverged": bad,
       })

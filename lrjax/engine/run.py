@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from lrjax import augment
+from lrjax import callables
 from lrjax import grid as grid_lib
 from lrjax import optimizers
 from lrjax.data import Dataset
@@ -25,6 +26,7 @@ from lrjax.engine.settings import TrainSettings
 from lrjax.errors import ConfigError
 from lrjax.models import ModelAdapter
 from lrjax.schedules import ScheduleSpec, schedule_spec
+from lrjax.schedules.family import check_schedule_kwargs
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -73,6 +75,15 @@ class Run:
     return len(self.table)
 
 
+def _schedule_takes(schedule, name: str) -> bool:
+  """Whether a (single) schedule takes the argument ``name``."""
+  try:
+    check_schedule_kwargs(schedule, {name: 1.0})
+  except ConfigError:
+    return False
+  return True
+
+
 def split_hparams(table: pd.DataFrame, settings: TrainSettings
                   ) -> tuple[list[str], list[str], ScheduleSpec]:
   """Sorts the inner grid columns into optimizer and schedule hyperparameters.
@@ -83,28 +94,48 @@ def split_hparams(table: pd.DataFrame, settings: TrainSettings
   Raises:
     ConfigError: a column or ``*_kwargs`` key that belongs to neither.
   """
-  opt_names = optimizers.optimizer_hparams(settings.optimizer)
-  if "optimizer" in table.columns and set(table["optimizer"]) != {settings.optimizer}:
+  opt = settings.optimizer
+  opt_label = callables.label(opt)
+  for axis in grid_lib.NAME_AXES:
+    odd = [v for v in dict.fromkeys(table[axis]) if not isinstance(v, str)] \
+        if axis in table.columns else []
+    if odd:
+      raise ConfigError(f"grid.{axis}: values are names or \"package.module:function\" "
+                        f"strings; got {[callables.label(v) for v in odd]}. A function goes "
+                        f"in settings.{axis} (one per run).")
+  if "optimizer" in table.columns and set(table["optimizer"]) != {opt}:
     raise ConfigError(f"grid.optimizer: {sorted(set(table['optimizer']))} in one run of "
-                      f"'{settings.optimizer}'; each optimizer trains as its own run "
+                      f"'{opt_label}'; each optimizer trains as its own run "
                       f"(lrjax.experiment.resolve_runs).")
+  opt_names = {**optimizers.optimizer_hparams(opt),
+               **dict.fromkeys(optimizers.required_hparams(opt))}
+  families = tuple(dict.fromkeys(table["schedule"])) if "schedule" in table else ()
   opt_cols, sched_cols = [], []
   for col in grid_lib.inner_columns(table):
-    if col in ("lr", "batch_size", "schedule", "optimizer", "batch_growth", "lr_scaling"):
+    if col in ("lr", "batch_size", "schedule", "optimizer", "batch_growth", "lr_scaling",
+               "label_smoothing"):
       continue
-    (opt_cols if col in opt_names else sched_cols).append(col)
-  families = tuple(dict.fromkeys(table["schedule"])) if "schedule" in table else ()
+    # A factory with **kwargs takes any name: the schedule's own arguments stay its.
+    to_opt = col in opt_names or (optimizers.accepts_hparam(opt, col) and (
+        bool(families) or not _schedule_takes(settings.schedule, col)))
+    (opt_cols if to_opt else sched_cols).append(col)
   spec = schedule_spec(settings.schedule, settings.schedule_kwargs, tuple(sched_cols),
                        families)
-  cycles = [f for f, kw in zip(spec.families, spec.kwargs) if kw.get("cycle_momentum")]
-  if cycles and optimizers.momentum_name(settings.optimizer) is None:
+  cycles = [callables.label(f) for f, kw in zip(spec.families, spec.kwargs)
+            if kw.get("cycle_momentum")]
+  if cycles and optimizers.momentum_name(opt) is None:
     raise ConfigError(f"schedule_kwargs: cycle_momentum ({cycles}) needs an optimizer with "
-                      f"momentum or b1; '{settings.optimizer}' has none. Use e.g. "
+                      f"momentum or b1; '{opt_label}' has none. Use e.g. "
                       f"optimizer='momentum' or 'adam'.")
-  unknown_opt = sorted(set(settings.optimizer_kwargs) - set(opt_names))
+  unknown_opt = sorted(k for k in settings.optimizer_kwargs
+                       if not optimizers.accepts_hparam(opt, k))
   if unknown_opt:
     raise ConfigError(f"optimizer_kwargs: {unknown_opt} are not hyperparameters of "
-                      f"'{settings.optimizer}'; it takes {sorted(opt_names) or 'only lr'}.")
+                      f"'{opt_label}'; it takes {sorted(opt_names) or 'only lr'}.")
+  missing = [n for n in optimizers.required_hparams(opt)
+             if n not in settings.optimizer_kwargs and n not in opt_cols]
+  if missing:
+    raise ConfigError(optimizers.missing_hparams_message(opt, missing))
   return opt_cols, sched_cols, spec
 
 
@@ -145,6 +176,15 @@ def _float32_lr(lr: np.ndarray) -> np.ndarray:
                       f"range and would train as inf or 0; use e.g. "
                       f"--config.grid.lr=\"(0.01,0.1,1.0)\".")
   return lr32
+
+
+def _label_smoothing(table: pd.DataFrame) -> np.ndarray:
+  """The ``label_smoothing`` axis (optax.smooth_labels alpha per member), checked."""
+  alpha = table["label_smoothing"].to_numpy(np.float64)
+  if ((alpha < 0) | (alpha >= 1) | ~np.isfinite(alpha)).any():
+    raise ConfigError(f"grid.label_smoothing: values in [0, 1) (0 = none); got "
+                      f"{sorted(set(alpha.tolist()))}.")
+  return alpha.astype(np.float32)
 
 
 def uses_augmentation(table: pd.DataFrame) -> bool:
@@ -193,6 +233,12 @@ def build_run(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
     (32, [(0, 2, 1), (2, 4, 2)])
   """
   the_plan = plan(table, len(dataset.train), settings)
+  rows = the_plan.micro_batch * settings.multiplicity  # examples per member per tick
+  if settings.bn_batch and rows % settings.bn_batch:
+    raise ConfigError(f"bn_batch: {settings.bn_batch} does not divide the {rows} examples "
+                      f"of a micro-batch (micro_batch {the_plan.micro_batch} x multiplicity "
+                      f"{settings.multiplicity}); use a divisor of {rows}, or set "
+                      f"micro_batch to a multiple of bn_batch.")
   opt_cols, sched_cols, spec = split_hparams(table, settings)
   lay = grid_lib.layout(table)
   k = table["batch_size"].to_numpy() // the_plan.micro_batch
@@ -204,6 +250,8 @@ def build_run(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
   }
   if the_plan.growth_ticks:
     member_hp["growth"] = growth.astype(np.int32)
+  if "label_smoothing" in table.columns:
+    member_hp["label_smoothing"] = _label_smoothing(table)
   for col in opt_cols + sched_cols:
     member_hp[col] = table[col].to_numpy(np.float32)
   if len(spec.families) > 1:

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from lrjax import losses
 from lrjax import optimizers
 from lrjax.errors import ConfigError
 from lrjax.schedules import family
@@ -74,9 +75,26 @@ def _optimizer(name, v):
 
 
 def _schedule(name, v):
-  if not isinstance(v, str):
-    raise ConfigError(f"{name}: must be a schedule name; got {v!r}.")
-  family.check_schedule_kwargs(v, {})
+  family.check_schedule(v)
+
+
+def _loss(name, v):
+  losses.resolve_loss(v)
+
+
+def _metrics(name, v):
+  _mapping(name, v)
+  losses.resolve_metrics(v)
+
+
+def _dtype(name, v):
+  if v not in DTYPES:
+    raise ConfigError(f"{name}: one of {list(DTYPES)}; got {v!r}.")
+
+
+# Compute dtypes: parameters and optimizer state stay float32 (master weights);
+# activations and the parameters' working copies take this dtype.
+DTYPES = ("float32", "bfloat16")
 
 
 def _setting(default, check=None, *, config=True, factory=None, doc=""):
@@ -102,8 +120,14 @@ class TrainSettings:
     lrjax.errors.ConfigError: epochs: must be a finite number > 0; got 0.
   """
 
-  optimizer: str = _setting("momentum", _optimizer, doc="an optimizer of OPTIMIZERS")
-  schedule: str = _setting("constant", _schedule, doc="a schedule family")
+  optimizer: Any = _setting(
+      "momentum", _optimizer,
+      doc="a name of OPTIMIZERS, a factory (learning_rate, **hparams) -> "
+          "optax.GradientTransformation, or \"package.module:function\" naming one")
+  schedule: Any = _setting(
+      "constant", _schedule,
+      doc="a schedule family, a function (step, peak_lr, total_updates, **hparams) -> lr, "
+          "or \"package.module:function\" naming one")
   schedule_kwargs: Mapping[str, Any] = _setting(None, _mapping, factory=dict)
   optimizer_kwargs: Mapping[str, Any] = _setting(None, _mapping, factory=dict)
   epochs: float = _setting(10.0, _positive_number, doc="examples budget, in epochs")
@@ -121,6 +145,19 @@ class TrainSettings:
   divergence_factor: float = _setting(100.0, _positive_number)
   label_smoothing: float = _setting(0.0, _fraction,
                                     doc="optax.smooth_labels alpha of the training loss")
+  loss: Any = _setting(
+      losses.DEFAULT_LOSS, _loss,
+      doc="training loss: a name of lrjax.losses.LOSSES, 'package.module:function', or a "
+          "callable (logits, soft labels) -> per-example loss")
+  metrics: Mapping[str, Any] = _setting(
+      None, _metrics, factory=dict,
+      doc="extra validation/test metrics: name -> (logits, labels) -> per-example value "
+          "(callable or 'package.module:function'); columns val_<name>, test_<name>")
+  bn_batch: int = _setting(
+      0, _nonnegative_int,
+      doc="examples per BatchNorm normalisation (ghost) batch; 0 = the micro-batch")
+  dtype: str = _setting("float32", _dtype,
+                        doc="compute dtype (float32 or bfloat16); weights stay float32")
   lr_reference_batch: int = _setting(
       0, _nonnegative_int, doc="with lr_scaling, the batch size at which lr is the grid's lr")
   lr_scaling: float = _setting(
@@ -138,6 +175,10 @@ class TrainSettings:
   measure_noise_scale: bool = _setting(
       True, _flag, doc="record the gradient noise scale of members with k > 1")
   max_members_per_chunk: int = _setting(0, _nonnegative_int, doc="0 = one chunk")
+  max_memory: int = _setting(
+      0, _nonnegative_int, doc="bytes a grid chunk may use over all devices (on CPU, of the "
+                               "host's memory); chunks are sized to fit (0 = 80% of the free "
+                               "memory; max_members_per_chunk > 0 wins)")
   vmap_width: int = _setting(0, _nonnegative_int,
                              doc="members side by side in the program; 0 = per backend")
   augment_policy: Any = _setting(None, config=False,
@@ -172,9 +213,12 @@ class GridResult:
     history: one row per member and evaluation.
     params: final parameters, leaves with a leading member axis (N, ...).
     info: timings and sizes: ticks, examples per member, compile and train seconds.
+    model_state: the models' final mutable variables (e.g. BatchNorm running
+      averages), leaves with a leading member axis; ``{}`` for stateless models.
   """
 
   members: pd.DataFrame
   history: pd.DataFrame
   params: Any
   info: dict
+  model_state: Any = None

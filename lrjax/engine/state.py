@@ -24,6 +24,7 @@ class MemberState(NamedTuple):
   small_sq: Any = None  # sum of the micro-batch gradients' squared norms in this batch
   noise_trace: Any = None  # segment sum of tr(Sigma) estimates, one per completed batch
   noise_g2: Any = None  # segment sum of |G|^2 estimates
+  model_state: Any = None  # the model's mutable variables (e.g. batch_stats); {} if none
 
 
 class Constants(NamedTuple):
@@ -39,6 +40,7 @@ class Constants(NamedTuple):
   aug_keys: jax.Array  # key (G,)
   aug_mags: dict  # name -> f32 (G,)
   hparams: tuple  # per Block: name -> (G, I_block): lr, k, total_updates, opt/schedule hparams
+  dropout_keys: Any = None  # key (G,): each group's dropout stream (folded with the tick)
 
 
 # Largest precomputed segment of augmented inputs (float32) kept in memory.
@@ -48,6 +50,17 @@ INPUT_CACHE_BYTES = 256 << 20
 # What each segment reports per member (see Program._segment).
 SEGMENT_METRICS = ("updates", "lr_now", "train_loss", "val_loss", "val_acc", "noise_scale",
                    "diverged")
+
+
+def segment_metrics(settings) -> tuple[str, ...]:
+  """``SEGMENT_METRICS`` plus ``val_<name>`` for each of ``settings.metrics``.
+
+  Example:
+    >>> from lrjax.engine.settings import TrainSettings
+    >>> segment_metrics(TrainSettings(metrics={"xent": "cross_entropy"}))[-1]
+    'val_xent'
+  """
+  return SEGMENT_METRICS + tuple(f"val_{n}" for n in settings.metrics)
 
 
 def per_example(total, num_examples: int) -> np.ndarray:
@@ -61,11 +74,11 @@ def per_example(total, num_examples: int) -> np.ndarray:
 
 
 def mean_metrics(metrics: dict, num_examples: int) -> dict:
-  """Host side: a segment's ``val_loss``/``val_acc`` sums -> means over the split.
+  """Host side: a segment's ``val_*`` sums -> means over the split.
 
   Example:
     >>> mean_metrics({"val_loss": np.float32([3.0]), "val_acc": np.float32([1.0])}, 4)
     {'val_loss': array([0.75], dtype=float32), 'val_acc': array([0.25], dtype=float32)}
   """
-  return {k: per_example(v, num_examples) if k in ("val_loss", "val_acc") else v
+  return {k: per_example(v, num_examples) if k.startswith("val_") else v
           for k, v in metrics.items()}

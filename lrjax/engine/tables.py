@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from lrjax import grid as grid_lib
-from lrjax.engine.state import SEGMENT_METRICS
 from lrjax.engine.run import Run
+from lrjax.engine.state import segment_metrics
 from lrjax.outcomes import member_status
 
 
@@ -16,8 +16,8 @@ def result_tables(run: Run, hist, tests, final_state) -> tuple[pd.DataFrame, pd.
 
   Args:
     run: the run.
-    hist: per segment, a dict of (G, I) metric arrays (``SEGMENT_METRICS``).
-    tests: ``(test_loss, test_acc)`` (G, I) arrays.
+    hist: per segment, a dict of (G, I) metric arrays (``state.segment_metrics``).
+    tests: ``{"loss", "acc", <metrics>}`` (G, I) arrays on the test split.
     final_state: ``(diverged, diverged_at, updates, first_loss)`` (G, I) arrays.
   """
   lay, the_plan, table = run.layout, run.plan, run.table
@@ -25,7 +25,8 @@ def result_tables(run: Run, hist, tests, final_state) -> tuple[pd.DataFrame, pd.
   n_seg = the_plan.num_segments
   seg_ex = the_plan.ticks_per_segment * the_plan.micro_batch
   rows = []
-  metric_names = tuple(n for n in SEGMENT_METRICS if n != "diverged")  # final state has it
+  # final state has "diverged"
+  metric_names = tuple(n for n in segment_metrics(run.settings) if n != "diverged")
   stacked = {n: np.stack([per_member(hist[s][n]) for s in range(n_seg)], 1)
              for n in metric_names}
   for s in range(n_seg):
@@ -49,9 +50,13 @@ def result_tables(run: Run, hist, tests, final_state) -> tuple[pd.DataFrame, pd.
     val_acc = np.where(np.isnan(stacked["val_acc"]), -np.inf, stacked["val_acc"])
     members["best_val_loss"] = np.where(np.isfinite(val_loss.min(1)), val_loss.min(1), np.nan)
     members["best_val_acc"] = np.where(np.isfinite(val_acc.max(1)), val_acc.max(1), np.nan)
-  test_loss, test_acc = (per_member(a) for a in tests)
+  test_loss, test_acc = per_member(tests["loss"]), per_member(tests["acc"])
   members["test_loss"] = np.where(diverged, np.nan, test_loss)
   members["test_acc"] = np.where(diverged, np.nan, test_acc)
+  for name in tests:
+    if name not in ("loss", "acc"):  # extra metrics (settings.metrics)
+      members[f"final_val_{name}"] = stacked[f"val_{name}"][:, -1]
+      members[f"test_{name}"] = np.where(diverged, np.nan, per_member(tests[name]))
   members["first_train_loss"] = first_loss.astype(np.float32)
   members["final_train_loss"] = stacked["train_loss"][:, -1]
   members["status"] = member_status(members, num_classes=run.dataset.num_classes,

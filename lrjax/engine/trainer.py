@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
+import signal
 import time
 from typing import Any, Callable, Sequence
 
@@ -24,19 +24,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from lrjax import grid as grid_lib
 from lrjax.data import Dataset, example_order
-from lrjax.engine import autotune, checkpoint, devices
+from lrjax.engine import autotune, checkpoint, devices, memory
 from lrjax.engine.plan import padded_split
+from lrjax.engine.progress import Progress
 from lrjax.engine.program import Program
-from lrjax.engine.state import SEGMENT_METRICS, Constants, mean_metrics, per_example
+from lrjax.engine.state import Constants, mean_metrics, per_example, segment_metrics
 from lrjax.engine.run import Run, build_run
 from lrjax.engine.settings import GridResult, TrainSettings
 from lrjax.engine.tables import result_tables
 from lrjax.models import ModelAdapter
-from lrjax.outcomes import chance_band
 
 
 def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
@@ -84,14 +83,21 @@ def train_grid(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
                checkpoint_every_s=checkpoint_every_s)
 
 
-def chunks(num_groups: int, inner: int, max_members: int) -> list[np.ndarray]:
+def chunks(num_groups: int, inner: int, max_members: int,
+           groups: int = 0) -> list[np.ndarray]:
   """Group indices per chunk; the last chunk is padded by repeating its groups.
+
+  ``max_members`` > 0 sets the chunk size; otherwise ``groups`` > 0 (groups per
+  chunk, ``memory.plan_chunks``); otherwise one chunk.
 
   Example:
     >>> [c.tolist() for c in chunks(3, 2, 4)]
     [[0, 1], [2, 2]]
+    >>> [c.tolist() for c in chunks(5, 2, 0, groups=2)]
+    [[0, 1], [2, 3], [4, 4]]
   """
-  per_chunk = num_groups if max_members <= 0 else max(1, max_members // inner)
+  per_chunk = (max(1, max_members // inner) if max_members > 0 else
+               groups if groups > 0 else num_groups)
   per_chunk = min(per_chunk, num_groups)
   out = []
   for start in range(0, num_groups, per_chunk):
@@ -120,7 +126,8 @@ def _placement(run: Run, group_chunks: list[np.ndarray]) -> _Placement:
                                        [b.stop - b.start for b in run.blocks])
   if partition is None:
     return _Placement(None)
-  shard = lambda spec: (lambda tree: jax.device_put(
+  # devices.place: jax.device_put in one process; over several, each its own shards.
+  shard = lambda spec: (lambda tree: devices.place(
       tree, jax.sharding.NamedSharding(partition.mesh, spec)))
   return _Placement(partition, shard(partition.members), shard(partition.groups))
 
@@ -146,9 +153,11 @@ def place_data(run: Run, placement: _Placement):
                                                 batch)]
   if placement.partition is not None:
     # Data and evaluation splits replicated once, not copied at every segment call.
-    replicate = lambda tree: jax.device_put(tree, jax.sharding.NamedSharding(
+    replicate = lambda tree: devices.place(tree, jax.sharding.NamedSharding(
         placement.partition.mesh, jax.sharding.PartitionSpec()))
     device_data, val = replicate((device_data, val))
+    if jax.process_count() > 1:  # evaluated against parameters spread over processes
+      test = replicate(test)
   return device_data, val, test
 
 
@@ -159,6 +168,12 @@ def _root_keys(run: Run):
   return init_keys, aug_keys
 
 
+def _dropout_keys(seeds: np.ndarray):
+  """Each group's dropout stream: from its seed alone, so members that share a seed
+  draw the same masks (common random numbers)."""
+  return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 3))(jnp.asarray(seeds))
+
+
 def chunk_constants(run: Run, gidx: np.ndarray, device_data, val, aug_keys,
                     placement: _Placement) -> Constants:
   """The arrays one chunk's compiled program reads."""
@@ -167,18 +182,21 @@ def chunk_constants(run: Run, gidx: np.ndarray, device_data, val, aug_keys,
       seed_index=jnp.asarray(run.seed_row[gidx]), aug_keys=aug_keys[gidx],
       aug_mags={n: jnp.asarray(v[gidx]) for n, v in run.aug_magnitudes.items()},
       hparams=tuple({n: jnp.asarray(v[gidx][:, blk.start:blk.stop])
-                     for n, v in run.hparams.items()} for blk in run.blocks))
+                     for n, v in run.hparams.items()} for blk in run.blocks),
+      dropout_keys=_dropout_keys(run.seeds[gidx]))
   return consts._replace(
       seed_index=placement.put_groups(consts.seed_index),
+      dropout_keys=placement.put_groups(consts.dropout_keys),
       aug_keys=placement.put_groups(consts.aug_keys),
       aug_mags=placement.put_groups(consts.aug_mags),
       hparams=placement.put_members(consts.hparams))
 
 
 def compile_segment(run: Run, placement: _Placement, state, consts: Constants,
-                    checkpoint_dir: str | None):
+                    checkpoint_dir: str | None, prepared: tuple | None = None):
   """Chooses the ``lax.map`` width (CPU probe, or the interrupted run's choice) and
-  compiles the segment program once.
+  compiles the segment program once: ``prepared`` (``memory.ChunkPlan.compiled``,
+  this chunk's program already compiled) is used when its width is the one chosen.
 
   Returns:
     ``(program, compiled_segment, vmap_width, probe_seconds)``.
@@ -194,6 +212,8 @@ def compile_segment(run: Run, placement: _Placement, state, consts: Constants,
       width, probe = autotune.choose_width(run, placement.partition, state, consts)
       autotune.save_choice(checkpoint_dir, width)
   program = Program(run, placement.partition, vmap_width=width)
+  if prepared is not None and prepared[0].vmap_width == program.vmap_width:
+    return (*prepared, width, probe)
   segment = program.segment.lower(state, jnp.int32(0), consts).compile(
       compiler_options=devices.compiler_options(platform, placement.num_devices))
   return program, segment, width, probe
@@ -211,132 +231,14 @@ def _chunk_members(run: Run, gidx: np.ndarray):
   return rows, pos, slots[rows, 1]
 
 
-class _Progress:
-  """What the user sees while training: nothing (``enabled=False``), or a compile line
-  then a tqdm bar over member-examples (a TTY), or one plain line per evaluation (logs).
-
-  Rate and ETA count training only: the bar starts once the program is compiled.
-  """
-
-  def __init__(self, run: Run, num_chunks: int, enabled: bool, stream=None):
-    self.run, self.num_chunks = run, num_chunks
-    self.stream = sys.stderr if stream is None else stream
-    isatty = getattr(self.stream, "isatty", None)
-    self.mode = ("off" if not enabled else
-                 "bar" if isatty is not None and isatty() else "lines")
-    the_plan = run.plan
-    self.seg_examples = the_plan.ticks_per_segment * the_plan.micro_batch
-    self.total_segments = num_chunks * the_plan.num_segments
-    self.bar = None
-    self.t0 = None  # start of training (after compiling)
-    self.trained = 0  # member-examples trained in this process (not resumed ones)
-    self.done = 0  # member-examples done, resumed ones included
-    self.diverged_before = 0  # diverged members of finished chunks
-    self.diverged_now = 0  # diverged members of the current chunk
-    self.best_acc, self.best_loss = -np.inf, np.inf
-
-  @property
-  def enabled(self) -> bool:
-    return self.mode != "off"
-
-  def _print(self, text: str, end: str = "\n") -> None:
-    if self.bar is not None:
-      self.bar.write(text, file=self.stream, end=end)
-    else:
-      print(text, file=self.stream, end=end, flush=True)
-
-  def compiling(self) -> None:
-    if self.enabled:
-      self._print(f"compiling {self.run.num_members} members ...", end="")
-
-  def compiled(self, seconds: float) -> None:
-    """Ends the compile line; training (its rate and ETA) starts now."""
-    if self.enabled:
-      self._print(f" {seconds:.1f} s")
-      self._start()
-
-  def _start(self) -> None:
-    if self.t0 is not None:
-      return
-    self.t0 = time.perf_counter()
-    if self.mode == "bar":
-      self.bar = tqdm(total=self.run.num_members * self.run.plan.num_segments
-                      * self.seg_examples, unit="ex", unit_scale=True, dynamic_ncols=True,
-                      desc=f"{self.run.num_members} members", file=self.stream)
-
-  def skip(self, members: int, segments: int) -> None:
-    """Segments a resumed chunk had done: counted as done, not in the rate."""
-    self._start()
-    n = members * segments * self.seg_examples
-    self.done += n
-    if self.bar is not None and n:
-      self.bar.n += n
-      self.bar.initial += n
-      self.bar.last_print_n = self.bar.n
-      self.bar.refresh()
-
-  def end_chunk(self) -> None:
-    self.diverged_before += self.diverged_now
-    self.diverged_now = 0
-
-  def step(self, chunk_i: int, segment_i: int, members: int, host_metrics) -> None:
-    """After evaluation ``segment_i`` (from 0) of chunk ``chunk_i``; ``host_metrics``
-    the chunk's per-member metrics (val means)."""
-    if not self.enabled:
-      return
-    self._start()
-    n = members * self.seg_examples
-    self.trained += n
-    self.done += n
-    diverged = np.asarray(host_metrics["diverged"], bool)
-    self.diverged_now = int(diverged.sum())
-    alive = ~diverged
-    with np.errstate(all="ignore"):
-      acc = np.asarray(host_metrics["val_acc"], np.float64)[alive]
-      loss = np.asarray(host_metrics["val_loss"], np.float64)[alive]
-      if np.isfinite(acc).any():
-        self.best_acc = max(self.best_acc, float(np.nanmax(acc[np.isfinite(acc)])))
-      if np.isfinite(loss).any():
-        self.best_loss = min(self.best_loss, float(np.min(loss[np.isfinite(loss)])))
-    n_div = self.diverged_before + self.diverged_now
-    # At chance now (the accuracy half of the "failed" rule; the loss half needs the
-    # run's end): a hint of members that are not learning, per chunk.
-    chance, band = chance_band(self.run.dataset.num_classes,
-                               len(self.run.dataset.validation))
-    with np.errstate(invalid="ignore"):
-      at_chance = int((np.abs(acc - chance) <= band).sum())
-    alive_text = (f"alive {self.run.num_members - n_div}/{self.run.num_members}  "
-                  f"at chance {at_chance}")
-    best = (f"best val_acc {self.best_acc:.3f}  val_loss {self.best_loss:.3f}"
-            if np.isfinite(self.best_acc) else "best val_acc -  val_loss -")
-    if self.bar is not None:
-      self.bar.set_postfix_str(
-          (f"chunk {chunk_i + 1}/{self.num_chunks}, " if self.num_chunks > 1 else "") +
-          f"{alive_text.replace('  ', ', ')}, diverged {n_div}, {best.replace('  ', ', ')}",
-          refresh=False)
-      self.bar.update(n)
-      return
-    rate = self.trained / max(time.perf_counter() - self.t0, 1e-9)
-    eval_i = chunk_i * self.run.plan.num_segments + segment_i + 1
-    chunk = f"  chunk {chunk_i + 1}/{self.num_chunks}" if self.num_chunks > 1 else ""
-    self._print(f"eval {eval_i}/{self.total_segments}{chunk}  examples "
-                f"{(segment_i + 1) * self.seg_examples:,}  {alive_text}  {best}  "
-                f"{rate:,.0f} ex/s")
-
-  def close(self) -> None:
-    if self.bar is not None:
-      self.bar.close()
-      self.bar = None
-
-
 def _host_metrics(metrics, run: Run, pos: np.ndarray, inner: np.ndarray) -> dict:
   """One segment's metrics on the host, per member of the chunk (val means)."""
-  host = mean_metrics(jax.device_get(metrics), len(run.dataset.validation))
+  host = mean_metrics(devices.fetch(metrics), len(run.dataset.validation))
   return {k: np.asarray(v)[pos, inner] for k, v in host.items()}
 
 
 def train_chunk(run: Run, chunk_i: int, segment, state, consts: Constants,
-                put_members, progress: _Progress, checkpoint_dir: str | None,
+                put_members, progress: Progress, checkpoint_dir: str | None,
                 checkpoint_every_s: float | None, on_segment, num_chunks: int,
                 gidx: np.ndarray | None = None, writers: Sequence[Any] = (),
                 stop: checkpoint.StopRequest | None = None):
@@ -358,7 +260,8 @@ def train_chunk(run: Run, chunk_i: int, segment, state, consts: Constants,
   seg_metrics, first = [], 0
   ckpt = None if checkpoint_dir is None else checkpoint.chunk_path(checkpoint_dir, chunk_i)
   if ckpt is not None and os.path.exists(ckpt):  # resume this chunk
-    state, seg_metrics, first = checkpoint.load(ckpt, state, dict.fromkeys(SEGMENT_METRICS, 0))
+    state, seg_metrics, first = checkpoint.load(
+        ckpt, state, dict.fromkeys(segment_metrics(run.settings), 0))
     state = put_members(state)
     progress.skip(len(rows), first)
     for s, m in enumerate(seg_metrics):
@@ -369,6 +272,8 @@ def train_chunk(run: Run, chunk_i: int, segment, state, consts: Constants,
   last_save = time.perf_counter()
   for s in range(first, n_seg):
     state, metrics = segment(state, jnp.int32(s), consts)
+    if jax.process_count() > 1:  # spread over processes: every process gathers them now
+      metrics = devices.fetch(metrics)
     seg_metrics.append(metrics)
     host = None
     if writers or progress.enabled:
@@ -378,8 +283,10 @@ def train_chunk(run: Run, chunk_i: int, segment, state, consts: Constants,
     stopping = stop is not None and stop.requested
     due = (s + 1) % every == 0 or (checkpoint_every_s is not None and
                                    time.perf_counter() - last_save >= checkpoint_every_s)
+    stopping, due = devices.agree_any(stopping, due)  # one process's signal stops all
     if ckpt is not None and (s == n_seg - 1 or due or stopping):
-      checkpoint.save(ckpt, state, jax.device_get(seg_metrics), s + 1)
+      # Every process saves (orbax writes each one's shards; process 0 commits).
+      checkpoint.save(ckpt, state, devices.fetch(seg_metrics), s + 1)
       last_save = time.perf_counter()
       for w in writers:
         w.flush()
@@ -390,11 +297,13 @@ def train_chunk(run: Run, chunk_i: int, segment, state, consts: Constants,
     if stopping:
       for w in writers:
         w.flush()
-      raise checkpoint.Interrupted(stop.signum, chunk_i * n_seg + s + 1, num_chunks * n_seg)
+      signum = stop.signum if stop is not None and stop.requested else signal.SIGTERM
+      raise checkpoint.Interrupted(signum, chunk_i * n_seg + s + 1, num_chunks * n_seg)
   progress.end_chunk()
   seg_metrics = [mean_metrics(m, len(run.dataset.validation))
-                 for m in jax.device_get(seg_metrics)]
+                 for m in devices.fetch(seg_metrics)]
   return state, seg_metrics
+
 
 def _assemble(num_groups: int, parts):
   """Chunks' (group indices, tree) back into full (G, I) arrays; padded groups are
@@ -438,16 +347,22 @@ def _train(run: Run, progress: bool, on_segment, checkpoint_dir: str | None,
            checkpoint_every_s: float | None, writers: Sequence[Any],
            stop: checkpoint.StopRequest | None = None) -> GridResult:
   lay, the_plan = run.layout, run.plan
-  group_chunks = chunks(lay.num_groups, lay.inner_size, run.settings.max_members_per_chunk)
+  fit, t0 = None, time.perf_counter()
+  if run.settings.max_members_per_chunk == 0:  # an explicit chunk size wins
+    fit = memory.plan_chunks(run, run.settings.max_memory, checkpoint_dir=checkpoint_dir)
+  plan_s = time.perf_counter() - t0
+  group_chunks = chunks(lay.num_groups, lay.inner_size, run.settings.max_members_per_chunk,
+                        0 if fit is None else fit.groups)
   placement = _placement(run, group_chunks)
   device_data, val, test = place_data(run, placement)
   init_keys, aug_keys = _root_keys(run)
   sample_x = jnp.zeros((1,) + run.dataset.image_shape, jnp.float32)
-  bar = _Progress(run, len(group_chunks), progress)
+  bar = Progress(run, len(group_chunks), progress)
   for w in writers:
     w.start(run)
 
   history_parts, param_parts, test_parts, final_parts = [], [], [], []
+  model_state_parts = []
   compile_s, train_s, width, probe = 0.0, 0.0, None, {}
   program = segment = None
   for chunk_i, gidx in enumerate(group_chunks):
@@ -458,12 +373,12 @@ def _train(run: Run, progress: bool, on_segment, checkpoint_dir: str | None,
       bar.compiling()
       t0 = time.perf_counter()
       try:
-        program, segment, width, probe = compile_segment(run, placement, state, consts,
-                                                         checkpoint_dir)
+        program, segment, width, probe = compile_segment(
+            run, placement, state, consts, checkpoint_dir, fit and fit.compiled)
       except BaseException:
         bar.compiled(time.perf_counter() - t0)
         raise
-      compile_s = time.perf_counter() - t0
+      compile_s = time.perf_counter() - t0 + plan_s
       bar.compiled(compile_s)
     t0 = time.perf_counter()
     try:
@@ -476,18 +391,23 @@ def _train(run: Run, progress: bool, on_segment, checkpoint_dir: str | None,
       raise
     train_s += time.perf_counter() - t0
     block_params = tuple(s.params for s in state)
-    test_loss, test_acc = (per_example(np.concatenate(sums, axis=1), len(run.dataset.test))
-                           for sums in jax.device_get(program.evaluate(block_params, *test)))
+    block_model_state = tuple(s.model_state for s in state)
+    test_sums = devices.fetch(program.evaluate(tuple(zip(block_params, block_model_state)),
+                                               *test))
     cat = lambda *xs: np.concatenate(xs, axis=1)
     history_parts.append((gidx, seg_metrics))
-    param_parts.append((gidx, jax.tree.map(cat, *jax.device_get(block_params))))
-    test_parts.append((gidx, (test_loss, test_acc)))
-    final_parts.append((gidx, tuple(cat(*jax.device_get([getattr(s, f) for s in state]))
+    param_parts.append((gidx, jax.tree.map(cat, *devices.fetch(block_params))))
+    model_state_parts.append((gidx, jax.tree.map(cat, *devices.fetch(block_model_state))))
+    test_parts.append((gidx, {n: per_example(np.concatenate(v, axis=1), len(run.dataset.test))
+                              for n, v in test_sums.items()}))
+    final_parts.append((gidx, tuple(cat(*devices.fetch([getattr(s, f) for s in state]))
                                     for f in ("diverged", "diverged_at", "updates", "first_loss"))))
   bar.close()
 
   G = lay.num_groups
   params = jax.tree.map(lambda a: grid_lib.from_slots(a, lay), _assemble(G, param_parts))
+  model_state = jax.tree.map(lambda a: grid_lib.from_slots(a, lay),
+                             _assemble(G, model_state_parts))
   members, history = result_tables(run, _assemble(G, history_parts),
                                    _assemble(G, test_parts), _assemble(G, final_parts))
   info = {
@@ -501,6 +421,10 @@ def _train(run: Run, progress: bool, on_segment, checkpoint_dir: str | None,
       "blocks": [(b.start, b.stop, b.k) for b in run.blocks],
       "batch_growth_examples": [t * the_plan.micro_batch for t in the_plan.growth_ticks],
       "compile_seconds": compile_s, "train_seconds": train_s,
+      "groups_per_chunk": len(group_chunks[0]),  # memory_*: bytes (engine.memory)
+      "memory_budget": fit and fit.budget, "memory_estimate": fit and fit.estimate,
+      "memory_compiled": memory.compiled_bytes(
+          segment, memory.counted_devices(placement.num_devices)),
       "devices": [str(d) for d in jax.devices()],
       "member_devices": placement.num_devices,
       "vmap_width": width,  # None: the backend default (program.default_vmap_width)
@@ -510,4 +434,4 @@ def _train(run: Run, progress: bool, on_segment, checkpoint_dir: str | None,
   }
   for w in writers:
     w.finish(members)
-  return GridResult(members, history, params, info)
+  return GridResult(members, history, params, info, model_state)

@@ -1,8 +1,12 @@
-"""The built-in models: a small MLP and CNN, by name.
+"""The built-in models, by name: a small MLP and CNN, and the CIFAR ResNet.
 
-They carry no BatchNorm: batch statistics would be computed over the micro-batch,
-not the member's batch, and break the equivalence between accumulated and true
-large-batch training (docs/DESIGN.md).
+``"mlp"`` and ``"cnn"`` carry no normalisation, so a member accumulating its batch
+over micro-batches trains exactly as it would on the whole batch (docs/DESIGN.md).
+``"resnet20"`` and ``"resnet"`` (any ``depth = 6n + 2``; ``lrjax.models.resnet``)
+carry BatchNorm. The engine computes their batch statistics per micro-batch
+("ghost batch norm", Hoffer et al. 2017), so the normalisation batch is the
+micro-batch, not the member's batch; setting ``bn_batch`` fixes the normalisation
+batch for every member (docs/MODELS.md).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import jax.numpy as jnp
 from lrjax.errors import ConfigError
 from lrjax.models.adapters import ModelAdapter, from_linen
 from lrjax.models.conv import PatchConv
+from lrjax.models.resnet import ResNet
 
 
 class MLP(nn.Module):
@@ -48,19 +53,36 @@ class CNN(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
-BUILTIN_MODELS = {"mlp": MLP, "cnn": CNN}
+BUILTIN_MODELS = {"mlp": MLP, "cnn": CNN, "resnet": ResNet, "resnet20": ResNet}
+# Built-in names that fix some fields of their class.
+_FIXED_KWARGS = {"resnet20": {"depth": 20}}
 
 
 def get_model(name: str, num_classes: int, **kwargs) -> ModelAdapter:
-  """Builds a built-in model by name (``"mlp"`` or ``"cnn"``).
+  """Builds a built-in model by name (a key of ``BUILTIN_MODELS``).
+
+  Args:
+    name: ``"mlp"``, ``"cnn"``, ``"resnet20"`` or ``"resnet"`` (``depth`` 6n+2).
+    num_classes: outputs.
+    **kwargs: fields of the model's class (``model_kwargs`` in a config).
+
+  Raises:
+    ConfigError: an unknown name or field, or a bad field value.
 
   Example:
     >>> get_model("mlp", num_classes=10).name
     'mlp'
+    >>> get_model("resnet", num_classes=10, depth=32, width=0.5).name
+    'resnet'
   """
   if name not in BUILTIN_MODELS:
     raise ConfigError(f"model: unknown model '{name}'. Use one of {sorted(BUILTIN_MODELS)}, "
                       f"or pass your own Flax model to lrjax.train_grid.")
+  for field, value in _FIXED_KWARGS.get(name, {}).items():
+    if kwargs.setdefault(field, value) != value:
+      raise ConfigError(f"model_kwargs.{field}: model '{name}' has {field}={value!r}; got "
+                        f"{kwargs[field]!r}. Drop model_kwargs.{field}, or use model="
+                        f"'resnet' with model_kwargs.{field}={kwargs[field]!r}.")
   try:
     module = BUILTIN_MODELS[name](num_classes=num_classes, **kwargs)
   except TypeError as e:

@@ -107,6 +107,8 @@ class PatchConv(nn.Module):
     precision: passed to the matmul.
     kernel_init: as ``nn.Conv``'s.
     bias_init: as ``nn.Conv``'s.
+    dtype: computation dtype (input and parameters are cast to it, as in
+      ``nn.Conv``); ``None`` promotes the input's and the parameters' dtypes.
     param_dtype: parameter dtype.
 
   Example:
@@ -126,6 +128,7 @@ class PatchConv(nn.Module):
   precision: Any = None
   kernel_init: Callable = nn.linear.default_kernel_init
   bias_init: Callable = nn.initializers.zeros_init()
+  dtype: Any = None
   param_dtype: Any = jnp.float32
 
   @nn.compact
@@ -135,6 +138,10 @@ class PatchConv(nn.Module):
     cin = x.shape[-1]
     kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features),
                         self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    # Cast before im2col, so the patches are built in the computation dtype.
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     patches = extract_patches(x, (kh, kw), _pairs(self.strides, 2), self.padding,
                               self.im2col)
     # One 2-D matmul over all output pixels. With the (..., OH, OW, K) patches as they
@@ -144,7 +151,6 @@ class PatchConv(nn.Module):
     flat = patches.reshape(-1, patches.shape[-1])
     y = jnp.dot(flat, kernel.reshape(kh * kw * cin, self.features), precision=self.precision)
     y = y.reshape(patches.shape[:-1] + (self.features,))
-    if self.use_bias:
-      bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+    if bias is not None:
       y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
     return y

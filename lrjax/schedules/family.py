@@ -1,9 +1,12 @@
-"""Member-level schedule selection: a family's name -> each member's schedule.
+"""Member-level schedule selection: a family's name (or a function) -> each member's schedule.
 
 The registry of schedule factories (:data:`SCHEDULES`), and how the engine turns a
 config's ``schedule``/``schedule_kwargs`` and a member's traced hyperparameters
 (peak ``lr``, ``total_updates``, grid arguments, family index) into that member's
-learning-rate and momentum schedules. One selection rule serves both the public
+learning-rate and momentum schedules. Besides the registry's names, a schedule may
+be any function ``(step, peak_lr, total_updates, **hparams) -> learning rate``
+written with ``jnp`` (Keras's ``LearningRateScheduler``, torch's ``LambdaLR``), or
+``"package.module:function"`` naming one. One selection rule serves both the public
 :func:`schedule_family` and the engine's :class:`ScheduleSpec`: every family is
 evaluated and the member's is picked with ``jnp.where`` (``lax.switch`` under
 ``vmap`` would run every branch anyway).
@@ -19,8 +22,9 @@ from typing import Any
 import jax.numpy as jnp
 import optax
 
+from lrjax import callables
 from lrjax.errors import ConfigError
-from lrjax.schedules._util import _f32, check_choice, check_value
+from lrjax.schedules._util import _count, _f32, check_choice, check_value
 from lrjax.schedules.catalog import (
     constant, cosine, cosine_restarts, exponential, inverse_time, linear, multistep,
     piecewise_constant, polynomial, step)
@@ -133,6 +137,60 @@ CYCLIC_FAMILIES = ("onecycle", "cyclic")
 SCHEDULE_ALIASES = {"warmup_cosine": "cosine"}
 
 
+_CUSTOM = "a function (step, peak_lr, total_updates, **hparams) -> learning rate"
+
+
+def _custom_schedule(schedule):
+  """``(function, defaults, required, any_keyword)`` of a custom schedule, or None for a
+  registry name; raises ConfigError for a bad one."""
+  if isinstance(schedule, str) and not callables.is_import_path(schedule):
+    return None
+  fn = (callables.import_callable("schedule", schedule, _CUSTOM) if isinstance(schedule, str)
+        else schedule)
+  if not callable(fn):
+    raise ConfigError(f"schedule: must be a schedule name, \"package.module:function\", or "
+                      f"{_CUSTOM}; got {fn!r}.")
+  try:
+    params = list(inspect.signature(fn).parameters.values())
+  except (TypeError, ValueError):
+    raise ConfigError(f"schedule: cannot read the arguments of {callables.label(schedule)}; "
+                      f"wrap it in a def (step, peak_lr, total_updates, **hparams).") from None
+  kinds = [p.kind for p in params]
+  positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+  if not (inspect.Parameter.VAR_POSITIONAL in kinds[:4]
+          or (len(kinds) >= 3 and all(k in positional for k in kinds[:3]))):
+    raise ConfigError(f"schedule: {callables.label(schedule)} must take (step, peak_lr, "
+                      f"total_updates) as its first three positional arguments: {_CUSTOM}.")
+  defaults, required, any_keyword = {}, [], False
+  for p in params[3:]:
+    if p.kind == inspect.Parameter.VAR_KEYWORD:
+      any_keyword = True
+    elif p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+      if p.default is inspect.Parameter.empty:
+        required.append(p.name)
+      else:
+        defaults[p.name] = p.default
+  return fn, defaults, tuple(required), any_keyword
+
+
+def check_schedule(schedule) -> None:
+  """Raises ``ConfigError`` unless ``schedule`` is a registry name (or ``"plateau"``),
+  an importable ``"package.module:function"``, or a callable taking ``(step,
+  peak_lr, total_updates)``.
+
+  Example:
+    >>> check_schedule("cosine")
+    >>> check_schedule(lambda step, peak_lr, total_updates, decay=0.5: peak_lr * decay)
+    >>> check_schedule(3)
+    Traceback (most recent call last):
+    ...
+    lrjax.errors.ConfigError: schedule: must be a schedule name, "package.module:function", \
+or a function (step, peak_lr, total_updates, **hparams) -> learning rate; got 3.
+  """
+  if _custom_schedule(schedule) is None:
+    _schedule_factory(schedule)
+
+
 def _schedule_factory(name: str):
   if name == PLATEAU:
     name = "constant"
@@ -151,8 +209,30 @@ def _schedule_factory(name: str):
   return factory, params, peak
 
 
-def check_schedule_kwargs(name: str, kwargs: Mapping[str, Any], grid_axes=()) -> None:
-  """Raises ``ConfigError`` unless ``kwargs`` are arguments of schedule ``name``."""
+def check_schedule_kwargs(name, kwargs: Mapping[str, Any], grid_axes=(),
+                          complete: bool = False) -> None:
+  """Raises ``ConfigError`` unless ``kwargs`` are arguments of schedule ``name``.
+
+  ``name`` may be a custom schedule (a function or ``"package.module:function"``);
+  with ``complete``, its arguments without default must be among ``kwargs``.
+  """
+  custom = _custom_schedule(name)
+  if custom is not None:
+    _, defaults, required, any_keyword = custom
+    takes = sorted(defaults) + list(required)
+    unknown = [] if any_keyword else sorted(set(kwargs) - set(takes) - set(_WRAPPER_ARGS))
+    if unknown:
+      where = "grid" if set(unknown) & set(grid_axes) else "schedule_kwargs"
+      raise ConfigError(
+          f"{where}: {unknown} are not arguments of schedule '{callables.label(name)}' nor "
+          f"of the optimizer; the schedule takes {takes + list(_WRAPPER_ARGS)}.")
+    missing = [n for n in required if n not in kwargs]
+    if complete and missing:
+      raise ConfigError(
+          f"schedule_kwargs: {missing} of schedule '{callables.label(name)}' have no default; "
+          f"give them in schedule_kwargs (e.g. schedule_kwargs={{'{missing[0]}': 0.5}}) or "
+          f"as grid axes (e.g. grid.{missing[0]}=(0.5, 0.9)).")
+    return
   _, params, peak = _schedule_factory(name)
   extra = set(_WRAPPER_ARGS) | (set(_MOMENTUM_ARGS) if name in CYCLIC_FAMILIES else set())
   extra |= {k for k, (family, _) in _FRACTION_ARGS.items() if family == name}
@@ -189,7 +269,26 @@ def _resolve(name: str, peak_lr, total_updates, kwargs):
   return factory, {peak: peak_lr, **kwargs}, warmup, momentum
 
 
-def make_schedule(name: str, peak_lr, total_updates, **kwargs) -> optax.Schedule:
+def _make_custom(schedule, peak_lr, total_updates, kwargs) -> optax.Schedule:
+  """A custom schedule as an Optax schedule, wrapped in its warmup if asked for."""
+  fn = _custom_schedule(schedule)[0]
+  check_schedule_kwargs(schedule, kwargs, complete=True)
+  kwargs = dict(kwargs)
+  if "warmup_fraction" in kwargs:
+    if "warmup_steps" in kwargs:
+      raise ConfigError("schedule_kwargs: give warmup_steps or warmup_fraction, not both.")
+    kwargs["warmup_steps"] = kwargs.pop("warmup_fraction") * total_updates
+  warmup_steps = kwargs.pop("warmup_steps", None)
+  warmup_start = kwargs.pop("warmup_start_value", 0.0)
+  peak = _f32(peak_lr)
+  length = _f32(total_updates if warmup_steps is None else total_updates - warmup_steps)
+  built = lambda count: _f32(fn(_count(count), peak, length, **kwargs))
+  if warmup_steps is None:
+    return built
+  return warmup(built, warmup_steps, start_value=warmup_start)
+
+
+def make_schedule(name, peak_lr, total_updates, **kwargs) -> optax.Schedule:
   """Builds a member's schedule from its peak LR and training length (both may be traced).
 
   The grid's ``lr`` goes into the schedule's peak argument (``value``,
@@ -198,11 +297,23 @@ def make_schedule(name: str, peak_lr, total_updates, **kwargs) -> optax.Schedule
   ``warmup_steps`` keyword wraps the schedule in ``lrjax.schedules.warmup``
   (the decay then spans the remaining updates).
 
+  ``name`` may also be a custom schedule: a function ``(step, peak_lr,
+  total_updates, **hparams) -> learning rate`` (or ``"package.module:function"``
+  naming one), called with float32 ``step`` and ``total_updates``; ``kwargs`` are
+  its ``hparams`` plus the warmup keywords. After a warmup it runs on the updates
+  since the warmup's end, with ``total_updates`` the updates left.
+
   Example:
     >>> sched = make_schedule("cosine", 0.1, 100, warmup_steps=10)
     >>> [round(float(sched(c)), 4) for c in (0, 10, 100)]
     [0.0, 0.1, 0.0]
+    >>> halving = lambda step, peak_lr, total_updates, every=10: peak_lr * 0.5 ** (step // every)
+    >>> sched = make_schedule(halving, 0.8, 100, every=20)
+    >>> [round(float(sched(c)), 4) for c in (0, 20, 45)]
+    [0.8, 0.4, 0.2]
   """
+  if _custom_schedule(name) is not None:
+    return _make_custom(name, peak_lr, total_updates, kwargs)
   factory, full, (warmup_steps, warmup_start), _ = _resolve(name, peak_lr, total_updates,
                                                              kwargs)
   schedule = factory(**full)
@@ -223,6 +334,9 @@ def make_momentum_schedule(name: str, peak_lr, total_updates, **kwargs):
     >>> [round(float(m(c)), 3) for c in (0, 29, 99)]
     [0.95, 0.85, 0.95]
   """
+  if _custom_schedule(name) is not None:
+    check_schedule_kwargs(name, kwargs)
+    return None
   _, full, _, momentum = _resolve(name, peak_lr, total_updates, kwargs)
   if not momentum.get("cycle_momentum"):
     return None
@@ -239,7 +353,8 @@ class ScheduleSpec:
   """How every member's learning rate evolves: one family, or a family per member.
 
   Attributes:
-    families: schedule names; more than one when ``schedule`` is a grid axis.
+    families: schedule names (or custom schedules: functions, "package.module:function");
+      more than one when ``schedule`` is a grid axis.
     kwargs: per family, its arguments (the peak is the member's ``lr``).
     grid_args: grid columns that are schedule arguments (one family only).
     plateau: ``plateau_step`` arguments when the ``"plateau"`` family is present:
@@ -286,7 +401,7 @@ class ScheduleSpec:
     return jnp.where(hp["schedule_index"] == self.families.index(PLATEAU), factor, 1.0)
 
 
-def schedule_spec(schedule: str, schedule_kwargs: Mapping[str, Any],
+def schedule_spec(schedule, schedule_kwargs: Mapping[str, Any],
                   grid_args: tuple[str, ...] = (),
                   families: tuple[str, ...] = ()) -> ScheduleSpec:
   """Validates schedule settings into a ``ScheduleSpec``; raises ``ConfigError``.
@@ -324,6 +439,7 @@ def schedule_spec(schedule: str, schedule_kwargs: Mapping[str, Any],
       plateau = kw
       checked.append({})
     else:
-      check_schedule_kwargs(name, {**kw, **dict.fromkeys(grid_args, 1.0)}, grid_axes=grid_args)
+      check_schedule_kwargs(name, {**kw, **dict.fromkeys(grid_args, 1.0)}, grid_axes=grid_args,
+                            complete=True)
       checked.append(kw)
   return ScheduleSpec(tuple(families), tuple(checked), tuple(grid_args), plateau)
