@@ -7,6 +7,13 @@ compilation, donated buffers, data resident on the device), so a ratio against
 them says something. Each returns an ``Outcome`` (final params, train seconds,
 compile seconds, a note); final params have a leading member axis (N, ...).
 
+The JAX baselines call the model through ``lrjax.models.train_logits`` with its
+mutable state (BatchNorm's ``batch_stats``, threaded through every step as lrjax
+does) and the compute dtype lrjax uses: with ``Work.dtype="bfloat16"`` the
+parameters and inputs are cast to bfloat16 for the forward and backward pass,
+while the weights, gradients and optimizer state stay float32 (master weights),
+the logits and loss are float32 and the state keeps its float32 dtype.
+
 Timings exclude compilation: every JAX baseline is compiled with
 ``.lower(...).compile()`` first, and the timer stops after
 ``jax.block_until_ready``.
@@ -22,11 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lrjax.models import ModelAdapter, train_logits
+
 MOMENTUM = 0.9
 
 
 class Work(NamedTuple):
-  """One (model, batch) workload shared by every case.
+  """One (model, dtype, batch) workload shared by every case.
 
   Attributes:
     apply: ``(params, x) -> logits``.
@@ -35,6 +44,10 @@ class Work(NamedTuple):
     xs: float32 (steps, B, H, W, C) batches in [0, 1], on the device.
     ys: float32 (steps, B, classes) one-hot labels, on the device.
     labels: int32 (steps, B) labels (host), for torch.
+    model: the model's adapter, for its training-mode call and state; None:
+      ``apply`` alone (a stateless model).
+    init_state: the initial mutable state of every member (``{}``: none).
+    dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (weights stay float32).
   """
 
   apply: Callable[[Any, jax.Array], jax.Array]
@@ -43,6 +56,9 @@ class Work(NamedTuple):
   xs: jax.Array
   ys: jax.Array
   labels: np.ndarray
+  model: ModelAdapter | None = None
+  init_state: Any = None
+  dtype: str = "float32"
 
 
 class Outcome(NamedTuple):
@@ -54,26 +70,75 @@ class Outcome(NamedTuple):
   note: str = ""
 
 
+def cast(tree, dtype):
+  """Floating leaves of ``tree`` in ``dtype``: the working copy of mixed precision.
+
+  Example:
+    >>> cast({"w": jnp.ones(2), "n": jnp.int32(3)}, "bfloat16")["w"].dtype
+    dtype(bfloat16)
+  """
+  dtype = jnp.dtype(dtype)
+  if dtype == jnp.float32:
+    return tree
+  return jax.tree.map(
+      lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def stateless(apply) -> ModelAdapter:
+  """``apply`` as an adapter with no state: what the baselines call for ``Work.model=None``."""
+  return ModelAdapter("apply", None, apply)
+
+
+def _model(w: Work) -> ModelAdapter:
+  return stateless(w.apply) if w.model is None else w.model
+
+
+def model_loss(model, dtype, params, state, x, y):
+  """One member's training loss (float32) and new state, computed in ``dtype``.
+
+  The dropout key is fixed: the benchmark's models draw none.
+  """
+  p, xc = cast((params, x), dtype)
+  logits, new_state = train_logits(model, p, state, xc, jax.random.key(0))
+  new_state = jax.tree.map(lambda n, o: n.astype(o.dtype), new_state, state)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), y).mean(), new_state
+
+
+def model_step(model, dtype, params, opt_state, state, x, y, opt):
+  """One SGD-momentum step of one member: the unit every baseline repeats.
+
+  Returns ``(params, opt_state, state)``; gradients are taken with respect to the
+  float32 weights.
+  """
+  grads, state = jax.grad(lambda p: model_loss(model, dtype, p, state, x, y),
+                          has_aux=True)(params)
+  updates, opt_state = opt.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, state
+
+
+def model_scan(model, dtype, params, opt_state, state, lr, xs, ys):
+  """All steps of one member as one ``lax.scan`` (``lr`` traced: compiled once);
+  returns ``(params, opt_state, state)``."""
+  opt = optax.sgd(lr, momentum=MOMENTUM)
+
+  def body(carry, batch):
+    return model_step(model, dtype, *carry, *batch, opt), None
+
+  return jax.lax.scan(body, (params, opt_state, state), (xs, ys))[0]
+
+
 def loss_fn(apply, params, x, y):
   return optax.softmax_cross_entropy(apply(params, x), y).mean()
 
 
 def train_step(apply, params, opt_state, x, y, opt):
-  """One SGD-momentum step of one member: the unit every baseline repeats."""
-  grads = jax.grad(lambda p: loss_fn(apply, p, x, y))(params)
-  updates, opt_state = opt.update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state
+  """``model_step`` of a stateless float32 model: ``(params, opt_state)``."""
+  return model_step(stateless(apply), "float32", params, opt_state, {}, x, y, opt)[:2]
 
 
 def train_scan(apply, params, opt_state, lr, xs, ys):
-  """All steps of one member as one ``lax.scan`` (``lr`` traced: compiled once)."""
-  opt = optax.sgd(lr, momentum=MOMENTUM)
-
-  def body(carry, batch):
-    return train_step(apply, *carry, *batch, opt), None
-
-  (params, opt_state), _ = jax.lax.scan(body, (params, opt_state), (xs, ys))
-  return params, opt_state
+  """``model_scan`` of a stateless float32 model: ``(params, opt_state)``."""
+  return model_scan(stateless(apply), "float32", params, opt_state, {}, lr, xs, ys)[:2]
 
 
 def _copies(tree, n):
@@ -89,18 +154,25 @@ def _stack(trees):
   return jax.tree.map(lambda *a: np.stack([np.asarray(x) for x in a]), *trees)
 
 
+def _member_states(w: Work, opt_init):
+  """Fresh ``(params, opt_state, state)`` device copies for each member."""
+  n = len(w.lrs)
+  return [(p, opt_init(p), s) for p, s in zip(_copies(w.init_params, n),
+                                              _copies(w.init_state or {}, n))]
+
+
 def sequential_scans(w: Work):
   """Case 2: the N members one after another, each one compiled ``lax.scan``."""
-  fn = jax.jit(lambda p, o, lr, xs, ys: train_scan(w.apply, p, o, lr, xs, ys),
-               donate_argnums=(0, 1))
-  opt_init = jax.jit(optax.sgd(0.1, momentum=MOMENTUM).init)
-  states = [(p, opt_init(p)) for p in _copies(w.init_params, len(w.lrs))]
+  model, dtype = _model(w), w.dtype
+  fn = jax.jit(lambda p, o, s, lr, xs, ys: model_scan(model, dtype, p, o, s, lr, xs, ys),
+               donate_argnums=(0, 1, 2))
+  states = _member_states(w, jax.jit(optax.sgd(0.1, momentum=MOMENTUM).init))
   lrs = [jax.device_put(np.float32(lr)) for lr in w.lrs]
   t0 = time.perf_counter()
   compiled = fn.lower(*states[0], lrs[0], w.xs, w.ys).compile()
   compile_s = time.perf_counter() - t0
   t0 = time.perf_counter()
-  outs = [compiled(p, o, lr, w.xs, w.ys)[0] for (p, o), lr in zip(states, lrs)]
+  outs = [compiled(p, o, s, lr, w.xs, w.ys)[0] for (p, o, s), lr in zip(states, lrs)]
   jax.block_until_ready(outs)
   train_s = time.perf_counter() - t0
   return Outcome(_stack(outs), train_s, compile_s)
@@ -112,54 +184,61 @@ def python_loop(w: Work):
   ``optax.inject_hyperparams`` puts the LR in the optimizer state, so one
   compiled step serves every member; batches are device arrays split up front.
   """
+  model, dtype = _model(w), w.dtype
   opt = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=MOMENTUM)
-  step = jax.jit(lambda p, o, x, y: train_step(w.apply, p, o, x, y, opt),
-                 donate_argnums=(0, 1))
+  step = jax.jit(lambda p, o, s, x, y: model_step(model, dtype, p, o, s, x, y, opt),
+                 donate_argnums=(0, 1, 2))
   # One device array per batch, made once, so the loop does nothing but step.
   batches = [(jax.device_put(x), jax.device_put(y))
              for x, y in zip(np.asarray(w.xs), np.asarray(w.ys))]
   opt_init = jax.jit(opt.init)
-
-  def member_state(p, lr):
-    o = opt_init(p)
+  states = _member_states(w, opt_init)
+  for (_, o, _), lr in zip(states, w.lrs):
     o.hyperparams["learning_rate"] = jax.device_put(np.float32(lr))
-    return p, o
-
-  states = [member_state(p, lr) for p, lr in zip(_copies(w.init_params, len(w.lrs)), w.lrs)]
   t0 = time.perf_counter()
   compiled = step.lower(*states[0], *batches[0]).compile()
   compile_s = time.perf_counter() - t0
   t0 = time.perf_counter()
   outs = []
-  for p, o in states:
+  for p, o, s in states:
     for x, y in batches:
-      p, o = compiled(p, o, x, y)
+      p, o, s = compiled(p, o, s, x, y)
     outs.append(p)
   jax.block_until_ready(outs)
   train_s = time.perf_counter() - t0
   return Outcome(_stack(outs), train_s, compile_s)
 
 
-def vmapped_scan_fn(apply):
-  """``jit(vmap(lax.scan))``: ``(params, opt_state, lrs, xs, ys)`` with member-stacked
-  state and LRs, the batches shared; the state buffers are donated."""
-  return jax.jit(jax.vmap(lambda p, o, lr, xs, ys: train_scan(apply, p, o, lr, xs, ys),
-                          in_axes=(0, 0, 0, None, None)), donate_argnums=(0, 1))
+def vmapped_scan_fn(apply, model: ModelAdapter | None = None, dtype: str = "float32"):
+  """``jit(vmap(lax.scan))``: ``(params, opt_state, state, lrs, xs, ys)`` with
+  member-stacked state and LRs, the batches shared; the state buffers are donated.
+
+  With only ``apply`` (a stateless float32 model) the function takes and returns no
+  model state: ``(params, opt_state, lrs, xs, ys) -> (params, opt_state)``.
+  """
+  if model is None and dtype == "float32":
+    return jax.jit(jax.vmap(lambda p, o, lr, xs, ys: train_scan(apply, p, o, lr, xs, ys),
+                            in_axes=(0, 0, 0, None, None)), donate_argnums=(0, 1))
+  model = model or stateless(apply)
+  return jax.jit(jax.vmap(lambda p, o, s, lr, xs, ys: model_scan(model, dtype, p, o, s, lr, xs,
+                                                                 ys),
+                          in_axes=(0, 0, 0, 0, None, None)), donate_argnums=(0, 1, 2))
 
 
 def vmapped_scan(w: Work):
   """Case 4: a hand-written ``jit(vmap(lax.scan))`` over the N members (input shared)."""
   n = len(w.lrs)
-  fn = vmapped_scan_fn(w.apply)
-  params = jax.tree.map(lambda a: jax.device_put(np.repeat(np.asarray(a)[None], n, 0)),
-                        w.init_params)
+  fn = vmapped_scan_fn(w.apply, _model(w), w.dtype)
+  repeat = lambda tree: jax.tree.map(
+      lambda a: jax.device_put(np.repeat(np.asarray(a)[None], n, 0)), jax.device_get(tree))
+  params, state = repeat(w.init_params), repeat(w.init_state or {})
   opt_state = jax.jit(jax.vmap(optax.sgd(0.1, momentum=MOMENTUM).init))(params)
   lrs = jax.device_put(np.asarray(w.lrs, np.float32))
   t0 = time.perf_counter()
-  compiled = fn.lower(params, opt_state, lrs, w.xs, w.ys).compile()
+  compiled = fn.lower(params, opt_state, state, lrs, w.xs, w.ys).compile()
   compile_s = time.perf_counter() - t0
   t0 = time.perf_counter()
-  out = compiled(params, opt_state, lrs, w.xs, w.ys)[0]
+  out = compiled(params, opt_state, state, lrs, w.xs, w.ys)[0]
   jax.block_until_ready(out)
   train_s = time.perf_counter() - t0
   return Outcome(jax.device_get(out), train_s, compile_s)
@@ -326,3 +405,12 @@ def machine_limits() -> dict[str, float]:
     best = min(best, time.perf_counter() - t0)
   return {"peak_flops": 2 * n**3 / t_dot, "peak_bytes_per_s": 2 * size * 4 / best,
           "matmul_n": n, "copy_bytes": size * 4}
+
+
+def matmul_peak(dtype: str) -> float:
+  """Peak matmul FLOP/s in ``dtype`` (e.g. ``"bfloat16"``), measured now, on device 0:
+  a large square ``jnp.dot`` (2n^3 FLOPs), as in ``machine_limits``."""
+  n = 8192 if jax.devices()[0].platform != "cpu" else 1024
+  a = jax.device_put(np.random.default_rng(0).standard_normal((n, n), np.float32))
+  a = jax.jit(lambda v: v.astype(dtype))(a)
+  return 2 * n**3 / _best_time(jax.jit(jnp.dot), a, a)

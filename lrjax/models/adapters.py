@@ -30,8 +30,9 @@ class ModelAdapter(NamedTuple):
   Attributes:
     name: shown in results.
     init: ``(key, x) -> params`` (a pytree of arrays).
-    apply: ``(params, x) -> logits``; ``x`` is float NHWC (uint8 images scaled
-      to [0, 1]). For a stateful model this is evaluation with its initial state.
+    apply: ``(params, x) -> logits`` in evaluation mode; ``x`` is float NHWC
+      (uint8 images scaled to [0, 1]). A model with state needs it:
+      ``eval_logits`` (from_nnx's ``apply`` uses the state it was built with).
     init_state: ``(key, x) -> state``, the mutable non-trainable variables
       (e.g. ``{"batch_stats": ...}``); None: no state.
     apply_train: ``(params, state, x, rng) -> (logits, new_state)`` in training
