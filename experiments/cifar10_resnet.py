@@ -51,7 +51,11 @@ weights and optimizer state): --config.dtype=bfloat16. There is no weight decay
 (the catalog's momentum optimizer has none; He et al. used 1e-4) and 30 epochs
 are a fifth of the paper's 164, so the best members will fall short of its 91.25%
 test accuracy; the study maps the LR x batch size x augmentation landscape, not
-the record.
+the record. For weight decay, write the optimizer as a factory in a module of the
+directory you run from, e.g. my_opts.py with
+def sgdw(learning_rate, momentum=0.9, weight_decay=1e-4): return optax.chain(
+optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=momentum)),
+and pass --config.optimizer=my_opts:sgdw (docs/MODELS.md).
 """
 
 from lrjax.experiment import default_config

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
+import sys
 from typing import Any, Callable
 
 from lrjax.errors import ConfigError
@@ -29,7 +31,8 @@ def is_import_path(value: Any) -> bool:
 def import_callable(field: str, reference: str, expects: str = "a function") -> Callable:
   """Imports the callable a ``"package.module:function"`` string names.
 
-  ``function`` may be dotted (``"pkg.mod:Class.method"``).
+  ``function`` may be dotted (``"pkg.mod:Class.method"``). Modules are found on the
+  Python path and, last, in the current directory.
 
   Args:
     field: the setting, named in errors (e.g. ``"optimizer"``).
@@ -54,6 +57,10 @@ optimizer factory.
   fix = f'name an existing function, "package.module:function", that is {expects}.'
   if not module_name or not attr:
     raise ConfigError(f"{field}: '{reference}' is not \"package.module:function\"; {fix}")
+  # The directory the command runs from is searched last, as ``python -m`` does (a
+  # console script such as ``lrjax`` does not put it on the path).
+  if os.getcwd() not in sys.path and "" not in sys.path:
+    sys.path.append(os.getcwd())
   try:
     obj = importlib.import_module(module_name)
   except ImportError as e:
