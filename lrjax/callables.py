@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import os
 import sys
 from typing import Any, Callable
@@ -77,6 +78,42 @@ optimizer factory.
     raise ConfigError(f"{field}: '{reference}' is a {type(obj).__name__}, not a function; "
                       f"{fix}")
   return obj
+
+
+def parameters(field: str, fn: Callable, reference: Any, wrap_as: str) -> list:
+  """``fn``'s parameters (``inspect.Parameter``); a ConfigError naming ``field`` when
+  they cannot be read (some builtins), suggesting a def of the form ``wrap_as``.
+
+  Example:
+    >>> [p.name for p in parameters("schedule", lambda step, lr: lr, "f", "(step, lr)")]
+    ['step', 'lr']
+  """
+  try:
+    return list(inspect.signature(fn).parameters.values())
+  except (TypeError, ValueError):
+    raise ConfigError(f"{field}: cannot read the arguments of {label(reference)}; "
+                      f"wrap it in a def {wrap_as}.") from None
+
+
+def keyword_hparams(params: list) -> tuple[dict[str, Any], tuple[str, ...], bool]:
+  """A function's hyperparameters from its keyword parameters: ``(defaults, required,
+  any_keyword)``, the last True when it takes ``**kwargs``.
+
+  Example:
+    >>> def f(lr, momentum, eps=1e-8, **rest): ...
+    >>> keyword_hparams(parameters("optimizer", f, f, "")[1:])
+    ({'eps': 1e-08}, ('momentum',), True)
+  """
+  defaults, required, any_keyword = {}, [], False
+  for p in params:
+    if p.kind == inspect.Parameter.VAR_KEYWORD:
+      any_keyword = True
+    elif p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+      if p.default is inspect.Parameter.empty:
+        required.append(p.name)
+      else:
+        defaults[p.name] = p.default
+  return defaults, tuple(required), any_keyword
 
 
 def label(value: Any) -> str:

@@ -54,26 +54,13 @@ def _signature(opt: Optimizer) -> tuple[Callable, dict[str, Any], tuple[str, ...
   if not callable(factory):
     raise ConfigError(f"optimizer: must be a name of {sorted(OPTIMIZERS)}, "
                       f"\"package.module:function\", or {_FACTORY}; got {factory!r}.")
-  try:
-    params = list(inspect.signature(factory).parameters.values())
-  except (TypeError, ValueError):
-    raise ConfigError(f"optimizer: cannot read the arguments of {callables.label(opt)}; "
-                      f"wrap it in a def (learning_rate, **hparams).") from None
+  params = callables.parameters("optimizer", factory, opt, "(learning_rate, **hparams)")
   positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                 inspect.Parameter.VAR_POSITIONAL)
   if not params or params[0].kind not in positional:
     raise ConfigError(f"optimizer: {callables.label(opt)} must take the learning rate as "
                       f"its first positional argument: {_FACTORY}.")
-  defaults, required, any_keyword = {}, [], False
-  for p in params[1:]:
-    if p.kind == inspect.Parameter.VAR_KEYWORD:
-      any_keyword = True
-    elif p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
-      if p.default is inspect.Parameter.empty:
-        required.append(p.name)
-      else:
-        defaults[p.name] = p.default
-  return factory, defaults, tuple(required), any_keyword
+  return (factory, *callables.keyword_hparams(params[1:]))
 
 
 def optimizer_hparams(opt: Optimizer) -> dict[str, Any]:

@@ -17,22 +17,8 @@ def digits():
 
 def _segment_jaxpr(digits, num_lrs, vmap_width):
   """The traced segment of a grid with ``num_lrs`` x 2 batch sizes x 2 augs x 2 seeds."""
-  table = grid.make_grid({"lr": grid.log_space(0.01, 0.1, num_lrs), "batch_size": (32, 64),
-                          "aug": (0.0, 1.0), "seed": (0, 1)})
-  settings = TrainSettings(epochs=0.25, augment_policy=augment.policy_for(
-      "digits", digits.image_shape))
-  run = build_run(models.get_model("mlp", 10, hidden=(16,)), digits, table, settings)
-  group_chunks = chunks(run.layout.num_groups, run.layout.inner_size, 0)
-  placement = _placement(run, group_chunks)
-  placement.partition = None  # one device: what a single accelerator runs
-  placement.put_members = placement.put_groups = jax.device_put
-  device_data, val, _ = place_data(run, placement)
-  init_keys, aug_keys = _root_keys(run)
-  consts = chunk_constants(run, group_chunks[0], device_data, val, aug_keys, placement)
-  program = Program(run, None, vmap_width=vmap_width)
-  sample = jnp.zeros((1,) + digits.image_shape, jnp.float32)
-  state = program.init(init_keys[group_chunks[0]], sample, consts.hparams)
-  return jax.make_jaxpr(program._segment)(state, jnp.int32(0), consts)
+  program, state, t, consts = _segment_call(digits, num_lrs, vmap_width)
+  return jax.make_jaxpr(program._segment)(state, t, consts)
 
 
 def _count(jaxpr):
@@ -54,9 +40,10 @@ def test_whole_grid_vmap_traces_same_program_when_members_grow(digits):
   assert small == large and small > 100  # nested bodies counted, not just the top level
 
 
-def _segment_call(digits, num_lrs):
-  """A compiled segment of a whole-grid-vmapped grid (``num_lrs`` x 2 batch sizes x 2
-  augs x 2 seeds) and its arguments, all on the device: ``(program, state, t, consts)``."""
+def _segment_call(digits, num_lrs, vmap_width=1 << 30):
+  """The program of a grid (``num_lrs`` x 2 batch sizes x 2 augs x 2 seeds; by default
+  whole-grid vmapped) and a segment's arguments, all on the device:
+  ``(program, state, t, consts)``."""
   table = grid.make_grid({"lr": grid.log_space(0.01, 0.1, num_lrs), "batch_size": (32, 64),
                           "aug": (0.0, 1.0), "seed": (0, 1)})
   settings = TrainSettings(epochs=0.25, augment_policy=augment.policy_for(
@@ -69,7 +56,7 @@ def _segment_call(digits, num_lrs):
   device_data, val, _ = place_data(run, placement)
   init_keys, aug_keys = _root_keys(run)
   consts = chunk_constants(run, group_chunks[0], device_data, val, aug_keys, placement)
-  program = Program(run, None, vmap_width=1 << 30)
+  program = Program(run, None, vmap_width=vmap_width)
   sample = jnp.zeros((1,) + digits.image_shape, jnp.float32)
   state = program.init(init_keys[group_chunks[0]], sample, consts.hparams)
   return program, state, jax.device_put(jnp.int32(0)), consts

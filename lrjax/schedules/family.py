@@ -150,27 +150,15 @@ def _custom_schedule(schedule):
   if not callable(fn):
     raise ConfigError(f"schedule: must be a schedule name, \"package.module:function\", or "
                       f"{_CUSTOM}; got {fn!r}.")
-  try:
-    params = list(inspect.signature(fn).parameters.values())
-  except (TypeError, ValueError):
-    raise ConfigError(f"schedule: cannot read the arguments of {callables.label(schedule)}; "
-                      f"wrap it in a def (step, peak_lr, total_updates, **hparams).") from None
+  params = callables.parameters("schedule", fn, schedule,
+                                "(step, peak_lr, total_updates, **hparams)")
   kinds = [p.kind for p in params]
   positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
   if not (inspect.Parameter.VAR_POSITIONAL in kinds[:4]
           or (len(kinds) >= 3 and all(k in positional for k in kinds[:3]))):
     raise ConfigError(f"schedule: {callables.label(schedule)} must take (step, peak_lr, "
                       f"total_updates) as its first three positional arguments: {_CUSTOM}.")
-  defaults, required, any_keyword = {}, [], False
-  for p in params[3:]:
-    if p.kind == inspect.Parameter.VAR_KEYWORD:
-      any_keyword = True
-    elif p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
-      if p.default is inspect.Parameter.empty:
-        required.append(p.name)
-      else:
-        defaults[p.name] = p.default
-  return fn, defaults, tuple(required), any_keyword
+  return (fn, *callables.keyword_hparams(params[3:]))
 
 
 def check_schedule(schedule) -> None:
