@@ -85,7 +85,9 @@ def _run(args, overrides) -> int:
   config = load_config(args.config, overrides, prog="lrjax run")
   experiment.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
                                 progress=not args.no_progress, resume=args.resume)
-  if not devices.is_first_process():  # process 0 wrote the run directory and says so
+  first = devices.is_first_process()
+  devices.leave_processes()  # every process, now: the run is written
+  if not first:  # process 0 wrote the run directory and says so
     return 0
   workdir = os.path.abspath(args.workdir)
   print(f"\nResults in {workdir}:\n"

@@ -263,6 +263,21 @@ def _initialize(**kwargs) -> None:
   jax.distributed.initialize(**kwargs)
 
 
+def leave_processes() -> None:
+  """Leaves a multi-process run (``jax.distributed.shutdown``); nothing in a single process.
+
+  Called by every process once the run is written: the shutdown barrier is then met
+  while all are alive, client before service. Left to interpreter exit, process 0
+  (which hosts the coordination service) can tear the service down before its own
+  client reaches the barrier, and the run aborts after training.
+
+  Example:
+    >>> leave_processes()
+  """
+  if jax.distributed.is_initialized():
+    jax.distributed.shutdown()
+
+
 def is_first_process() -> bool:
   """Whether this is process 0, the one that writes the run directory and shows progress.
 
