@@ -16,7 +16,6 @@ import os
 import shutil
 from typing import Any
 
-import jax
 import ml_collections
 import pandas as pd
 
@@ -166,11 +165,9 @@ def _resolve_one(cfg: dict, table) -> Run:
   return build_run(model, dataset, table, settings)
 
 
-def _start_partial(workdir: str, config_json: str, resume: bool, create: bool = True) -> str:
-  """Creates (or, resuming, checks) ``<workdir>.partial`` with the run's config.
-
-  ``create=False``: only the checks (``_write_partial`` creates it afterwards).
-  """
+def _check_partial(workdir: str, config_json: str, resume: bool) -> str:
+  """Checks ``<workdir>.partial`` against the run: present (with the same config) exactly
+  when resuming. Returns its path; ``_write_partial`` creates it for a new run."""
   partial = partial_dir(workdir)
   saved = os.path.join(partial, "config.json")
   if os.path.isdir(partial):
@@ -185,8 +182,6 @@ def _start_partial(workdir: str, config_json: str, resume: bool, create: bool = 
   elif resume:
     raise ConfigError(f"--resume: nothing to resume, {partial} does not exist. Run without "
                       f"--resume.")
-  elif create:
-    _write_partial(partial, config_json)
   return partial
 
 
@@ -238,7 +233,7 @@ def _train_and_write(config, workdir, overwrite, progress, resume, writers) -> G
   # Several processes (docs/DESIGN.md): each checks and trains; process 0 alone shows
   # progress and writes <workdir>.partial and the run directory; orbax checkpoints are
   # saved by all (each its own shards).
-  first, several = devices.is_first_process(), jax.process_count() > 1
+  first = devices.is_first_process()
   check_workdir(workdir, overwrite)
   runs = resolve_runs(config)
   config_dict = config_to_dict(config)
@@ -246,12 +241,13 @@ def _train_and_write(config, workdir, overwrite, progress, resume, writers) -> G
   config_json = json.dumps(config_dict, indent=2, sort_keys=True,
                            default=callables.json_default)
   config_dict = json.loads(config_json)
-  partial = _start_partial(workdir, config_json, resume, create=not several)
-  if several:  # every process has checked <workdir>.partial before process 0 creates it
-    devices.sync("lrjax: partial checked")
-    if first and not resume:
-      _write_partial(partial, config_json)
-    devices.sync("lrjax: partial created")
+  partial = _check_partial(workdir, config_json, resume)
+  # Every process has checked <workdir>.partial before process 0 creates it (the syncs
+  # are no-ops in a single process).
+  devices.sync("lrjax: partial checked")
+  if first and not resume:
+    _write_partial(partial, config_json)
+  devices.sync("lrjax: partial created")
   progress = progress and first
   tb_dir = os.path.join(partial, "tb")
   all_writers = [PartialTables(partial), *make_writers(
