@@ -352,3 +352,22 @@ def test_batch_growth_member_equals_plain_loop_that_grows_its_batch_at_same_poin
     assert result.members.updates[row.member] == updates
     assert_trees_allclose(member_params(result, row.member), params, rtol=1e-4, atol=1e-5)
   assert result.members.updates[1] < result.members.updates[0]
+
+
+@pytest.mark.parametrize("vmap_width", [1, 2, 64])
+def test_tick_losses_average_to_history_train_loss_when_recorded(digits, vmap_width):
+  table = grid.make_grid({"lr": (0.05, 0.2), "batch_size": (32, 64), "seed": (0, 1)})
+  settings = TrainSettings(epochs=1, eval_every=400, vmap_width=vmap_width,
+                           record_tick_loss=True)
+  result = train_grid(models.get_model("mlp", 10, **TINY_MLP), digits, table, settings,
+                      progress=False)
+  segments, ticks = result.info["num_segments"], result.info["ticks_per_segment"]
+  assert result.tick_loss.shape == (len(table), segments * ticks)
+  per_segment = result.tick_loss.reshape(len(table), segments, ticks).mean(-1)
+  history = result.history.pivot(index="member", columns="examples_seen",
+                                 values="train_loss").to_numpy()
+  np.testing.assert_allclose(per_segment, history, rtol=1e-6)
+  assert np.all(per_segment[:, -1] < result.tick_loss[:, 0])  # it learned
+  plain = train_grid(models.get_model("mlp", 10, **TINY_MLP), digits, table,
+                     TrainSettings(epochs=1, eval_every=400), progress=False)
+  assert plain.tick_loss is None

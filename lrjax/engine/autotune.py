@@ -175,7 +175,7 @@ def choose_width(run: Run, partition: devices.Partition | None,
 
   def build(w):
     program = Program(run, partition, vmap_width=w)
-    fn = jax.jit(lambda s, h, c, x: program._block_segment(s, h, block, ticks, c, x))
+    fn = jax.jit(lambda s, h, c, x: program._block_segment(s, h, block, ticks, c, x)[0])
     return fn.lower(*args).compile(compiler_options=options)
 
   # XLA compiles outside the GIL: the candidates compile side by side.

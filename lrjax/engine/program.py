@@ -304,9 +304,10 @@ class Program:
       rng = rng if group is None or single else rng[None]
       (loss, model_state), grads = self._losses_and_grads(
           s.params, s.model_state, x, y, rng, hp.get("label_smoothing"), single)
-      return self._block_tick(s, t, loss, grads, hp, block, single, model_state), None
+      recorded = loss if self.settings.record_tick_loss else None
+      return self._block_tick(s, t, loss, grads, hp, block, single, model_state), recorded
 
-    return jax.lax.scan(tick, state, (ticks, inputs))[0]
+    return jax.lax.scan(tick, state, (ticks, inputs))
 
   def map_width(self, size: int, num_groups: int) -> tuple[int, bool]:
     """How ``lax.map`` slices a block of ``num_groups x size`` members: ``(width, per_group)``.
@@ -336,7 +337,8 @@ class Program:
     groups, size = state.updates.shape
     width, per_group = self.map_width(size, groups)
     if not per_group:
-      return self._block_scan(state, hp, block, ticks, c, inputs)
+      state, losses = self._block_scan(state, hp, block, ticks, c, inputs)
+      return state, None if losses is None else jnp.moveaxis(losses, 0, -1)
     n = size // width
     single = width == 1  # no member axes at all: size-1 vmaps measured ~8% slower on CPU
     # (G, I, ...) -> (G * n, 1, width, ...), or (G * I, ...) when single:
@@ -345,11 +347,14 @@ class Program:
     split = lambda a: a.reshape(lead + a.shape[2:])
     merge = lambda a: a.reshape((groups, size) + a.shape[len(lead):])
     group_of = jnp.repeat(jnp.arange(groups, dtype=jnp.int32), n)
-    out = jax.lax.map(
+    out, losses = jax.lax.map(
         lambda sh: self._block_scan(sh[0], sh[1], block, ticks, c, inputs, group=sh[2],
                                     single=single),
         (jax.tree.map(split, state), jax.tree.map(split, hp), group_of))
-    return jax.tree.map(merge, out)
+    if losses is not None:  # (slices, T[, 1, width]) -> (G, I, T)
+      losses = losses if single else jnp.moveaxis(losses, 1, -1)
+      losses = losses.reshape((groups, size, -1))
+    return jax.tree.map(merge, out), losses
 
   # -- evaluation ----------------------------------------------------------------------
   def _evaluate(self, variables, images, labels, weights):
@@ -434,8 +439,9 @@ class Program:
     inputs = None
     if self._precompute_inputs(states, c):  # build each tick's inputs once, not per slice
       inputs = jax.lax.map(lambda t: self._inputs(t, c), ticks)
-    states = tuple(self._block_segment(state, hp, block, ticks, c, inputs)
-                   for state, hp, block in zip(states, c.hparams, self.blocks))
+    trained = [self._block_segment(state, hp, block, ticks, c, inputs)
+               for state, hp, block in zip(states, c.hparams, self.blocks)]
+    states = tuple(s for s, _ in trained)
     val = self._evaluate(tuple((s.params, s.model_state) for s in states), c.eval_images,
                          c.eval_labels, c.eval_weights)  # per-block sums
     val_loss = val["loss"]
@@ -457,6 +463,7 @@ class Program:
           **{f"val_{n}": jnp.where(bad, nan, v[i]) for n, v in val.items()},
           "noise_scale": noise.segment_noise_scale(s),
           "diverged": bad,
+          **({} if trained[i][1] is None else {"tick_loss": trained[i][1]}),
       })
     states = tuple(s._replace(loss_sum=jnp.zeros_like(s.loss_sum),
                               **({} if s.noise_g2 is None else dict(

@@ -184,6 +184,10 @@ class TrainSettings:
   augment_policy: Any = _setting(None, config=False,
                                  doc="an lrjax.augment.Policy, or None for no augmentation")
   eval_batch: int = _setting(1000, _positive_int, config=False)
+  record_tick_loss: bool = _setting(
+      False, _flag, config=False,
+      doc="also return every tick's training loss per member (GridResult.tick_loss): "
+          "the LR range test reads its loss curve from it")
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
@@ -215,6 +219,9 @@ class GridResult:
     info: timings and sizes: ticks, examples per member, compile and train seconds.
     model_state: the models' final mutable variables (e.g. BatchNorm running
       averages), leaves with a leading member axis; ``{}`` for stateless models.
+    tick_loss: with ``settings.record_tick_loss``, every tick's training loss (one
+      micro-batch) per member, float32 (N, ticks), not masked after divergence;
+      None otherwise.
   """
 
   members: pd.DataFrame
@@ -222,3 +229,4 @@ class GridResult:
   params: Any
   info: dict
   model_state: Any = None
+  tick_loss: Any = None

@@ -60,7 +60,8 @@ def segment_metrics(settings) -> tuple[str, ...]:
     >>> segment_metrics(TrainSettings(metrics={"xent": "cross_entropy"}))[-1]
     'val_xent'
   """
-  return SEGMENT_METRICS + tuple(f"val_{n}" for n in settings.metrics)
+  extra = ("tick_loss",) if settings.record_tick_loss else ()
+  return SEGMENT_METRICS + tuple(f"val_{n}" for n in settings.metrics) + extra
 
 
 def per_example(total, num_examples: int) -> np.ndarray:

@@ -25,8 +25,9 @@ def result_tables(run: Run, hist, tests, final_state) -> tuple[pd.DataFrame, pd.
   n_seg = the_plan.num_segments
   seg_ex = the_plan.ticks_per_segment * the_plan.micro_batch
   rows = []
-  # final state has "diverged"
-  metric_names = tuple(n for n in segment_metrics(run.settings) if n != "diverged")
+  # final state has "diverged"; tick losses are not history (GridResult.tick_loss)
+  metric_names = tuple(n for n in segment_metrics(run.settings)
+                       if n not in ("diverged", "tick_loss"))
   stacked = {n: np.stack([per_member(hist[s][n]) for s in range(n_seg)], 1)
              for n in metric_names}
   for s in range(n_seg):
@@ -63,3 +64,12 @@ def result_tables(run: Run, hist, tests, final_state) -> tuple[pd.DataFrame, pd.
                                     num_val=len(run.dataset.validation),
                                     loss_ratio=run.settings.failed_loss_ratio)
   return members, history
+
+
+def tick_losses(run: Run, hist) -> np.ndarray | None:
+  """Every member's training loss at every tick, (N, ticks) in member order, or None
+  when the run did not record them (``settings.record_tick_loss``)."""
+  if not run.settings.record_tick_loss:
+    return None
+  return np.concatenate([grid_lib.from_slots(np.asarray(h["tick_loss"]), run.layout)
+                         for h in hist], axis=1).astype(np.float32)

@@ -34,7 +34,7 @@ from lrjax.engine.program import Program
 from lrjax.engine.state import Constants, mean_metrics, per_example, segment_metrics
 from lrjax.engine.run import Run, build_run
 from lrjax.engine.settings import GridResult, TrainSettings
-from lrjax.engine.tables import result_tables
+from lrjax.engine.tables import result_tables, tick_losses
 from lrjax.models import ModelAdapter
 
 
@@ -408,8 +408,9 @@ def _train(run: Run, progress: bool, on_segment, checkpoint_dir: str | None,
   params = jax.tree.map(lambda a: grid_lib.from_slots(a, lay), _assemble(G, param_parts))
   model_state = jax.tree.map(lambda a: grid_lib.from_slots(a, lay),
                              _assemble(G, model_state_parts))
-  members, history = result_tables(run, _assemble(G, history_parts),
-                                   _assemble(G, test_parts), _assemble(G, final_parts))
+  hist = _assemble(G, history_parts)
+  members, history = result_tables(run, hist, _assemble(G, test_parts),
+                                   _assemble(G, final_parts))
   info = {
       "micro_batch": the_plan.micro_batch, "ticks_per_segment": the_plan.ticks_per_segment,
       "num_segments": the_plan.num_segments,
@@ -434,4 +435,4 @@ def _train(run: Run, progress: bool, on_segment, checkpoint_dir: str | None,
   }
   for w in writers:
     w.finish(members)
-  return GridResult(members, history, params, info, model_state)
+  return GridResult(members, history, params, info, model_state, tick_losses(run, hist))
