@@ -2,10 +2,11 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lrjax.analysis import stability
-from lrjax.analysis.synthetic import synthetic_members
+from lrjax.analysis.synthetic import synthetic_members, synthetic_run
 from lrjax.errors import ConfigError
 
 N_BOOT = 300
@@ -42,6 +43,26 @@ def test_max_stable_lr_failed_member_is_not_stable():
   status = np.where((t["lr"] == 0.04) & (t["seed"] == 0), "failed", "trained")
   r = stability.max_stable_lr(t.assign(status=status)).iloc[0]
   assert r["max_stable_lr"] == 0.02 and r["next_status"] == "trained 1/2, failed 1/2"
+
+
+def test_max_stable_lr_per_batch_size_below_planted_divergence():
+  run = synthetic_run(lrs=tuple(0.01 * 2.0 ** k for k in range(-2, 7)),
+                      batch_sizes=(32, 64, 128, 256), augs=(0.0,), seeds=(0, 1),
+                      diverge_above=8.0)
+  b = stability.max_stable_lr(run.members)
+  # Diverges above 8x the optimum 0.01 * B/32: first diverging LR is 16x the optimum.
+  np.testing.assert_allclose(b["next_lr"], [0.16, 0.32, 0.64, np.nan])
+  np.testing.assert_allclose(b["max_stable_lr"], [0.08, 0.16, 0.32, 0.64])
+  assert b["next_status"].tolist() == ["diverged 2/2"] * 3 + [""]
+
+
+def test_max_stable_lr_ignores_instability_below_a_stable_lr():
+  # A seed diverged at the smallest LR, yet every seed trained at the larger one: the
+  # largest LR where every seed trained is the larger one, as documented.
+  m = pd.DataFrame({"lr": [0.1, 0.1, 1.0, 1.0], "batch_size": 32, "aug": 0.0,
+                    "seed": [0, 1, 0, 1], "diverged": [False, True, False, False]})
+  row = stability.max_stable_lr(m).iloc[0]
+  assert row["max_stable_lr"] == 1.0 and np.isnan(row["next_lr"])
 
 
 # ------------------------------------------------------------------ aug effect

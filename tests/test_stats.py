@@ -6,9 +6,14 @@ import pandas as pd
 import pytest
 
 from lrjax import outcomes
-from lrjax.analysis import optima, stats
+from lrjax.analysis import stats
 from lrjax.analysis.synthetic import synthetic_members
 from lrjax.errors import ConfigError
+
+
+def test_metric_mode_min_for_losses_max_otherwise():
+  assert stats.metric_mode("final_val_loss") == "min"
+  assert stats.metric_mode("test_acc") == "max"
 
 
 def test_extra_axes_ignores_result_bookkeeping_and_constant_columns():
@@ -118,27 +123,3 @@ def test_interval_infinite_bound_when_replicates_infinite():
 def test_seed_counts_same_draws_for_same_arguments():
   np.testing.assert_array_equal(stats.seed_counts(4, 50, 7), stats.seed_counts(4, 50, 7))
   assert not np.array_equal(stats.seed_counts(4, 50, 7), stats.seed_counts(4, 50, 8))
-
-
-# ------------------------------------------------------------------ input checks
-
-
-def test_best_lr_raises_config_error_for_unknown_metric():
-  with pytest.raises(ConfigError, match="metric"):
-    optima.best_lr(synthetic_members(batch_sizes=(32,)), metric="final_val_lss")
-
-
-def test_best_lr_raises_config_error_for_duplicate_settings():
-  t = synthetic_members(batch_sizes=(32,), seeds=(0,))
-  with pytest.raises(ConfigError, match="members"):
-    optima.best_lr(pd.concat([t, t]))
-
-
-def test_best_lr_raises_config_error_for_missing_columns():
-  with pytest.raises(ConfigError, match="batch_size"):
-    optima.best_lr(pd.DataFrame({"lr": [0.1], "final_val_loss": [1.0]}))
-
-
-def test_best_lr_raises_config_error_for_negative_n_boot():
-  with pytest.raises(ConfigError, match="n_boot"):
-    optima.best_lr(synthetic_members(batch_sizes=(32,)), n_boot=-1)

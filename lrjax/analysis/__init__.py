@@ -20,35 +20,42 @@ Modules, one idea each:
 
 from lrjax.analysis import (critical_batch, cube, fit_plots, noise_scale, optima, plots,
                             report, stability, stats, summary, synthetic, tables)
-from lrjax.analysis.critical_batch import (best_steps_per_batch, default_target,
+from lrjax.analysis.critical_batch import (BestStepsFit, best_steps_fit, best_steps_per_batch,
+                                           critical_batch_from_fit, default_target,
                                            fit_critical_batch, steps_to_target)
 from lrjax.analysis.verdicts import Estimates, estimate, findings, findings_from
 from lrjax.analysis.noise_scale import (NoiseScale, exact_noise_scale, noise_scale_curve,
                                         noise_scale_estimate, noise_scale_from_running,
                                         noise_scale_summary)
-from lrjax.analysis.optima import best_lr, best_lr_replicates, scaling_band, scaling_exponent
+from lrjax.analysis.optima import (BestLrFit, ScalingFit, best_lr, best_lr_fit,
+                                   best_lr_replicates, scaling_band, scaling_exponent,
+                                   scaling_fit)
 from lrjax.analysis.report import write_report
-from lrjax.analysis.stability import aug_effect, aug_effect_pooled, max_stable_lr
+from lrjax.analysis.stability import (AugEffectFit, aug_effect, aug_effect_fit,
+                                      aug_effect_pooled, max_stable_lr)
 from lrjax.analysis.stats import (cell_columns, extra_axes, small_sample_factor,
                                   status_labels, with_status)
 from lrjax.analysis.summary import analyze, summarize
 from lrjax.analysis.synthetic import save_run, synthetic_members, synthetic_run
 from lrjax.analysis.tables import (
-    CORE_AXES, METRIC_COLUMNS, RunTables, analysis_members, dataset_sizes, grid_axes,
-    jsonable, load_run, lr_cells, metric_mode, with_default_axes)
+    METRIC_COLUMNS, RunTables, analysis_members, dataset_sizes, grid_axes, jsonable,
+    load_run, lr_cells, metric_mode, with_default_axes)
+from lrjax.grid import CORE_AXES
 from lrjax.outcomes import member_status
 
 __all__ = [
-    "CORE_AXES", "Estimates", "METRIC_COLUMNS", "NoiseScale", "RunTables",
-    "analysis_members", "analyze", "aug_effect", "aug_effect_pooled", "best_lr",
-    "best_lr_replicates", "best_steps_per_batch", "cell_columns", "critical_batch",
-    "cube", "dataset_sizes", "default_target", "estimate", "exact_noise_scale",
-    "extra_axes", "findings", "findings_from", "fit_critical_batch", "fit_plots",
-    "grid_axes", "jsonable", "load_run", "lr_cells", "max_stable_lr", "member_status",
-    "metric_mode", "noise_scale", "noise_scale_curve", "noise_scale_estimate",
+    "AugEffectFit", "BestLrFit", "BestStepsFit", "CORE_AXES", "Estimates",
+    "METRIC_COLUMNS", "NoiseScale", "RunTables", "ScalingFit", "analysis_members",
+    "analyze", "aug_effect", "aug_effect_fit", "aug_effect_pooled", "best_lr",
+    "best_lr_fit", "best_lr_replicates", "best_steps_fit", "best_steps_per_batch",
+    "cell_columns", "critical_batch", "critical_batch_from_fit", "cube",
+    "dataset_sizes", "default_target", "estimate", "exact_noise_scale", "extra_axes",
+    "findings", "findings_from", "fit_critical_batch", "fit_plots", "grid_axes",
+    "jsonable", "load_run", "lr_cells", "max_stable_lr", "member_status", "metric_mode",
+    "noise_scale", "noise_scale_curve", "noise_scale_estimate",
     "noise_scale_from_running", "noise_scale_summary", "optima", "plots", "report",
-    "save_run", "scaling_band", "scaling_exponent", "small_sample_factor", "stability",
-    "stats", "status_labels", "steps_to_target", "summarize", "summary", "synthetic",
-    "synthetic_members", "synthetic_run", "tables", "with_default_axes", "with_status",
-    "write_report",
+    "save_run", "scaling_band", "scaling_exponent", "scaling_fit",
+    "small_sample_factor", "stability", "stats", "status_labels", "steps_to_target",
+    "summarize", "summary", "synthetic", "synthetic_members", "synthetic_run", "tables",
+    "with_default_axes", "with_status", "write_report",
 ]

@@ -14,15 +14,17 @@ import pandas as pd
 
 from lrjax.analysis import cube as cube_lib
 from lrjax.analysis import stats
-from lrjax.analysis.stats import _check_n_boot, _prepare, _require, _trained_or_failed
+from lrjax.analysis.stats import (check_n_boot, not_diverged_mask, prepare_members,
+                                  require_columns)
 from lrjax.errors import ConfigError
+from lrjax.grid import CORE_AXES
 
 
 def _history_best(history: pd.DataFrame, members: pd.DataFrame, metric: str) -> pd.Series:
   """Each non-diverged member's best value of ``metric`` along its history."""
   agg = "min" if stats.metric_mode(metric) == "min" else "max"
   best = history.groupby("member")[metric].agg(agg)
-  keep = members.loc[_trained_or_failed(members), "member"]
+  keep = members.loc[not_diverged_mask(members), "member"]
   return best.reindex(keep.to_numpy())
 
 
@@ -48,9 +50,9 @@ def default_target(history: pd.DataFrame, members: pd.DataFrame,
     >>> default_target(h, m)
     1.5
   """
-  members = _prepare(members)
-  _require(members, ("member",), "members")
-  _require(history, ("member", metric), "history")
+  members = prepare_members(members)
+  require_columns(members, ("member",), "members")
+  require_columns(history, ("member", metric), "history")
   best = _history_best(history, members, metric)
   m = members.set_index("member").loc[best.index].assign(_best=best.to_numpy())
   setting = [*stats.cell_columns(members.drop(columns=["member"])), "lr"]
@@ -63,6 +65,25 @@ def default_target(history: pd.DataFrame, members: pd.DataFrame,
   if per_batch.isna().all():
     return float("nan")
   return float(per_batch.agg(worst_of))
+
+
+def _target_levels(history: pd.DataFrame, members: pd.DataFrame, target: float | None,
+                   metric: str, by: Sequence[str] | None) -> np.ndarray:
+  """Each member's target: ``target``, else `default_target` of its ``by`` group."""
+  if target is not None:
+    levels = np.full(len(members), float(target))
+  elif by:
+    require_columns(members, by, "members")
+    levels = np.full(len(members), np.nan)
+    for _, g in members.groupby(list(by), dropna=False, sort=True):
+      sub = history[history["member"].isin(g["member"])]
+      levels[g.index.to_numpy()] = default_target(sub, g, metric)
+  else:
+    levels = np.full(len(members), default_target(history, members, metric))
+  if not np.isfinite(levels).any():
+    raise ConfigError(
+        f"target: no finite target for {metric!r} (no member has history); pass target=.")
+  return levels
 
 
 def steps_to_target(history: pd.DataFrame, members: pd.DataFrame,
@@ -101,22 +122,10 @@ def steps_to_target(history: pd.DataFrame, members: pd.DataFrame,
     >>> steps_to_target(h, m)[["member", "steps", "examples", "target"]].values.tolist()
     [[0.0, 2.0, 64.0, 1.5], [1.0, 2.0, 128.0, 1.5]]
   """
-  members = _prepare(members)
-  _require(members, ("member",), "members")
-  _require(history, ("member", "examples_seen", metric), "history")
-  if target is not None:
-    levels = np.full(len(members), float(target))
-  elif by:
-    _require(members, by, "members")
-    levels = np.full(len(members), np.nan)
-    for _, g in members.groupby(list(by), dropna=False, sort=True):
-      sub = history[history["member"].isin(g["member"])]
-      levels[g.index.to_numpy()] = default_target(sub, g, metric)
-  else:
-    levels = np.full(len(members), default_target(history, members, metric))
-  if not np.isfinite(levels).any():
-    raise ConfigError(
-        f"target: no finite target for {metric!r} (no member has history); pass target=.")
+  members = prepare_members(members)
+  require_columns(members, ("member",), "members")
+  require_columns(history, ("member", "examples_seen", metric), "history")
+  levels = _target_levels(history, members, target, metric, by)
   h = history.sort_values(["member", "examples_seen"])
   level = pd.Series(levels, index=members["member"].to_numpy())
   level_h = level.reindex(h["member"].to_numpy()).to_numpy()
@@ -124,7 +133,7 @@ def steps_to_target(history: pd.DataFrame, members: pd.DataFrame,
     reached = (h[metric].to_numpy(float) <= level_h if stats.metric_mode(metric) == "min"
                else h[metric].to_numpy(float) >= level_h)
   first = h[reached].groupby("member").first()
-  axes = ["member", *stats.CORE_AXES, *stats.extra_axes(members)]
+  axes = ["member", *CORE_AXES, *stats.extra_axes(members)]
   extra = [c for c in ("diverged", "status") if c in members.columns]
   out = members[axes + extra].copy()
   hit = first.reindex(out["member"].to_numpy())
@@ -133,22 +142,48 @@ def steps_to_target(history: pd.DataFrame, members: pd.DataFrame,
     steps = hit["updates"].to_numpy(float)
   else:
     steps = examples / out["batch_size"].to_numpy(float)
-  not_diverged = _trained_or_failed(members)
+  not_diverged = not_diverged_mask(members)
   out["steps"] = np.where(not_diverged, steps, np.nan)
   out["examples"] = np.where(not_diverged, examples, np.nan)
   out["target"] = levels
   return out
 
 
-class _StepsFit(NamedTuple):
+class BestStepsFit(NamedTuple):
+  """`best_steps_per_batch` with its bootstrap replicates.
+
+  Attributes:
+    table: the `best_steps_per_batch` table, one row per cell.
+    reps: (n_boot, cells) best mean steps per replicate (columns follow ``table``'s
+      rows).
+  """
   table: pd.DataFrame
-  reps: np.ndarray   # (R, C) best mean steps per replicate
+  reps: np.ndarray
 
 
-def _best_steps_fit(steps: pd.DataFrame, n_boot: int, rng_seed: int) -> _StepsFit:
-  steps = _prepare(steps)
-  _require(steps, ("steps",), "steps")
-  _check_n_boot(n_boot)
+def best_steps_fit(steps: pd.DataFrame, n_boot: int = 1000,
+                   rng_seed: int = 0) -> BestStepsFit:
+  """`best_steps_per_batch` and its joint bootstrap replicates, computed once.
+
+  `critical_batch_from_fit` fits B_crit to the result, so the critical batch size
+  and the best steps share one computation and the same seed draws.
+
+  Args:
+    steps, n_boot, rng_seed: as for `best_steps_per_batch`.
+
+  Returns:
+    A `BestStepsFit`.
+
+  Example:
+    >>> s = pd.DataFrame({"lr": 0.1, "batch_size": [16, 32, 64], "seed": 0,
+    ...                   "steps": [300.0, 200.0, 150.0]})
+    >>> fit = best_steps_fit(s, n_boot=10)
+    >>> fit.table["best_steps"].tolist(), fit.reps.shape
+    ([300.0, 200.0, 150.0], (10, 3))
+  """
+  steps = prepare_members(steps)
+  require_columns(steps, ("steps",), "steps")
+  check_n_boot(n_boot)
   cols = stats.cell_columns(steps, exclude=stats.STEPS_COLUMNS)
   value = steps["steps"].to_numpy(float)
   cube = cube_lib.make_cube(steps, cols, value, np.isfinite(value))
@@ -168,7 +203,7 @@ def _best_steps_fit(steps: pd.DataFrame, n_boot: int, rng_seed: int) -> _StepsFi
       has_interval=has_interval)
   if "target" in steps.columns:
     table["target"] = steps.groupby(cols, dropna=False, sort=True)["target"].first().to_numpy()
-  return _StepsFit(table, reps.value)
+  return BestStepsFit(table, reps.value)
 
 
 def best_steps_per_batch(steps: pd.DataFrame, n_boot: int = 1000,
@@ -197,7 +232,7 @@ def best_steps_per_batch(steps: pd.DataFrame, n_boot: int = 1000,
     >>> best_steps_per_batch(s, n_boot=0)[["best_steps", "best_lr"]].values.tolist()
     [[110.0, 0.1]]
   """
-  return _best_steps_fit(steps, n_boot, rng_seed).table
+  return best_steps_fit(steps, n_boot, rng_seed).table
 
 
 def _wls_line(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -222,55 +257,79 @@ def _b_crit(intercept: np.ndarray, slope: np.ndarray) -> np.ndarray:
   return np.where(np.isfinite(intercept) & np.isfinite(slope), b, np.nan)
 
 
-def _critical_batch_rows(fit: _StepsFit) -> pd.DataFrame:
+def _b_crit_interval(x: np.ndarray, reps: np.ndarray, w: np.ndarray,
+                     n_seeds: int) -> tuple[float, float]:
+  """95% interval of B_crit from the replicate fits of steps ``reps`` (R, n) on ``x``."""
+  b_crit = _b_crit(*_wls_line(x, reps, w))
+  # B_crit is in [0, ∞]: widen on the log scale (0 -> -inf, ∞ -> inf), so the
+  # interval stays within [0, ∞].
+  with np.errstate(divide="ignore", invalid="ignore"):
+    lo, hi = (float(np.exp(v[0])) for v in stats.interval(np.log(b_crit)[:, None], n_seeds))
+  return lo, hi
+
+
+def _critical_batch_row(g: pd.DataFrame, label: dict, reps: np.ndarray) -> dict:
+  """The B_crit fit of one group's cells ``g`` (sorted by batch size) as a row."""
+  reached = np.isfinite(g["best_steps"].to_numpy())
+  n = int(reached.sum())
+  row = {**label, "b_crit": np.nan, "b_crit_lo": np.nan, "b_crit_hi": np.nan,
+         "s_min": np.nan, "e_min": np.nan, "n_batch_sizes": n,
+         "n_seeds": int(g["n_seeds"].min())}
+  if "target" in g.columns:
+    row["target"] = float(g["target"].iloc[0])
+  b = g["batch_size"].to_numpy(float)[reached]
+  if n < 3:
+    return {**row, "reason": f"not settled: only {n} of {len(g)} batch sizes reach "
+                             "the target at some LR on every seed (need ≥ 3)"}
+  s = g["best_steps"].to_numpy()[reached]
+  x, w = 1.0 / b, 1.0 / s**2
+  a, slope = (v[0] for v in _wls_line(x, s[None], w))
+  if not a > 0:
+    return {**row, "reason": "not settled: fitted S_min ≤ 0 — steps still fall ∝ 1/B up "
+                             "to the largest batch size, so B_crit lies above the range "
+                             "tried"}
+  if not slope > 0:
+    return {**row, "reason": "not settled: steps do not fall as the batch grows, so "
+                             "B_crit lies below the range tried"}
+  bc = slope / a
+  row.update(b_crit=bc, s_min=a, e_min=slope)
+  notes = [f"fit over {n} batch sizes ({int(b.min())}–{int(b.max())})"]
+  if g["has_interval"].to_numpy()[reached].all():
+    lo, hi = _b_crit_interval(x, reps[:, g.index.to_numpy()[reached]], w,
+                              g["n_seeds"].to_numpy()[reached].min())
+    row.update(b_crit_lo=lo, b_crit_hi=hi)
+    if hi == np.inf:
+      notes.append("upper bound unbounded: in some resamples steps keep falling ∝ 1/B")
+  else:
+    notes.append("one seed: no interval")
+  if not b.min() <= bc <= b.max():
+    notes.append("B_crit is outside the batch sizes tried (an extrapolation)")
+  return {**row, "reason": "; ".join(notes)}
+
+
+def critical_batch_from_fit(fit: BestStepsFit) -> pd.DataFrame:
+  """`fit_critical_batch` of a `best_steps_fit`: B_crit per group from its replicates.
+
+  Args:
+    fit: a `best_steps_fit` of the ``steps_to_target`` table.
+
+  Returns:
+    The `fit_critical_batch` table.
+
+  Example:
+    >>> b = np.array([16, 32, 64, 128, 256])
+    >>> s = pd.DataFrame({"lr": 0.1, "batch_size": b, "seed": 0,
+    ...                   "steps": 1000 * (1 + 100 / b)})
+    >>> critical_batch_from_fit(best_steps_fit(s, n_boot=0))["b_crit"].round(6).tolist()
+    [100.0]
+  """
   t = fit.table
   group_cols = [c for c in t.columns[:list(t.columns).index("best_steps")] if c != "batch_size"]
   rows = []
   for key, g in t.groupby(group_cols, dropna=False, sort=True):
     key = key if isinstance(key, tuple) else (key,)
-    g = g.sort_values("batch_size")
-    reached = np.isfinite(g["best_steps"].to_numpy())
-    n = int(reached.sum())
-    row = {**dict(zip(group_cols, key)), "b_crit": np.nan, "b_crit_lo": np.nan,
-           "b_crit_hi": np.nan, "s_min": np.nan, "e_min": np.nan, "n_batch_sizes": n,
-           "n_seeds": int(g["n_seeds"].min())}
-    if "target" in g.columns:
-      row["target"] = float(g["target"].iloc[0])
-    b = g["batch_size"].to_numpy(float)[reached]
-    if n < 3:
-      rows.append({**row, "reason": f"not settled: only {n} of {len(g)} batch sizes reach "
-                                    "the target at some LR on every seed (need ≥ 3)"})
-      continue
-    s = g["best_steps"].to_numpy()[reached]
-    x, w = 1.0 / b, 1.0 / s**2
-    a, slope = (v[0] for v in _wls_line(x, s[None], w))
-    if not a > 0:
-      rows.append({**row, "reason": "not settled: fitted S_min ≤ 0 — steps still fall "
-                                    "∝ 1/B up to the largest batch size, so B_crit lies "
-                                    "above the range tried"})
-      continue
-    if not slope > 0:
-      rows.append({**row, "reason": "not settled: steps do not fall as the batch grows, "
-                                    "so B_crit lies below the range tried"})
-      continue
-    bc = slope / a
-    row.update(b_crit=bc, s_min=a, e_min=slope)
-    notes = [f"fit over {n} batch sizes ({int(b.min())}–{int(b.max())})"]
-    if g["has_interval"].to_numpy()[reached].all():
-      reps = _b_crit(*_wls_line(x, fit.reps[:, g.index.to_numpy()[reached]], w))
-      # B_crit is in [0, ∞]: widen on the log scale (0 -> -inf, ∞ -> inf), so the
-      # interval stays within [0, ∞].
-      with np.errstate(divide="ignore", invalid="ignore"):
-        lo, hi = (float(np.exp(v[0])) for v in stats.interval(
-            np.log(reps)[:, None], g["n_seeds"].to_numpy()[reached].min()))
-      row.update(b_crit_lo=lo, b_crit_hi=hi)
-      if hi == np.inf:
-        notes.append("upper bound unbounded: in some resamples steps keep falling ∝ 1/B")
-    else:
-      notes.append("one seed: no interval")
-    if not b.min() <= bc <= b.max():
-      notes.append("B_crit is outside the batch sizes tried (an extrapolation)")
-    rows.append({**row, "reason": "; ".join(notes)})
+    rows.append(_critical_batch_row(g.sort_values("batch_size"), dict(zip(group_cols, key)),
+                                    fit.reps))
   return pd.DataFrame(rows)
 
 
@@ -310,4 +369,4 @@ def fit_critical_batch(steps: pd.DataFrame, n_boot: int = 1000,
     >>> r[["b_crit", "s_min", "n_batch_sizes"]].round(6).values.tolist()
     [[100.0, 1000.0, 5.0]]
   """
-  return _critical_batch_rows(_best_steps_fit(steps, n_boot, rng_seed))
+  return critical_batch_from_fit(best_steps_fit(steps, n_boot, rng_seed))

@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from lrjax.analysis.plots import _plain_log_labels, _save
+from lrjax.analysis.plots import plain_log_labels, save_figure
 
 
 def _palette(n: int):
@@ -107,60 +107,82 @@ def best_lr_vs_batch(best: pd.DataFrame, scaling: pd.DataFrame, band: pd.DataFra
     ax.set_yscale("log")
     ys = [ok["best_lr"].to_numpy(float)]
     for k, aug in enumerate(augs):
-      color = color_of(k)
       g = ok[ok["aug"] == aug].sort_values("batch_size")
       if g.empty:
         continue
-      y = g["best_lr"].to_numpy(float)
       # Nudge each aug sideways a little so coinciding points stay visible.
-      x = g["batch_size"].to_numpy(float) * 2.0 ** (0.05 * (k - (len(augs) - 1) / 2))
-      lo, hi = g["best_lr_lo"].to_numpy(float), g["best_lr_hi"].to_numpy(float)
-      has = np.isfinite(lo) & np.isfinite(hi)
-      if has.any():
-        _interval_bars(ax, x[has], lo[has], hi[has], color)
-        ys += [lo[has], hi[has]]
-      label = f"aug {aug:g}"
-      fit = _match(scaling, g.iloc[0], _group_columns(scaling, "alpha"))
-      if len(fit) and np.isfinite(fit["alpha"].iloc[0]):
-        f = fit.iloc[0]
-        ci = (f" [{f['alpha_lo']:.2f}, {f['alpha_hi']:.2f}]" if np.isfinite(f["alpha_lo"])
-              else " (no interval)")
-        label += f": α = {f['alpha']:.2f}{ci}, {f['verdict']}"
-        line = _match(band, f, _group_columns(scaling, "alpha"))
-        line = line.sort_values("batch_size")
-        ax.plot(line["batch_size"], line["lr"], color=color, lw=1.5)
-        if np.isfinite(line["lr_lo"].to_numpy(float)).any():
-          ax.fill_between(line["batch_size"], line["lr_lo"], line["lr_hi"], color=color,
-                          alpha=0.15, linewidth=0)
-      else:
-        label += ": no fit (need ≥ 2 interior optima)"
-      edge = g["edge"].to_numpy(bool)
-      ax.plot(x[~edge], y[~edge], "o", color=color, ms=7, label=label)
-      ax.plot(x[edge], y[edge], "o", mfc="white", mec=color, mew=1.8, ms=7,
-              label=None if (~edge).any() else label)
-    if len(bss) > 1:
-      b0 = ok[ok["batch_size"] == ok["batch_size"].min()]
-      y0 = float(np.exp(np.mean(np.log(b0["best_lr"].to_numpy(float)))))
-      x0 = float(b0["batch_size"].iloc[0])
-      xs = np.geomspace(bss[0], bss[-1], 50)
-      ax.plot(xs, y0 * xs / x0, ls="--", color="0.45", lw=1, label="linear rule (slope 1)")
-      ax.plot(xs, y0 * np.sqrt(xs / x0), ls=":", color="0.45", lw=1.3,
-              label="sqrt rule (slope 1/2)")
-    else:
-      ax.text(0.5, 0.04, "one batch size: no scaling fit", ha="center",
-              transform=ax.transAxes, fontsize=8, color="0.4")
+      nudge = 2.0 ** (0.05 * (k - (len(augs) - 1) / 2))
+      ys += _plot_best_lrs(ax, g, nudge, color_of(k), scaling, band)
+    _reference_rules(ax, ok, bss)
     if ok["edge"].astype(bool).any():
       ax.plot([], [], "o", mfc="white", mec="0.3", label="at grid edge (a bound; not fitted)")
-    ax.set_xlim(bss[0] / 1.5, bss[-1] * 1.5)
-    ax.set_xticks(bss, [str(int(b)) for b in bss])
-    ax.xaxis.set_minor_locator(ticker.NullLocator())
-    v = np.concatenate(ys)
-    v = v[np.isfinite(v) & (v > 0)]
-    ax.set_ylim(v.min() / 1.8, v.max() * 1.8)  # explicit, so a single point gets a range
-    _plain_log_labels(ax.yaxis)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="best")
-  return _save(fig, path)
+    _finish_best_lr_axes(ax, bss, np.concatenate(ys))
+  return save_figure(fig, path)
+
+
+def _finish_best_lr_axes(ax, bss: np.ndarray, ys: np.ndarray) -> None:
+  """Ticks at the batch sizes, a y range holding every value in ``ys``, the legend."""
+  ax.set_xlim(bss[0] / 1.5, bss[-1] * 1.5)
+  ax.set_xticks(bss, [str(int(b)) for b in bss])
+  ax.xaxis.set_minor_locator(ticker.NullLocator())
+  v = ys[np.isfinite(ys) & (ys > 0)]
+  ax.set_ylim(v.min() / 1.8, v.max() * 1.8)  # explicit, so a single point gets a range
+  plain_log_labels(ax.yaxis)
+  ax.grid(alpha=0.3, which="both")
+  ax.legend(fontsize=7, loc="best")
+
+
+def _plot_best_lrs(ax, g: pd.DataFrame, nudge: float, color, scaling: pd.DataFrame,
+                   band: pd.DataFrame) -> list[np.ndarray]:
+  """One aug level's best LRs with interval bars and its fitted line; returns the bounds
+  drawn (for the y range)."""
+  y = g["best_lr"].to_numpy(float)
+  x = g["batch_size"].to_numpy(float) * nudge
+  lo, hi = g["best_lr_lo"].to_numpy(float), g["best_lr_hi"].to_numpy(float)
+  has = np.isfinite(lo) & np.isfinite(hi)
+  drawn = []
+  if has.any():
+    _interval_bars(ax, x[has], lo[has], hi[has], color)
+    drawn = [lo[has], hi[has]]
+  label = f"aug {g['aug'].iloc[0]:g}" + _scaling_line(ax, g.iloc[0], scaling, band, color)
+  edge = g["edge"].to_numpy(bool)
+  ax.plot(x[~edge], y[~edge], "o", color=color, ms=7, label=label)
+  ax.plot(x[edge], y[edge], "o", mfc="white", mec=color, mew=1.8, ms=7,
+          label=None if (~edge).any() else label)
+  return drawn
+
+
+def _scaling_line(ax, row: pd.Series, scaling: pd.DataFrame, band: pd.DataFrame,
+                  color) -> str:
+  """Draws the fitted line and band of ``row``'s group; returns its legend text."""
+  fit = _match(scaling, row, _group_columns(scaling, "alpha"))
+  if not (len(fit) and np.isfinite(fit["alpha"].iloc[0])):
+    return ": no fit (need ≥ 2 interior optima)"
+  f = fit.iloc[0]
+  ci = (f" [{f['alpha_lo']:.2f}, {f['alpha_hi']:.2f}]" if np.isfinite(f["alpha_lo"])
+        else " (no interval)")
+  line = _match(band, f, _group_columns(scaling, "alpha"))
+  line = line.sort_values("batch_size")
+  ax.plot(line["batch_size"], line["lr"], color=color, lw=1.5)
+  if np.isfinite(line["lr_lo"].to_numpy(float)).any():
+    ax.fill_between(line["batch_size"], line["lr_lo"], line["lr_hi"], color=color,
+                    alpha=0.15, linewidth=0)
+  return f": α = {f['alpha']:.2f}{ci}, {f['verdict']}"
+
+
+def _reference_rules(ax, ok: pd.DataFrame, bss: np.ndarray) -> None:
+  """The linear and sqrt rules through the smallest batch size's (geometric mean) best LR."""
+  if len(bss) > 1:
+    b0 = ok[ok["batch_size"] == ok["batch_size"].min()]
+    y0 = float(np.exp(np.mean(np.log(b0["best_lr"].to_numpy(float)))))
+    x0 = float(b0["batch_size"].iloc[0])
+    xs = np.geomspace(bss[0], bss[-1], 50)
+    ax.plot(xs, y0 * xs / x0, ls="--", color="0.45", lw=1, label="linear rule (slope 1)")
+    ax.plot(xs, y0 * np.sqrt(xs / x0), ls=":", color="0.45", lw=1.3,
+            label="sqrt rule (slope 1/2)")
+  else:
+    ax.text(0.5, 0.04, "one batch size: no scaling fit", ha="center",
+            transform=ax.transAxes, fontsize=8, color="0.4")
 
 
 def steps_to_target(best_steps: pd.DataFrame, critical: pd.DataFrame,
@@ -214,35 +236,42 @@ def steps_to_target(best_steps: pd.DataFrame, critical: pd.DataFrame,
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     for k, aug in enumerate(augs):
-      color = color_of(k)
       g = ok[ok["aug"] == aug].sort_values("batch_size")
-      if g.empty:
-        continue
-      x, y = g["batch_size"].to_numpy(float), g["best_steps"].to_numpy(float)
-      lo, hi = g["best_steps_lo"].to_numpy(float), g["best_steps_hi"].to_numpy(float)
-      has = np.isfinite(lo) & np.isfinite(hi)
-      if has.any():
-        _interval_bars(ax, x[has], lo[has], hi[has], color)
-      label = f"aug {aug:g}"
-      if target is None and "target" in g.columns:
-        label += f" (≤ {g['target'].iloc[0]:.3g})"
-      fit = _match(critical, g.iloc[0], _group_columns(critical, "b_crit"))
-      if len(fit) and np.isfinite(fit["b_crit"].iloc[0]):
-        f = fit.iloc[0]
-        ci = (f" [{f['b_crit_lo']:.3g}, {f['b_crit_hi']:.3g}]"
-              if np.isfinite(f["b_crit_lo"]) or f["b_crit_lo"] == np.inf else "")
-        label += f": B_crit ≈ {f['b_crit']:.3g}{ci}"
-        xs = np.geomspace(bss[0], bss[-1], 60)
-        ax.plot(xs, f["s_min"] * (1 + f["b_crit"] / xs), color=color, lw=1.4)
-      else:
-        label += ": B_crit not settled"
-      ax.plot(x, y, "o", color=color, ms=6, label=label)
+      if not g.empty:
+        _plot_best_steps(ax, g, color_of(k), critical, target is None, bss)
     ax.set_xticks(bss, [str(int(b)) for b in bss])
     ax.xaxis.set_minor_locator(ticker.NullLocator())
-    _plain_log_labels(ax.yaxis)
+    plain_log_labels(ax.yaxis)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best", title="S = S_min (1 + B_crit / B)", title_fontsize=7)
-  return _save(fig, path)
+  return save_figure(fig, path)
+
+
+def _plot_best_steps(ax, g: pd.DataFrame, color, critical: pd.DataFrame,
+                     own_target: bool, bss: np.ndarray) -> None:
+  """One aug level's best steps with interval bars and its fitted B_crit curve.
+
+  ``own_target``: the group has its own target, named in the legend.
+  """
+  x, y = g["batch_size"].to_numpy(float), g["best_steps"].to_numpy(float)
+  lo, hi = g["best_steps_lo"].to_numpy(float), g["best_steps_hi"].to_numpy(float)
+  has = np.isfinite(lo) & np.isfinite(hi)
+  if has.any():
+    _interval_bars(ax, x[has], lo[has], hi[has], color)
+  label = f"aug {g['aug'].iloc[0]:g}"
+  if own_target and "target" in g.columns:
+    label += f" (≤ {g['target'].iloc[0]:.3g})"
+  fit = _match(critical, g.iloc[0], _group_columns(critical, "b_crit"))
+  if len(fit) and np.isfinite(fit["b_crit"].iloc[0]):
+    f = fit.iloc[0]
+    ci = (f" [{f['b_crit_lo']:.3g}, {f['b_crit_hi']:.3g}]"
+          if np.isfinite(f["b_crit_lo"]) or f["b_crit_lo"] == np.inf else "")
+    label += f": B_crit ≈ {f['b_crit']:.3g}{ci}"
+    xs = np.geomspace(bss[0], bss[-1], 60)
+    ax.plot(xs, f["s_min"] * (1 + f["b_crit"] / xs), color=color, lw=1.4)
+  else:
+    label += ": B_crit not settled"
+  ax.plot(x, y, "o", color=color, ms=6, label=label)
 
 
 def noise_scale(curve: pd.DataFrame, path: str = "noise_scale.png") -> str:
@@ -271,7 +300,7 @@ def noise_scale(curve: pd.DataFrame, path: str = "noise_scale.png") -> str:
   ok = curve[np.isfinite(curve["median"].to_numpy(float))]
   if ok.empty:
     _empty(ax, "no finite noise scale")
-    return _save(fig, path)
+    return save_figure(fig, path)
   positive = (ok["q25"] > 0).all()
   if positive:
     ax.set_yscale("log")
@@ -285,10 +314,10 @@ def noise_scale(curve: pd.DataFrame, path: str = "noise_scale.png") -> str:
             marker="o" if len(g) <= 15 else None, ms=3, label=f"aug {aug:g}")
   ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))
   if positive:
-    _plain_log_labels(ax.yaxis)
+    plain_log_labels(ax.yaxis)
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=8)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 __all__ = ["best_lr_vs_batch", "noise_scale", "steps_to_target"]

@@ -13,8 +13,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from lrjax.analysis import stats
-from lrjax.analysis.stats import _require, _trained
+from lrjax.analysis.stats import prepare_members, require_columns, trained_mask
 from lrjax.errors import ConfigError
 
 
@@ -102,10 +101,10 @@ def exact_noise_scale(per_example_grads) -> float:
 
 
 def _values(history: pd.DataFrame, members: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-  _require(history, ("member", "examples_seen", "noise_scale"), "history")
-  members = stats._prepare(members)
-  _require(members, ("member", *by), "members")
-  ok = members.loc[_trained(members), ["member", *by]]
+  require_columns(history, ("member", "examples_seen", "noise_scale"), "history")
+  members = prepare_members(members)
+  require_columns(members, ("member", *by), "members")
+  ok = members.loc[trained_mask(members), ["member", *by]]
   h = history[["member", "examples_seen", "noise_scale"]].merge(ok, on="member")
   return h[np.isfinite(h["noise_scale"].to_numpy(float))]
 

@@ -13,24 +13,56 @@ import pandas as pd
 
 from lrjax.analysis import cube as cube_lib
 from lrjax.analysis import stats
-from lrjax.analysis.stats import _check_metric, _check_n_boot, _prepare, _require, _trained
+from lrjax.analysis.stats import (check_metric, check_n_boot, prepare_members,
+                                  require_columns, trained_mask)
 from lrjax.errors import ConfigError
 
 
-class _LrFit(NamedTuple):
+class BestLrFit(NamedTuple):
+  """`best_lr` with its bootstrap replicates, for estimates built on the same draws.
+
+  Attributes:
+    table: the `best_lr` table, one row per cell.
+    log_reps: (n_boot, cells) refined log best LR per replicate (columns follow
+      ``table``'s rows).
+    metric_reps: (n_boot, cells) mean metric at each replicate's grid best.
+    n_boot: the number of replicates.
+  """
   table: pd.DataFrame
-  log_reps: np.ndarray      # (R, C) refined log best LR per replicate
-  metric_reps: np.ndarray   # (R, C) mean metric at the replicate's grid best
+  log_reps: np.ndarray
+  metric_reps: np.ndarray
   n_boot: int
 
 
-def _best_lr_fit(members: pd.DataFrame, metric: str, n_boot: int, rng_seed: int) -> _LrFit:
-  members = _prepare(members)
-  _check_metric(members, metric)
-  _check_n_boot(n_boot)
+def best_lr_fit(members: pd.DataFrame, metric: str = "final_val_loss", n_boot: int = 1000,
+                rng_seed: int = 0) -> BestLrFit:
+  """`best_lr` and its joint bootstrap replicates, computed once.
+
+  `scaling_fit` and `lrjax.analysis.stability.aug_effect_fit` accept the result, so
+  estimates of several cells (a slope, a ratio between aug levels) share one best-LR
+  computation and the same seed draws.
+
+  Args:
+    members, metric, n_boot, rng_seed: as for `best_lr`.
+
+  Returns:
+    A `BestLrFit`.
+
+  Raises:
+    ConfigError: a column is missing, the metric is unknown, or a setting repeats.
+
+  Example:
+    >>> from lrjax.analysis.synthetic import synthetic_members
+    >>> fit = best_lr_fit(synthetic_members(batch_sizes=(64, 256)), n_boot=20)
+    >>> len(fit.table), fit.log_reps.shape, fit.metric_reps.shape
+    (2, (20, 2), (20, 2))
+  """
+  members = prepare_members(members)
+  check_metric(members, metric)
+  check_n_boot(n_boot)
   sign = 1.0 if stats.metric_mode(metric) == "min" else -1.0
   cube = cube_lib.make_cube(members, stats.cell_columns(members),
-                            sign * members[metric].to_numpy(float), _trained(members))
+                            sign * members[metric].to_numpy(float), trained_mask(members))
   point_means, point_usable = cube_lib.replicate_means(cube, cube_lib.data_counts(cube))
   point = cube_lib.best_over_lr(point_means, point_usable, cube.log_lrs)
   reps = cube_lib.best_per_replicate(cube, stats.seed_counts(cube.n_seeds, n_boot, rng_seed))
@@ -50,7 +82,7 @@ def _best_lr_fit(members: pd.DataFrame, metric: str, n_boot: int, rng_seed: int)
       n_usable_lrs=point_usable[0].sum(-1),
       has_interval=has_interval,
   )
-  return _LrFit(table, reps.log_lr, sign * reps.value, n_boot)
+  return BestLrFit(table, reps.log_lr, sign * reps.value, n_boot)
 
 
 def best_lr(members: pd.DataFrame, metric: str = "final_val_loss", n_boot: int = 1000,
@@ -90,7 +122,7 @@ def best_lr(members: pd.DataFrame, metric: str = "final_val_loss", n_boot: int =
     >>> r["edge"].tolist(), r["has_interval"].tolist()
     ([False, False], [True, True])
   """
-  return _best_lr_fit(members, metric, n_boot, rng_seed).table
+  return best_lr_fit(members, metric, n_boot, rng_seed).table
 
 
 def best_lr_replicates(members: pd.DataFrame, metric: str = "final_val_loss",
@@ -108,7 +140,7 @@ def best_lr_replicates(members: pd.DataFrame, metric: str = "final_val_loss",
     >>> best_lr_replicates(t, n_boot=20).shape
     (20, 2)
   """
-  return np.exp(_best_lr_fit(members, metric, n_boot, rng_seed).log_reps)
+  return np.exp(best_lr_fit(members, metric, n_boot, rng_seed).log_reps)
 
 
 # ----------------------------------------------------------------- scaling exponent
@@ -156,18 +188,79 @@ def _by_columns(table: pd.DataFrame, by, default: list[str]) -> list[str]:
   if by is None:
     return default
   by = [by] if isinstance(by, str) else list(by)
-  _require(table, by, "by")
+  require_columns(table, by, "by")
   return by
 
 
-class _ScalingFit(NamedTuple):
+def _group_line(group: pd.DataFrame, log_reps: np.ndarray,
+                n_points: int) -> tuple[dict, dict | None]:
+  """The exponent of one group's cells (sorted by batch size), and its line and band.
+
+  Returns the exponent's columns, and the band's columns (None below 2 interior
+  optima).
+  """
+  interior = (~group["edge"].to_numpy(bool)) & np.isfinite(group["best_lr"].to_numpy())
+  cols = group.index.to_numpy()[interior]
+  x = np.log(group["batch_size"].to_numpy(float)[interior])
+  n = int(interior.sum())
+  y = np.log(group["best_lr"].to_numpy()[interior])
+  a, alpha = (v[0] for v in _lines(x, y[None])) if n >= 2 else (np.nan, np.nan)
+  has_interval = bool(group["has_interval"].all()) and n >= 3
+  lo, hi = np.nan, np.nan
+  n_seeds = int(group["n_seeds"].min())
+  if has_interval:
+    rep_a, rep_alpha = _lines(x, log_reps[:, cols])
+    lo, hi = (v[0] for v in stats.interval(rep_alpha[:, None], n_seeds))
+  verdict, reason = _scaling_verdict(lo, hi, n, len(group), has_interval)
+  row = {"alpha": alpha, "alpha_lo": lo, "alpha_hi": hi, "intercept": a,
+         "n_batch_sizes": n, "n_seeds": n_seeds, "verdict": verdict, "reason": reason}
+  if n < 2:
+    return row, None
+  xs = np.linspace(x.min(), x.max(), n_points)
+  band_lo = band_hi = np.full(n_points, np.nan)
+  if has_interval:
+    curves = rep_a[:, None] + rep_alpha[:, None] * xs[None]    # (R, n_points)
+    band_lo, band_hi = stats.interval(curves, n_seeds)
+  return row, {"batch_size": np.exp(xs), "lr": np.exp(a + alpha * xs),
+               "lr_lo": np.exp(band_lo), "lr_hi": np.exp(band_hi)}
+
+
+class ScalingFit(NamedTuple):
+  """`scaling_exponent` and `scaling_band`, from one fit.
+
+  Attributes:
+    table: the `scaling_exponent` table.
+    band: the `scaling_band` table.
+  """
   table: pd.DataFrame
   band: pd.DataFrame
 
 
-def _scaling_fit(members: pd.DataFrame, by, metric: str, n_boot: int, rng_seed: int,
-                 n_points: int = 40, fit: _LrFit | None = None) -> _ScalingFit:
-  fit = fit if fit is not None else _best_lr_fit(members, metric, n_boot, rng_seed)
+def scaling_fit(members: pd.DataFrame, by: str | Sequence[str] | None = None,
+                metric: str = "final_val_loss", n_boot: int = 1000, rng_seed: int = 0,
+                n_points: int = 40, fit: BestLrFit | None = None) -> ScalingFit:
+  """The scaling exponent and its band together, optionally from a `best_lr_fit`.
+
+  Args:
+    members, by, metric, n_boot, rng_seed: as for `scaling_exponent`.
+    n_points: points per line of the band (`scaling_band`).
+    fit: a `best_lr_fit` of the same members, metric, n_boot and rng_seed to reuse
+      (then ``members``, ``metric``, ``n_boot`` and ``rng_seed`` are not read again).
+
+  Returns:
+    A `ScalingFit`.
+
+  Raises:
+    ConfigError: bad columns, or ``by`` leaves several cells per batch size.
+
+  Example:
+    >>> from lrjax.analysis.synthetic import synthetic_members
+    >>> t = synthetic_members(batch_sizes=(32, 64, 128), exponent=1.0)
+    >>> s = scaling_fit(t, fit=best_lr_fit(t, n_boot=100), n_points=3)
+    >>> s.table["verdict"].tolist(), len(s.band)
+    (['linear'], 3)
+  """
+  fit = fit if fit is not None else best_lr_fit(members, metric, n_boot, rng_seed)
   table = fit.table
   extra = [c for c in table.columns[:list(table.columns).index("best_lr")]
            if c not in ("batch_size", "aug")]
@@ -179,36 +272,14 @@ def _scaling_fit(members: pd.DataFrame, by, metric: str, n_boot: int, rng_seed: 
       raise ConfigError(
           f"by: {by} leaves several cells per batch size (axes {extra}); include every "
           "extra grid axis in `by`.")
-    group = group.sort_values("batch_size")
-    interior = (~group["edge"].to_numpy(bool)) & np.isfinite(group["best_lr"].to_numpy())
-    cols = group.index.to_numpy()[interior]
-    x = np.log(group["batch_size"].to_numpy(float)[interior])
-    n = int(interior.sum())
-    y = np.log(group["best_lr"].to_numpy()[interior])
-    a, alpha = (v[0] for v in _lines(x, y[None])) if n >= 2 else (np.nan, np.nan)
-    has_interval = bool(group["has_interval"].all()) and n >= 3
-    lo, hi = np.nan, np.nan
-    n_seeds = int(group["n_seeds"].min())
-    if has_interval:
-      rep_a, rep_alpha = _lines(x, fit.log_reps[:, cols])
-      lo, hi = (v[0] for v in stats.interval(rep_alpha[:, None], n_seeds))
-    verdict, reason = _scaling_verdict(lo, hi, n, len(group), has_interval)
+    row, line = _group_line(group.sort_values("batch_size"), fit.log_reps, n_points)
     label = dict(zip(by, key))
-    rows.append({**label, "alpha": alpha, "alpha_lo": lo, "alpha_hi": hi, "intercept": a,
-                 "n_batch_sizes": n, "n_seeds": n_seeds, "verdict": verdict,
-                 "reason": reason})
-    if n >= 2:
-      xs = np.linspace(x.min(), x.max(), n_points)
-      band_lo = band_hi = np.full(n_points, np.nan)
-      if has_interval:
-        curves = rep_a[:, None] + rep_alpha[:, None] * xs[None]    # (R, n_points)
-        band_lo, band_hi = stats.interval(curves, n_seeds)
-      bands.append(pd.DataFrame({**label, "batch_size": np.exp(xs),
-                                 "lr": np.exp(a + alpha * xs), "lr_lo": np.exp(band_lo),
-                                 "lr_hi": np.exp(band_hi)}))
+    rows.append({**label, **row})
+    if line is not None:
+      bands.append(pd.DataFrame({**label, **line}))
   band_cols = [*by, "batch_size", "lr", "lr_lo", "lr_hi"]
   band = pd.concat(bands, ignore_index=True) if bands else pd.DataFrame(columns=band_cols)
-  return _ScalingFit(pd.DataFrame(rows), band[band_cols])
+  return ScalingFit(pd.DataFrame(rows), band[band_cols])
 
 
 def scaling_exponent(members: pd.DataFrame, by: str | Sequence[str] | None = None,
@@ -246,7 +317,7 @@ def scaling_exponent(members: pd.DataFrame, by: str | Sequence[str] | None = Non
     >>> scaling_exponent(t, n_boot=200)[["alpha", "verdict"]].round(1).values.tolist()
     [[1.0, 'linear']]
   """
-  return _scaling_fit(members, by, metric, n_boot, rng_seed).table
+  return scaling_fit(members, by, metric, n_boot, rng_seed).table
 
 
 def scaling_band(members: pd.DataFrame, by: str | Sequence[str] | None = None,
@@ -274,4 +345,4 @@ def scaling_band(members: pd.DataFrame, by: str | Sequence[str] | None = None,
     >>> b["batch_size"].round().tolist(), bool((b["lr_lo"] <= b["lr"]).all())
     ([32.0, 64.0, 128.0], True)
   """
-  return _scaling_fit(members, by, metric, n_boot, rng_seed, n_points).band
+  return scaling_fit(members, by, metric, n_boot, rng_seed, n_points).band

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import matplotlib
 import numpy as np
@@ -47,7 +47,17 @@ def format_lr(x: float) -> str:
   return f"{m:g}e{e}"
 
 
-def _save(fig: Figure, path: str) -> str:
+def save_figure(fig: Figure, path: str) -> str:
+  """Writes ``fig`` as a PNG at `DPI` to ``path``, creating its directory; returns ``path``.
+
+  Example:
+    >>> import tempfile
+    >>> fig = Figure(figsize=(2, 1))
+    >>> _ = fig.subplots().plot([0, 1], [0, 1])
+    >>> p = save_figure(fig, os.path.join(tempfile.mkdtemp(), "new", "line.png"))
+    >>> os.path.basename(p), os.path.getsize(p) > 500
+    ('line.png', True)
+  """
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=DPI)
   return path
@@ -123,71 +133,115 @@ def heatmaps(members: pd.DataFrame, metric: str = "final_val_acc",
   bss = np.sort(members["batch_size"].unique())
   augs = np.sort(members["aug"].unique())
   n_seeds = members["seed"].nunique() if "seed" in members else 1
-  with_spread = n_seeds >= 2
   cmap, norm = _metric_style(metric, cells["value"].to_numpy(float))
-  annotate = len(lrs) * len(bss) <= _ANNOTATE_MAX_CELLS
-  cell_w = 0.75 if with_spread else 0.55
-  panel_w, panel_h = cell_w * len(lrs) + 1.2, (0.5 if with_spread else 0.42) * len(bss) + 1.3
-  fig = Figure(figsize=(min(max(panel_w * len(augs) + 1.4, 5.5), 28),
-                        max(panel_h, 2.6) + 0.7),
-               layout="constrained")
-  axs = np.atleast_1d(fig.subplots(1, len(augs), sharey=True, squeeze=False)[0])
+  style = _HeatmapStyle(lrs, bss, cmap, norm,
+                        annotate=len(lrs) * len(bss) <= _ANNOTATE_MAX_CELLS,
+                        with_spread=n_seeds >= 2)
+  fig, axs = _heatmap_figure(style, len(augs))
   seen = set()
   for ax, aug in zip(axs, augs):
-    sub = cells[cells["aug"] == aug]
-    grid = np.full((len(bss), len(lrs)), np.nan)
-    at = lambda r: (int(np.searchsorted(bss, r.batch_size)), int(np.searchsorted(lrs, r.lr)))
-    for r in sub.itertuples():
-      if r.n_trained > 0 or r.n_failed == 0:  # all-failed cells are drawn grey instead
-        grid[at(r)] = r.value
-    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, origin="lower",
-              aspect="auto", interpolation="nearest")
-    for r in sub.itertuples():
-      i, j = at(r)
-      rect = lambda **kw: ax.add_patch(Rectangle((j - .5, i - .5), 1, 1, linewidth=0, **kw))
-      if r.n_diverged >= r.n:
-        rect(**DIVERGED_STYLE)
-        ax.text(j, i, "×", ha="center", va="center", fontsize=13, color="white",
-                fontweight="bold")
-        seen.add("diverged")
-        continue
-      if r.n_trained == 0 and r.n_failed > 0:
-        rect(**FAILED_STYLE)
-        ax.text(j, i, "failed", ha="center", va="center", fontsize=6.5, color="0.2")
-        seen.add("failed")
-        continue
-      if r.n_diverged:
-        rect(facecolor="none", edgecolor=DIVERGED_STYLE["edgecolor"], hatch="//")
-        seen.add("some diverged")
-      if r.n_failed:
-        rect(facecolor="none", edgecolor=FAILED_STYLE["edgecolor"], hatch="..")
-        seen.add("some failed")
-      if annotate and np.isfinite(r.value):
-        rgba = cmap(norm(r.value))
-        dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
-        text = f"{r.value:.3g}"
-        if with_spread and np.isfinite(r.std):
-          text += f"\n±{r.std:.1g}"
-        ax.text(j, i, text, ha="center", va="center", fontsize=6.5, linespacing=1.0,
-                color="white" if dark else "black")
-    for r in best[best["aug"] == aug].itertuples():
-      i = int(np.searchsorted(bss, r.batch_size))
-      j = int(np.searchsorted(lrs, r.grid_best_lr))
-      ax.add_patch(Rectangle((j - .5, i - .5), 1, 1, fill=False, edgecolor="red",
-                             linewidth=2.0))
-    ax.set_xlim(-.5, len(lrs) - .5)
-    ax.set_ylim(-.5, len(bss) - .5)
-    ax.set_xticks(range(len(lrs)), [format_lr(x) for x in lrs],
-                  rotation=45 if len(lrs) > 5 else 0)
-    ax.set_yticks(range(len(bss)), [f"{int(b)}" for b in bss])
-    ax.set_xlabel("learning rate")
-    ax.set_title(f"aug = {aug:g}")
+    seen |= _draw_cells(ax, cells[cells["aug"] == aug], style)
+    _outline_best(ax, best[best["aug"] == aug], style)
+    _label_panel(ax, aug, style)
   axs[0].set_ylabel("batch size")
   fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axs),
                label=metric.replace("_", " "), shrink=0.9)
-  spread = ", ± std over seeds" if with_spread else ""
+  spread = ", ± std over seeds" if style.with_spread else ""
   fig.suptitle(f"{metric.replace('_', ' ')} (mean over {n_seeds} seed"
                f"{'s' if n_seeds != 1 else ''}{spread})", fontsize=10)
+  _heatmap_legend(fig, seen)
+  return save_figure(fig, path)
+
+
+class _HeatmapStyle(NamedTuple):
+  """What every panel of `heatmaps` shares."""
+  lrs: np.ndarray       # sorted LRs: the columns
+  bss: np.ndarray       # sorted batch sizes: the rows
+  cmap: colors.Colormap
+  norm: colors.Normalize
+  annotate: bool        # write each cell's value (few enough cells to read them)
+  with_spread: bool     # two or more seeds: the value has a ± std
+
+
+def _heatmap_figure(style: _HeatmapStyle, n_augs: int):
+  """The figure and its row of ``n_augs`` panels, sized to the cells they hold."""
+  cell_w = 0.75 if style.with_spread else 0.55
+  panel_w = cell_w * len(style.lrs) + 1.2
+  panel_h = (0.5 if style.with_spread else 0.42) * len(style.bss) + 1.3
+  fig = Figure(figsize=(min(max(panel_w * n_augs + 1.4, 5.5), 28),
+                        max(panel_h, 2.6) + 0.7),
+               layout="constrained")
+  return fig, np.atleast_1d(fig.subplots(1, n_augs, sharey=True, squeeze=False)[0])
+
+
+def _draw_cells(ax, cells: pd.DataFrame, style: _HeatmapStyle) -> set[str]:
+  """Draws one panel's `lrjax.analysis.tables.lr_cells`; returns the marks it used."""
+  at = lambda r: (int(np.searchsorted(style.bss, r.batch_size)),
+                  int(np.searchsorted(style.lrs, r.lr)))
+  grid = np.full((len(style.bss), len(style.lrs)), np.nan)
+  for r in cells.itertuples():
+    if r.n_trained > 0 or r.n_failed == 0:  # all-failed cells are drawn grey instead
+      grid[at(r)] = r.value
+  ax.imshow(np.ma.masked_invalid(grid), cmap=style.cmap, norm=style.norm, origin="lower",
+            aspect="auto", interpolation="nearest")
+  seen = set()
+  for r in cells.itertuples():
+    seen |= _mark_cell(ax, r, *at(r), style)
+  return seen
+
+
+def _mark_cell(ax, r, i: int, j: int, style: _HeatmapStyle) -> set[str]:
+  """Marks cell (row i, column j) by the status of its seeds, or writes its value."""
+  rect = lambda **kw: ax.add_patch(Rectangle((j - .5, i - .5), 1, 1, linewidth=0, **kw))
+  if r.n_diverged >= r.n:
+    rect(**DIVERGED_STYLE)
+    ax.text(j, i, "×", ha="center", va="center", fontsize=13, color="white",
+            fontweight="bold")
+    return {"diverged"}
+  if r.n_trained == 0 and r.n_failed > 0:
+    rect(**FAILED_STYLE)
+    ax.text(j, i, "failed", ha="center", va="center", fontsize=6.5, color="0.2")
+    return {"failed"}
+  seen = set()
+  if r.n_diverged:
+    rect(facecolor="none", edgecolor=DIVERGED_STYLE["edgecolor"], hatch="//")
+    seen.add("some diverged")
+  if r.n_failed:
+    rect(facecolor="none", edgecolor=FAILED_STYLE["edgecolor"], hatch="..")
+    seen.add("some failed")
+  if style.annotate and np.isfinite(r.value):
+    rgba = style.cmap(style.norm(r.value))
+    dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
+    text = f"{r.value:.3g}"
+    if style.with_spread and np.isfinite(r.std):
+      text += f"\n±{r.std:.1g}"
+    ax.text(j, i, text, ha="center", va="center", fontsize=6.5, linespacing=1.0,
+            color="white" if dark else "black")
+  return seen
+
+
+def _outline_best(ax, best: pd.DataFrame, style: _HeatmapStyle) -> None:
+  """Outlines in red the best grid LR of each row (`_best_grid_lr`)."""
+  for r in best.itertuples():
+    i = int(np.searchsorted(style.bss, r.batch_size))
+    j = int(np.searchsorted(style.lrs, r.grid_best_lr))
+    ax.add_patch(Rectangle((j - .5, i - .5), 1, 1, fill=False, edgecolor="red",
+                           linewidth=2.0))
+
+
+def _label_panel(ax, aug: float, style: _HeatmapStyle) -> None:
+  lrs, bss = style.lrs, style.bss
+  ax.set_xlim(-.5, len(lrs) - .5)
+  ax.set_ylim(-.5, len(bss) - .5)
+  ax.set_xticks(range(len(lrs)), [format_lr(x) for x in lrs],
+                rotation=45 if len(lrs) > 5 else 0)
+  ax.set_yticks(range(len(bss)), [f"{int(b)}" for b in bss])
+  ax.set_xlabel("learning rate")
+  ax.set_title(f"aug = {aug:g}")
+
+
+def _heatmap_legend(fig: Figure, seen: set[str]) -> None:
+  """The legend: the best-LR outline and each cell mark used (``seen``)."""
   handles = [Patch(fill=False, edgecolor="red", linewidth=2,
                    label="best LR per row (mean over seeds)")]
   if "diverged" in seen:
@@ -202,11 +256,25 @@ def heatmaps(members: pd.DataFrame, metric: str = "final_val_acc",
                          hatch="..", label="some seeds failed"))
   fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3),
              fontsize=8, frameon=False)
-  return _save(fig, path)
 
 
-def _plain_log_labels(axis) -> None:
-  """Labels a log axis ``0.5, 2, 3`` rather than ``5x10^-1``; minor labels too."""
+def plain_log_labels(axis) -> None:
+  """Labels a log axis ``0.5, 2, 3`` rather than ``5x10^-1`` (`format_lr`); minor labels too.
+
+  Minor ticks are labelled as far as room allows: all of them over less than 0.8
+  decades, 2 and 5 up to 2.5 decades, none beyond.
+
+  Args:
+    axis: a matplotlib ``Axis`` on a log scale (``ax.xaxis`` or ``ax.yaxis``).
+
+  Example:
+    >>> ax = Figure().subplots()
+    >>> ax.set_yscale("log")
+    >>> _ = ax.set_ylim(0.01, 1.0)
+    >>> plain_log_labels(ax.yaxis)
+    >>> ax.yaxis.get_major_formatter()(0.5, 0)
+    '0.5'
+  """
   fmt = ticker.FuncFormatter(lambda v, _: format_lr(v))
   axis.set_major_formatter(fmt)
   lo, hi = axis.get_view_interval()
@@ -308,66 +376,103 @@ def training_curves(history: pd.DataFrame, members: pd.DataFrame,
   axs = fig.subplots(len(augs), len(bss), sharex=True, sharey=True, squeeze=False)
   finite = bands["mean"].to_numpy(float)
   finite = finite[np.isfinite(finite)]
-  is_loss = "loss" in metric
-  log_y = is_loss and finite.size > 0 and finite.min() > 0
+  log_y = "loss" in metric and finite.size > 0 and finite.min() > 0
+  panel = {(a, b): (ia, ib) for ia, a in enumerate(augs) for ib, b in enumerate(bss)}
+  _draw_curves(axs, bands, setting, panel, lambda lr: cmap(lr_norm(lr)), n_seeds)
+  x_max = float(bands["examples_seen"].max()) if len(bands) else 1.0
+  _label_curve_panels(axs, panel, metric, log_y, x_max)
+  _curves_y_range(axs[0, 0], bands, setting, metric, finite, log_y)
+  _lr_colorbar(fig, axs, cm.ScalarMappable(norm=lr_norm, cmap=cmap), lrs)
+  over = (f"mean over {n_seeds} seeds, band: lowest to highest seed" if n_seeds > 1
+          else "one seed")
+  fig.suptitle(f"{metric.replace('_', ' ')} during training ({over})", fontsize=10)
+  _curves_legend(fig, bands, n_seeds)
+  return save_figure(fig, path)
+
+
+def _draw_curves(axs, bands: pd.DataFrame, setting: list[str], panel: dict, color_of,
+                 n_seeds: int) -> None:
+  """One line per setting in its (aug, batch size) panel, with its band over seeds."""
   n_evals = bands.groupby(setting, dropna=False).size().max() if len(bands) else 0
   marker = "o" if n_evals <= 15 else None  # few evaluations: mark every point
-  x_max = float(bands["examples_seen"].max()) if len(bands) else 1.0
-  panel = {(a, b): (ia, ib) for ia, a in enumerate(augs) for ib, b in enumerate(bss)}
   polys = {p: ([], []) for p in panel.values()}  # one PolyCollection per panel: fast
   for key, g in bands.groupby(setting, sort=False, dropna=False):
     r = dict(zip(setting, key))
     where = panel[(r["aug"], r["batch_size"])]
-    ax = axs[where]
-    color = cmap(lr_norm(r["lr"]))
-    diverged = bool(g["diverged"].iloc[0])
-    x = g["examples_seen"].to_numpy(float)
-    lo, hi = g["lo"].to_numpy(float), g["hi"].to_numpy(float)
-    both = np.isfinite(lo) & np.isfinite(hi)
-    if n_seeds > 1 and both.sum() >= 2:
-      polys[where][0].append(np.r_[np.c_[x[both], lo[both]], np.c_[x[both], hi[both]][::-1]])
+    color = color_of(r["lr"])
+    band = _seed_band(g) if n_seeds > 1 else None
+    if band is not None:
+      polys[where][0].append(band)
       polys[where][1].append(color)
-    y = g["mean"].to_numpy(float)
-    failed = bool(g["failed"].iloc[0]) and not diverged
-    ax.plot(x, y, color=color, lw=1.2, alpha=0.9,
-            ls="--" if diverged else ":" if failed else "-", marker=marker, ms=3)
-    ok = np.isfinite(y)
-    if diverged and ok.any():
-      ax.plot(x[ok][-1], y[ok][-1], marker="x", ms=7, mew=2, color=color, ls="none")
+    _plot_setting(axs[where], g, color, marker)
   for (a, b), (verts, face) in polys.items():
     if verts:
       axs[a, b].add_collection(PolyCollection(verts, facecolors=face, alpha=0.18,
                                               linewidths=0), autolim=False)
+
+
+def _seed_band(g: pd.DataFrame) -> np.ndarray | None:
+  """The polygon from the lowest to the highest seed of one setting; None if too short."""
+  x = g["examples_seen"].to_numpy(float)
+  lo, hi = g["lo"].to_numpy(float), g["hi"].to_numpy(float)
+  both = np.isfinite(lo) & np.isfinite(hi)
+  if both.sum() < 2:
+    return None
+  return np.r_[np.c_[x[both], lo[both]], np.c_[x[both], hi[both]][::-1]]
+
+
+def _plot_setting(ax, g: pd.DataFrame, color, marker: str | None) -> None:
+  """The mean line of one setting: dashed with a final × if a seed diverged, dotted if
+  one failed."""
+  diverged = bool(g["diverged"].iloc[0])
+  failed = bool(g["failed"].iloc[0]) and not diverged
+  x = g["examples_seen"].to_numpy(float)
+  y = g["mean"].to_numpy(float)
+  ax.plot(x, y, color=color, lw=1.2, alpha=0.9,
+          ls="--" if diverged else ":" if failed else "-", marker=marker, ms=3)
+  ok = np.isfinite(y)
+  if diverged and ok.any():
+    ax.plot(x[ok][-1], y[ok][-1], marker="x", ms=7, mew=2, color=color, ls="none")
+
+
+def _label_curve_panels(axs, panel: dict, metric: str, log_y: bool, x_max: float) -> None:
   for (aug, bs), (a, b) in panel.items():
     ax = axs[a, b]
     ax.set_title(f"batch {int(bs)}, aug {aug:g}", fontsize=9)
     ax.grid(alpha=0.3, which="both" if log_y else "major")
     ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))
     ax.set_xlim(0, x_max * 1.03)
-    if a == len(augs) - 1:
+    if a == axs.shape[0] - 1:
       ax.set_xlabel("examples seen")
     if b == 0:
       ax.set_ylabel(metric.replace("_", " "))
+
+
+def _curves_y_range(ax, bands: pd.DataFrame, setting: list[str], metric: str,
+                    finite: np.ndarray, log_y: bool) -> None:
+  """The shared y axis: log for positive losses (clipped above), [0, 1] for fractions."""
   if log_y:
-    axs[0, 0].set_yscale("log")
+    ax.set_yscale("log")
     # Clip exploding losses of diverging members: up to 2x the worst starting loss.
     first = bands.sort_values("examples_seen").groupby(setting, dropna=False)["mean"].first()
     first = first[np.isfinite(first)]
     top = 2.0 * float(first.max()) if not first.empty else float(finite.max())
-    axs[0, 0].set_ylim(float(finite.min()) * 0.8, max(top, float(finite.min()) * 1.5))
-    _plain_log_labels(axs[0, 0].yaxis)
-  elif not is_loss and finite.size and finite.min() >= 0 and finite.max() <= 1:
-    axs[0, 0].set_ylim(0, 1.02)
-  cbar = fig.colorbar(cm.ScalarMappable(norm=lr_norm, cmap=cmap),
-                      ax=axs.ravel().tolist(), label="learning rate",
-                      shrink=min(0.9, 0.3 + 0.2 * len(augs)))
-  # Tick the LRs actually in the grid (at most ~8 of them), nothing in between.
+    ax.set_ylim(float(finite.min()) * 0.8, max(top, float(finite.min()) * 1.5))
+    plain_log_labels(ax.yaxis)
+  elif "loss" not in metric and finite.size and finite.min() >= 0 and finite.max() <= 1:
+    ax.set_ylim(0, 1.02)
+
+
+def _lr_colorbar(fig: Figure, axs, mappable: cm.ScalarMappable, lrs: np.ndarray) -> None:
+  """The LR colour scale, ticked at the grid's LRs (at most ~8 of them)."""
+  cbar = fig.colorbar(mappable, ax=axs.ravel().tolist(), label="learning rate",
+                      shrink=min(0.9, 0.3 + 0.2 * axs.shape[0]))
   shown = lrs[::max(1, math.ceil(len(lrs) / 8))]
   cbar.ax.yaxis.set_minor_locator(ticker.NullLocator())
   cbar.set_ticks(shown, labels=[format_lr(x) for x in shown])
-  over = (f"mean over {n_seeds} seeds, band: lowest to highest seed" if n_seeds > 1
-          else "one seed")
-  fig.suptitle(f"{metric.replace('_', ' ')} during training ({over})", fontsize=10)
+
+
+def _curves_legend(fig: Figure, bands: pd.DataFrame, n_seeds: int) -> None:
   handles = [Line2D([], [], color="0.3", label="every seed stable"),
              Line2D([], [], color="0.3", ls="--", marker="x",
                     label="some seed diverged (× = last finite mean)")]
@@ -377,7 +482,6 @@ def training_curves(history: pd.DataFrame, members: pd.DataFrame,
     handles.append(Patch(color="0.3", alpha=0.18, label="seed range"))
   fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8,
              frameon=False)
-  return _save(fig, path)
 
 
 def metric_vs_lr_by_axis(members: pd.DataFrame, axis: str, metric: str = "final_val_acc",
@@ -411,10 +515,10 @@ def metric_vs_lr_by_axis(members: pd.DataFrame, axis: str, metric: str = "final_
         curve = rows.groupby("lr")[metric].mean()
         ax.plot(curve.index, curve.values, "o-", color=f"C{i % 10}", label=str(value), ms=4)
       ax.set_xscale("log")
-      _plain_log_labels(ax.xaxis)
+      plain_log_labels(ax.xaxis)
       ax.set_xlabel("learning rate")
       ax.set_ylabel(metric.replace("_", " "))
       ax.set_title(f"batch {batch}" + (f", aug {aug:g}" if aug is not None else ""))
       ax.grid(alpha=0.3)
   axs[0][0].legend(title=axis, fontsize=8)
-  return _save(fig, path)
+  return save_figure(fig, path)

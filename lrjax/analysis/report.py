@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lrjax.analysis import fit_plots, interactive, plots, summary as summary_lib, tables
+from lrjax.grid import CORE_AXES
 
 HEATMAP_METRICS = {"heatmap_val_acc.png": "final_val_acc",
                    "heatmap_val_loss.png": "final_val_loss"}
@@ -110,47 +111,13 @@ def write_report(run_dir: str, metric: str = summary_lib.DEFAULT_METRIC,
   """
   run = tables.load_run(run_dir)
   summary, est = summary_lib.analyze(run, metric, n_boot)
-  members, history = est.members, run.history
-  axes = tables.grid_axes(members, run.config)
-  written, figures = [], []
-  core = [a for a in tables.CORE_AXES if a in members.columns]
-  varied = _varied_axes(members, axes)
-  n_batch = int(members["batch_size"].nunique())
-
-  def add(path: str, caption: str, section: str = "figures") -> None:
-    written.append(path)
-    figures.append((os.path.basename(path), caption, section))
-
-  for name, m in HEATMAP_METRICS.items():
-    if m in members.columns:
-      add(plots.heatmaps(members, m, os.path.join(run_dir, name), axes),
-          f"{m}: LR x batch size, one panel per aug strength; mean (± std) over seeds; "
-          "diverged and failed cells marked")
-  for name, m in CURVE_METRICS.items():
-    if m in history.columns and not history.empty:
-      add(plots.training_curves(history, members, os.path.join(run_dir, name), m),
-          f"{m} vs examples seen per setting, coloured by LR; band: range over seeds")
-  # Written always (the file list is stable), shown only when there is a slope to see.
-  add(fit_plots.best_lr_vs_batch(est.best_lr, est.scaling, est.scaling_band,
-                                 os.path.join(run_dir, SCALING_FIGURE)),
-      f"best LR ({metric}, mean over seeds) vs batch size with 95% intervals, the "
-      "fitted exponent with its band, and the linear and sqrt rules",
-      "figures" if n_batch > 1 else "hidden")
-  if est.best_steps is not None and np.isfinite(est.best_steps["best_steps"]).any():
-    add(fit_plots.steps_to_target(est.best_steps, est.critical_batch, est.target,
-                                  os.path.join(run_dir, STEPS_FIGURE)),
-        "fewest steps to the target per batch size (best LR), with S = S_min (1 + "
-        "B_crit / B)")
-  if est.noise_curve is not None:
-    add(fit_plots.noise_scale(est.noise_curve, os.path.join(run_dir, NOISE_FIGURE)),
-        "gradient noise scale over training per aug strength")
-  for axis in axes[len(core):]:
-    if metric in members.columns:
-      name = f"by_{axis}_{metric}.png"  # extra axes (schedule, momentum, ...) compared
-      add(plots.metric_vs_lr_by_axis(members, axis, metric, os.path.join(run_dir, name)),
-          f"{metric} vs LR, one line per {axis} (mean over seeds); a panel per "
-          "(aug, batch size)", f"axis:{axis}" if axis in varied else "figures")
-
+  axes = tables.grid_axes(est.members, run.config)
+  varied = _varied_axes(est.members, axes)
+  drawn = [*_result_figures(run, est.members, axes),
+           *_estimate_figures(run_dir, est, metric),
+           *_axis_figures(run_dir, est.members, metric, axes, varied)]
+  written = [path for path, _, _ in drawn]
+  figures = [(os.path.basename(path), caption, section) for path, caption, section in drawn]
   summary_path = os.path.join(run_dir, "summary.json")
   with open(summary_path, "w") as f:
     json.dump(summary, f, indent=2, allow_nan=False)
@@ -162,9 +129,64 @@ def write_report(run_dir: str, metric: str = summary_lib.DEFAULT_METRIC,
   return written
 
 
+# A drawn figure: (path, caption, report section: "figures", "axis:<name>" or "hidden").
+_Drawn = tuple[str, str, str]
+
+
+def _result_figures(run: tables.RunTables, members: pd.DataFrame, axes) -> list[_Drawn]:
+  """Heatmaps of the members' metrics and training curves from the history."""
+  out = []
+  for name, m in HEATMAP_METRICS.items():
+    if m in members.columns:
+      out.append((plots.heatmaps(members, m, os.path.join(run.run_dir, name), axes),
+                  f"{m}: LR x batch size, one panel per aug strength; mean (± std) over "
+                  "seeds; diverged and failed cells marked", "figures"))
+  history = run.history
+  for name, m in CURVE_METRICS.items():
+    if m in history.columns and not history.empty:
+      out.append((plots.training_curves(history, members, os.path.join(run.run_dir, name), m),
+                  f"{m} vs examples seen per setting, coloured by LR; band: range over seeds",
+                  "figures"))
+  return out
+
+
+def _estimate_figures(run_dir: str, est, metric: str) -> list[_Drawn]:
+  """Best LR vs batch size, steps to target and the noise scale, where computed."""
+  # Written always (the file list is stable), shown only when there is a slope to see.
+  out = [(fit_plots.best_lr_vs_batch(est.best_lr, est.scaling, est.scaling_band,
+                                     os.path.join(run_dir, SCALING_FIGURE)),
+          f"best LR ({metric}, mean over seeds) vs batch size with 95% intervals, the "
+          "fitted exponent with its band, and the linear and sqrt rules",
+          "figures" if est.members["batch_size"].nunique() > 1 else "hidden")]
+  if est.best_steps is not None and np.isfinite(est.best_steps["best_steps"]).any():
+    out.append((fit_plots.steps_to_target(est.best_steps, est.critical_batch, est.target,
+                                          os.path.join(run_dir, STEPS_FIGURE)),
+                "fewest steps to the target per batch size (best LR), with S = S_min (1 + "
+                "B_crit / B)", "figures"))
+  if est.noise_curve is not None:
+    out.append((fit_plots.noise_scale(est.noise_curve, os.path.join(run_dir, NOISE_FIGURE)),
+                "gradient noise scale over training per aug strength", "figures"))
+  return out
+
+
+def _axis_figures(run_dir: str, members: pd.DataFrame, metric: str, axes,
+                  varied: list[str]) -> list[_Drawn]:
+  """``metric`` vs LR along each extra axis (schedule, momentum, ...)."""
+  if metric not in members.columns:
+    return []
+  core = [a for a in CORE_AXES if a in members.columns]
+  out = []
+  for axis in axes[len(core):]:
+    name = f"by_{axis}_{metric}.png"
+    out.append((plots.metric_vs_lr_by_axis(members, axis, metric, os.path.join(run_dir, name)),
+                f"{metric} vs LR, one line per {axis} (mean over seeds); a panel per "
+                "(aug, batch size)", f"axis:{axis}" if axis in varied else "figures"))
+  return out
+
+
 def _varied_axes(members: pd.DataFrame, axes) -> list[str]:
   """Grid axes with two or more values, but seed: extra axes first, by LEADING_AXES."""
-  core = [a for a in tables.CORE_AXES if a in members.columns]
+  core = [a for a in CORE_AXES if a in members.columns]
   extra = sorted(axes[len(core):], key=lambda a: (LEADING_AXES.index(a)
                                                    if a in LEADING_AXES else
                                                    len(LEADING_AXES)))
@@ -209,28 +231,18 @@ def _interactive_html(run, members: pd.DataFrame, axes, metric: str,
 
 def _html(run: tables.RunTables, summary: dict, est, figures, metric: str,
           axes=None, varied=None) -> str:
-  config = run.config
+  """The page: findings, extra-axis comparisons, interactive view, figures, tables."""
   members = est.members
-  axes = list(axes if axes is not None else tables.grid_axes(members, config))
+  axes = list(axes if axes is not None else tables.grid_axes(members, run.config))
   varied = list(varied if varied is not None else _varied_axes(members, axes))
-  title, subtitle = _title(config, axes, varied)
-  counts = summary["status_counts"]
+  title, subtitle = _title(run.config, axes, varied)
   scripts: list[str] = []
   parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>"
            f"{html.escape(title)}</title><style>{_CSS}</style></head><body>",
            f"<h1>{html.escape(title)}</h1>",
            f"<p class='subtitle'>{html.escape(subtitle)}; {summary['n_members']} "
            f"members</p>",
-           "<section id='findings'><h2>Findings</h2>"]
-  parts += [f"<p>{html.escape(s)}</p>" for s in summary["findings"]]
-  parts.append(f"<p class='note'>Best LRs minimise/maximise the mean over seeds of "
-               f"{html.escape(metric)}; intervals are 95% seed-bootstrap intervals "
-               f"({summary['n_boot']} replicates); member status: "
-               f"{html.escape(summary['status_source'])}.</p>")
-  if summary["warnings"]:
-    parts.append("<ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>"
-                                  for w in summary["warnings"]) + "</ul>")
-  parts.append("</section>")
+           *_findings_html(summary, metric)]
   # What the experiment varied besides LR, batch size and aug leads.
   for axis in varied:
     figs = [(n, c) for n, c, sec in figures if sec == f"axis:{axis}"]
@@ -248,9 +260,39 @@ def _html(run: tables.RunTables, summary: dict, est, figures, metric: str,
     parts.append("<section id='figures'><h2>Figures</h2>")
     parts += [_figure_html(run.run_dir, n, c) for n, c in static]
     parts.append("</section>")
+  parts += ["<h2>Tables</h2><h3>Run</h3>", _table_html(_headline(summary, metric)),
+            "<h3 id='members'>Members (type to filter; click a column to sort)</h3>",
+            interactive.members_table_html(members, axes), *_estimate_tables_html(est, metric),
+            "<h2>Config</h2>",
+            f"<pre>{html.escape(json.dumps(run.config, indent=2, default=str))}</pre>"]
+  info_path = os.path.join(run.run_dir, "run_info.json")
+  if os.path.exists(info_path):  # timings and layout, written by the engine
+    with open(info_path) as f:
+      parts += ["<h2>Run info</h2>", f"<pre>{html.escape(f.read())}</pre>"]
+  parts += [*scripts, "</body></html>"]
+  return "\n".join(parts)
 
+
+def _findings_html(summary: dict, metric: str) -> list[str]:
+  """The findings section: the sentences, how intervals were made, the warnings."""
+  parts = ["<section id='findings'><h2>Findings</h2>"]
+  parts += [f"<p>{html.escape(s)}</p>" for s in summary["findings"]]
+  parts.append(f"<p class='note'>Best LRs minimise/maximise the mean over seeds of "
+               f"{html.escape(metric)}; intervals are 95% seed-bootstrap intervals "
+               f"({summary['n_boot']} replicates); member status: "
+               f"{html.escape(summary['status_source'])}.</p>")
+  if summary["warnings"]:
+    parts.append("<ul>" + "".join(f"<li class='warn'>{html.escape(w)}</li>"
+                                  for w in summary["warnings"]) + "</ul>")
+  parts.append("</section>")
+  return parts
+
+
+def _headline(summary: dict, metric: str) -> pd.DataFrame:
+  """The run at a glance: member counts, seeds, the best single member, the axes."""
+  counts = summary["status_counts"]
   best = summary["best_member"]
-  headline = pd.DataFrame([
+  return pd.DataFrame([
       ("members", summary["n_members"]), ("trained", counts["trained"]),
       ("failed", counts["failed"]), ("diverged", counts["diverged"]),
       ("seeds", summary["n_seeds"]), ("ranked by", metric),
@@ -261,13 +303,14 @@ def _html(run: tables.RunTables, summary: dict, est, figures, metric: str,
       *[(f"axis {a}", ", ".join(f"{v:g}" if isinstance(v, (int, float)) else str(v)
                                 for v in vals)) for a, vals in summary["axes"].items()],
   ], columns=["", "value"])
-  parts += ["<h2>Tables</h2><h3>Run</h3>", _table_html(headline),
-            "<h3 id='members'>Members (type to filter; click a column to sort)</h3>",
-            interactive.members_table_html(members, axes),
-            f"<h3>Best LR per cell ({html.escape(metric)}, mean over seeds; refined "
-            "between grid points; edge: the optimum is at the grid's edge, a bound)</h3>",
-            _table_html(est.best_lr)]
-  if members["batch_size"].nunique() > 1:  # one batch size: no slope to fit
+
+
+def _estimate_tables_html(est, metric: str) -> list[str]:
+  """A heading and a table per estimate that was computed."""
+  parts = [f"<h3>Best LR per cell ({html.escape(metric)}, mean over seeds; refined "
+           "between grid points; edge: the optimum is at the grid's edge, a bound)</h3>",
+           _table_html(est.best_lr)]
+  if est.members["batch_size"].nunique() > 1:  # one batch size: no slope to fit
     parts += ["<h3>LR-batch scaling: best LR ∝ batch size<sup>α</sup> (linear rule: "
               "α = 1; sqrt rule: α = 0.5)</h3>", _table_html(est.scaling)]
   parts += ["<h3>Max stable LR (largest LR where every seed trained; the limit lies "
@@ -287,11 +330,4 @@ def _html(run: tables.RunTables, summary: dict, est, figures, metric: str,
   if est.noise_summary is not None:
     parts += ["<h3>Gradient noise scale (median over training of the per-evaluation "
               "median; spread over training)</h3>", _table_html(est.noise_summary)]
-  parts += ["<h2>Config</h2>",
-            f"<pre>{html.escape(json.dumps(config, indent=2, default=str))}</pre>"]
-  info_path = os.path.join(run.run_dir, "run_info.json")
-  if os.path.exists(info_path):  # timings and layout, written by the engine
-    with open(info_path) as f:
-      parts += ["<h2>Run info</h2>", f"<pre>{html.escape(f.read())}</pre>"]
-  parts += [*scripts, "</body></html>"]
-  return "\n".join(parts)
+  return parts

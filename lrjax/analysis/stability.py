@@ -13,8 +13,8 @@ import pandas as pd
 
 from lrjax.analysis import cube as cube_lib
 from lrjax.analysis import stats
-from lrjax.analysis.optima import _best_lr_fit
-from lrjax.analysis.stats import _check_n_boot, _prepare, _trained
+from lrjax.analysis.optima import BestLrFit, best_lr_fit
+from lrjax.analysis.stats import check_n_boot, prepare_members, trained_mask
 from lrjax.errors import ConfigError
 from lrjax.outcomes import STATUSES
 
@@ -25,10 +25,10 @@ class _StableFit(NamedTuple):
 
 
 def _max_stable_fit(members: pd.DataFrame, n_boot: int, rng_seed: int) -> _StableFit:
-  members = _prepare(members)
-  _check_n_boot(n_boot)
+  members = prepare_members(members)
+  check_n_boot(n_boot)
   cell_cols = stats.cell_columns(members)
-  cube = cube_lib.make_cube(members, cell_cols, np.zeros(len(members)), _trained(members))
+  cube = cube_lib.make_cube(members, cell_cols, np.zeros(len(members)), trained_mask(members))
   n_l = len(cube.log_lrs)
   ar = np.arange(n_l)
 
@@ -105,67 +105,134 @@ def _direction(lo: float, hi: float, blocked: str) -> tuple[str, str]:
   return "not settled", "the interval contains 0"
 
 
-def _effect_columns(name: str, verdict_col: str, point, reps, blocked, n_seeds,
-                    has_interval) -> dict:
-  """Columns name, name_lo, name_hi, verdict_col for paired differences."""
-  lo, hi = stats.interval(reps, n_seeds,
-                          np.asarray(has_interval) & (np.asarray(blocked) == ""))
-  verdicts = [_direction(l, h, b)[0] for l, h, b in zip(lo, hi, blocked)]
-  return {name: point, f"{name}_lo": lo, f"{name}_hi": hi, verdict_col: verdicts}
+class _Difference(NamedTuple):
+  """One paired difference (aug level minus reference) over the pairs of cells."""
+  point: np.ndarray     # (P,) point estimate per pair
+  reps: np.ndarray      # (R, P) joint bootstrap replicates
+  blocked: np.ndarray   # (P,) why a pair has no verdict ("" when it has one)
+  verdict_col: str      # the column its verdict goes in
 
 
-class _AugParts(NamedTuple):
-  per_batch: pd.DataFrame
-  pooled: pd.DataFrame
+def _reference_pairs(t: pd.DataFrame, cell_cols: list[str],
+                     reference_aug: float) -> pd.DataFrame:
+  """Each cell off the reference aug level, with the row of its reference cell.
 
-
-def _aug_effect_parts(members, metric, reference_aug, n_boot, rng_seed,
-                      lr=None) -> _AugParts:
-  lr = lr if lr is not None else _best_lr_fit(members, metric, n_boot, rng_seed)
-  st = _max_stable_fit(members, n_boot, rng_seed)
-  t = lr.table
-  cell_cols = list(t.columns[:list(t.columns).index("best_lr")])
+  Returns the cell columns with ``index`` (the cell's row in ``t``) and ``index_ref``
+  (the row of the cell at ``reference_aug`` with the same batch size and extra axes).
+  """
   group_cols = [c for c in cell_cols if c != "aug"]
   ref = t[np.isclose(t["aug"].astype(float), reference_aug)]
   if ref.empty:
     raise ConfigError(
         f"reference_aug: {reference_aug!r} is not an aug level of members; levels are "
         f"{sorted(t['aug'].unique().tolist())}.")
-  pairs = (t[~np.isclose(t["aug"].astype(float), reference_aug)].reset_index()
-           .merge(ref.reset_index()[["index", *group_cols]], on=group_cols,
-                  suffixes=("", "_ref")))
-  i, j = pairs["index"].to_numpy(), pairs["index_ref"].to_numpy()
+  return (t[~np.isclose(t["aug"].astype(float), reference_aug)].reset_index()
+          .merge(ref.reset_index()[["index", *group_cols]], on=group_cols,
+                 suffixes=("", "_ref")))
+
+
+def _differences(lr: BestLrFit, st: _StableFit, i: np.ndarray,
+                 j: np.ndarray) -> dict[str, _Difference]:
+  """The paired differences of cells ``i`` against reference cells ``j``."""
+  t = lr.table
   log_best = np.log(t["best_lr"].to_numpy())
   log_stable = np.log(st.table["max_stable_lr"].to_numpy())
   at_top = st.table["next_lr"].isna().to_numpy()
   edge = t["edge"].to_numpy(bool)
-  has_int = t["has_interval"].to_numpy(bool)
   metric_pt = t["best_metric"].to_numpy()
 
   def blocked(bad, why):
     return np.where(bad[i] | bad[j], why, "")
 
-  quantities = {
-      # name: (point, replicates, blocked reason, verdict column)
-      "d_log_best_lr": (log_best[i] - log_best[j], lr.log_reps[:, i] - lr.log_reps[:, j],
-                        blocked(edge | ~np.isfinite(log_best), "best LR at the grid edge"),
-                        "verdict"),
-      "d_log_max_stable_lr": (
+  return {
+      "d_log_best_lr": _Difference(
+          log_best[i] - log_best[j], lr.log_reps[:, i] - lr.log_reps[:, j],
+          blocked(edge | ~np.isfinite(log_best), "best LR at the grid edge"), "verdict"),
+      "d_log_max_stable_lr": _Difference(
           log_stable[i] - log_stable[j], st.log_reps[:, i] - st.log_reps[:, j],
           blocked(at_top | ~np.isfinite(log_stable),
                   "no stable LR, or stable up to the top of the grid"),
           "max_stable_verdict"),
-      "d_best_metric": (metric_pt[i] - metric_pt[j], lr.metric_reps[:, i] - lr.metric_reps[:, j],
-                        blocked(~np.isfinite(metric_pt), "no usable LR"), "metric_verdict"),
+      "d_best_metric": _Difference(
+          metric_pt[i] - metric_pt[j], lr.metric_reps[:, i] - lr.metric_reps[:, j],
+          blocked(~np.isfinite(metric_pt), "no usable LR"), "metric_verdict"),
   }
+
+
+def _effect_columns(name: str, d: _Difference, n_seeds: np.ndarray,
+                    has_interval: np.ndarray) -> dict:
+  """Columns name, name_lo, name_hi and the verdict column of one difference, per pair."""
+  lo, hi = stats.interval(d.reps, n_seeds,
+                          np.asarray(has_interval) & (np.asarray(d.blocked) == ""))
+  verdicts = [_direction(l, h, b)[0] for l, h, b in zip(lo, hi, d.blocked)]
+  return {name: d.point, f"{name}_lo": lo, f"{name}_hi": hi, d.verdict_col: verdicts}
+
+
+def _pooled_columns(name: str, d: _Difference, k: np.ndarray, n_seeds: np.ndarray,
+                    has_interval: np.ndarray) -> dict:
+  """One difference averaged over the pairs ``k`` where it is defined, with interval."""
+  keep = k[d.blocked[k] == ""]
+  n = len(keep)
+  with np.errstate(invalid="ignore"), warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicate rows
+    pt = float(np.mean(d.point[keep])) if n else np.nan
+    rep = np.nanmean(d.reps[:, keep], axis=1) if n else np.full(d.reps.shape[0], np.nan)
+  ok = bool(n) and bool(has_interval[keep].all())
+  lo, hi = (v[0] for v in stats.interval(rep[:, None], n_seeds[keep].min() if n else 0, ok))
+  count = "n_batch_sizes" if name == "d_log_best_lr" else f"n_{name[2:]}"
+  return {count: n, name: pt, f"{name}_lo": lo, f"{name}_hi": hi,
+          d.verdict_col: _direction(lo, hi, "" if n else "no batch size qualifies")[0]}
+
+
+class AugEffectFit(NamedTuple):
+  """`aug_effect` and `aug_effect_pooled`, from one fit.
+
+  Attributes:
+    per_batch: the `aug_effect` table.
+    pooled: the `aug_effect_pooled` table.
+  """
+  per_batch: pd.DataFrame
+  pooled: pd.DataFrame
+
+
+def aug_effect_fit(members: pd.DataFrame, metric: str = "final_val_loss",
+                   reference_aug: float = 0.0, n_boot: int = 1000, rng_seed: int = 0,
+                   fit: BestLrFit | None = None) -> AugEffectFit:
+  """The augmentation effect per batch size and pooled, optionally from a `best_lr_fit`.
+
+  Args:
+    members, metric, reference_aug, n_boot, rng_seed: as for `aug_effect`.
+    fit: a `lrjax.analysis.optima.best_lr_fit` of the same members, metric, n_boot
+      and rng_seed to reuse (the max stable LR is still computed from ``members``).
+
+  Returns:
+    An `AugEffectFit`.
+
+  Raises:
+    ConfigError: ``reference_aug`` is not an aug level of the table.
+
+  Example:
+    >>> from lrjax.analysis.synthetic import synthetic_members
+    >>> t = synthetic_members(batch_sizes=(64, 256), augs=(0.0, 1.0), aug_lr_factor=2.0)
+    >>> f = aug_effect_fit(t, n_boot=100, fit=best_lr_fit(t, n_boot=100))
+    >>> len(f.per_batch), f.pooled["verdict"].tolist()
+    (2, ['higher'])
+  """
+  lr = fit if fit is not None else best_lr_fit(members, metric, n_boot, rng_seed)
+  st = _max_stable_fit(members, n_boot, rng_seed)
+  t = lr.table
+  cell_cols = list(t.columns[:list(t.columns).index("best_lr")])
+  pairs = _reference_pairs(t, cell_cols, reference_aug)
+  i, j = pairs["index"].to_numpy(), pairs["index_ref"].to_numpy()
+  differences = _differences(lr, st, i, j)
+  has_int = t["has_interval"].to_numpy(bool)
   pair_has_int = has_int[i] & has_int[j]
   n_seeds = t["n_seeds"].to_numpy()
   pair_seeds = np.minimum(n_seeds[i], n_seeds[j])
   per_batch = pairs[cell_cols].assign(reference_aug=reference_aug)
-  for name, (point, reps, why, vcol) in quantities.items():
-    per_batch = per_batch.assign(
-        **_effect_columns(name, vcol, point, reps, why, pair_seeds, pair_has_int))
-  per_batch = per_batch.assign(reason=[b or "" for b in quantities["d_log_best_lr"][2]])
+  for name, d in differences.items():
+    per_batch = per_batch.assign(**_effect_columns(name, d, pair_seeds, pair_has_int))
+  per_batch = per_batch.assign(reason=[b or "" for b in differences["d_log_best_lr"].blocked])
 
   # Pooled: mean over batch sizes of the per-replicate differences, each quantity over
   # the batch sizes where it is defined.
@@ -173,23 +240,11 @@ def _aug_effect_parts(members, metric, reference_aug, n_boot, rng_seed,
   rows = []
   for key, g in pairs.groupby(pool_cols, dropna=False, sort=True):
     key = key if isinstance(key, tuple) else (key,)
-    k = g.index.to_numpy()
     row = {**dict(zip(pool_cols, key)), "reference_aug": reference_aug}
-    for name, (point, reps, why, vcol) in quantities.items():
-      keep = k[why[k] == ""]
-      n = len(keep)
-      with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicate rows
-        pt = float(np.mean(point[keep])) if n else np.nan
-        rep = np.nanmean(reps[:, keep], axis=1) if n else np.full(reps.shape[0], np.nan)
-      ok = bool(n) and bool(pair_has_int[keep].all())
-      lo, hi = (v[0] for v in stats.interval(rep[:, None],
-                                             pair_seeds[keep].min() if n else 0, ok))
-      prefix = "n_batch_sizes" if name == "d_log_best_lr" else f"n_{name[2:]}"
-      row.update({prefix: n, name: pt, f"{name}_lo": lo, f"{name}_hi": hi,
-                  vcol: _direction(lo, hi, "" if n else "no batch size qualifies")[0]})
+    for name, d in differences.items():
+      row.update(_pooled_columns(name, d, g.index.to_numpy(), pair_seeds, pair_has_int))
     rows.append(row)
-  return _AugParts(per_batch, pd.DataFrame(rows))
+  return AugEffectFit(per_batch, pd.DataFrame(rows))
 
 
 def aug_effect(members: pd.DataFrame, metric: str = "final_val_loss",
@@ -234,7 +289,7 @@ def aug_effect(members: pd.DataFrame, metric: str = "final_val_loss",
     >>> np.exp(r["d_log_best_lr"]).round(1).tolist(), r["verdict"].tolist()
     ([2.0, 2.0], ['higher', 'higher'])
   """
-  return _aug_effect_parts(members, metric, reference_aug, n_boot, rng_seed).per_batch
+  return aug_effect_fit(members, metric, reference_aug, n_boot, rng_seed).per_batch
 
 
 def aug_effect_pooled(members: pd.DataFrame, metric: str = "final_val_loss",
@@ -254,4 +309,4 @@ def aug_effect_pooled(members: pd.DataFrame, metric: str = "final_val_loss",
     >>> r[["aug", "n_batch_sizes", "verdict"]].values.tolist()
     [[1.0, 2, 'higher']]
   """
-  return _aug_effect_parts(members, metric, reference_aug, n_boot, rng_seed).pooled
+  return aug_effect_fit(members, metric, reference_aug, n_boot, rng_seed).pooled

@@ -31,8 +31,8 @@ import pandas as pd
 
 from lrjax import outcomes
 from lrjax.errors import ConfigError
+from lrjax.grid import CORE_AXES
 
-CORE_AXES = ("lr", "batch_size", "aug", "seed")
 # A table without an aug or seed column ran at these values.
 AXIS_DEFAULTS = {"aug": 0.0, "seed": 0}
 # Per-member result and bookkeeping columns: never grid axes.
@@ -51,7 +51,21 @@ _MIN_FINITE_FRACTION = 0.5
 # ------------------------------------------------------------------- input checks
 
 
-def _require(df: pd.DataFrame, columns: Sequence[str], table: str) -> None:
+def require_columns(df: pd.DataFrame, columns: Sequence[str], table: str) -> None:
+  """Raises a `ConfigError` naming the columns of ``columns`` that ``df`` lacks.
+
+  Args:
+    df: the table to check.
+    columns: the columns it needs.
+    table: its name in the message (``"members"``, ``"history"``, ...).
+
+  Example:
+    >>> try:
+    ...   require_columns(pd.DataFrame({"lr": [0.1]}), ["lr", "seed"], "members")
+    ... except ConfigError as e:
+    ...   print(str(e).split(";")[0])
+    members: missing column(s) ['seed']
+  """
   missing = [c for c in columns if c not in df.columns]
   if missing:
     raise ConfigError(
@@ -59,18 +73,40 @@ def _require(df: pd.DataFrame, columns: Sequence[str], table: str) -> None:
         f"Pass the engine's {table} table (or add the column).")
 
 
-def _check_n_boot(n_boot: int) -> None:
+def check_n_boot(n_boot: int) -> None:
+  """Raises a `ConfigError` unless ``n_boot`` is a non-negative integer.
+
+  Example:
+    >>> check_n_boot(0)
+    >>> try:
+    ...   check_n_boot(-1)
+    ... except ConfigError as e:
+    ...   print(str(e).split(";")[0])
+    n_boot: must be a non-negative integer
+  """
   if not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
     raise ConfigError(
         f"n_boot: must be a non-negative integer; got {n_boot!r}. Use e.g. 1000 "
         "(0 skips the bootstrap).")
 
 
-def _prepare(members: pd.DataFrame) -> pd.DataFrame:
-  """Checks the core columns and fills absent aug/seed axes with their defaults."""
+def prepare_members(members: pd.DataFrame) -> pd.DataFrame:
+  """The members table every estimator reads: core columns checked, aug/seed filled in.
+
+  Checks that ``members`` is a DataFrame with ``lr`` and ``batch_size`` and that every
+  learning rate is finite and positive; adds absent ``aug``/``seed`` columns at their
+  defaults (`AXIS_DEFAULTS`); resets the index.
+
+  Raises:
+    ConfigError: not a DataFrame, a core column is missing, or an LR is not positive.
+
+  Example:
+    >>> list(prepare_members(pd.DataFrame({"lr": [0.1], "batch_size": [32]})).columns)
+    ['lr', 'batch_size', 'aug', 'seed']
+  """
   if not isinstance(members, pd.DataFrame):
     raise ConfigError(f"members: expected a pandas DataFrame; got {type(members).__name__}.")
-  _require(members, ("lr", "batch_size"), "members")
+  require_columns(members, ("lr", "batch_size"), "members")
   out = members.reset_index(drop=True)
   for col, value in AXIS_DEFAULTS.items():
     if col not in out.columns:
@@ -81,7 +117,19 @@ def _prepare(members: pd.DataFrame) -> pd.DataFrame:
   return out
 
 
-def _check_metric(members: pd.DataFrame, metric: str) -> None:
+def check_metric(members: pd.DataFrame, metric: str) -> None:
+  """Raises a `ConfigError` when ``metric`` is not a column of ``members``.
+
+  The message lists the columns that look like metrics (``final_*``, ``best_*``,
+  ``test_*``).
+
+  Example:
+    >>> try:
+    ...   check_metric(pd.DataFrame({"lr": [0.1], "final_val_acc": [0.9]}), "val_f1")
+    ... except ConfigError as e:
+    ...   print(e)
+    metric: 'val_f1' is not a column of members; choose one of ['final_val_acc'].
+  """
   if metric not in members.columns:
     numeric = [c for c in members.columns if str(c).startswith(("final_", "best_", "test_"))]
     raise ConfigError(
@@ -162,7 +210,7 @@ def status_labels(members: pd.DataFrame) -> np.ndarray:
   """
   if "status" in members.columns:
     return members["status"].astype(str).to_numpy()
-  _require(members, ("diverged",), "members")
+  require_columns(members, ("diverged",), "members")
   diverged = members["diverged"].fillna(False).astype(bool).to_numpy()
   return np.where(diverged, "diverged", "trained")
 
@@ -222,12 +270,23 @@ def with_status(members: pd.DataFrame, num_classes: int | None = None,
           f"diverged flag only ({why})")
 
 
-def _trained(members: pd.DataFrame) -> np.ndarray:
-  """Whether each member counts as trained (status column, else not diverged)."""
+def trained_mask(members: pd.DataFrame) -> np.ndarray:
+  """Whether each member counts as trained: status ``"trained"`` (`status_labels`).
+
+  Example:
+    >>> trained_mask(pd.DataFrame({"status": ["trained", "failed", "diverged"]})).tolist()
+    [True, False, False]
+  """
   return status_labels(members) == "trained"
 
 
-def _trained_or_failed(members: pd.DataFrame) -> np.ndarray:
+def not_diverged_mask(members: pd.DataFrame) -> np.ndarray:
+  """Whether each member did not diverge: trained or failed (`status_labels`).
+
+  Example:
+    >>> not_diverged_mask(pd.DataFrame({"status": ["trained", "failed", "diverged"]})).tolist()
+    [True, True, False]
+  """
   return status_labels(members) != "diverged"
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pandas as pd
 
 from lrjax.analysis import tables
-from lrjax.analysis.verdicts import STEPS_METRIC, Estimates, estimate, findings_from
+from lrjax.analysis.stats import check_metric
 from lrjax.analysis.tables import RunTables, jsonable
+from lrjax.analysis.verdicts import STEPS_METRIC, Estimates, estimate, findings_from
 
 DEFAULT_METRIC = "final_val_loss"
 
@@ -25,40 +26,14 @@ def analyze(run: RunTables, metric: str = DEFAULT_METRIC, n_boot: int = 1000,
     ('not settled', 4)
   """
   members, source = tables.analysis_members(run)
-  tables._check_metric(members, metric)
+  check_metric(members, metric)
   history = run.history if isinstance(run.history, pd.DataFrame) else None
-  e = estimate(members, history, metric=metric, n_boot=n_boot,
-                            rng_seed=rng_seed)
+  e = estimate(members, history, metric=metric, n_boot=n_boot, rng_seed=rng_seed)
   e = e._replace(status_source=source)
   members = e.members
   axes = tables.grid_axes(members, run.config)
   status = members["status"]
   counts = {k: int((status == k).sum()) for k in ("trained", "failed", "diverged")}
-
-  best_member = None
-  ok = members[(status == "trained") & members[metric].notna()]
-  if not ok.empty:
-    minimise = tables.metric_mode(metric) == "min"
-    b = ok.loc[ok[metric].idxmin() if minimise else ok[metric].idxmax()]
-    best_member = {"member": b["member"], **{a: b[a] for a in axes},
-                   **{c: b[c] for c in tables.METRIC_COLUMNS if c in b.index}}
-
-  warnings = []
-  if counts["diverged"] == len(members):
-    warnings.append("every member diverged: lower the learning rates.")
-  elif counts["trained"] == 0:
-    warnings.append("no member trained (every one diverged or failed): check the LR "
-                    "range and the training budget.")
-  extra = [c for c in e.best_lr.columns[:list(e.best_lr.columns).index("best_lr")]
-           if c not in ("batch_size", "aug")]
-  for _, r in e.best_lr[e.best_lr["edge"].astype(bool)].iterrows():
-    usable = e.members[(e.members["batch_size"] == r["batch_size"])
-                       & (e.members["aug"] == r["aug"])]
-    side = ("largest" if r["grid_best_lr"] >= usable["lr"].median() else "smallest")
-    where = ", ".join(f"{c}={r[c]}" for c in ("batch_size", "aug", *extra))
-    warnings.append(f"{where}: the best LR {r['grid_best_lr']:g} is the {side} usable LR; "
-                    "it is a bound, not an optimum: widen grid.lr.")
-
   steps = ({"metric": STEPS_METRIC, "target": e.target,
             "best_steps": _records(e.best_steps),
             "critical_batch": _records(e.critical_batch), "note": e.steps_note}
@@ -83,10 +58,41 @@ def analyze(run: RunTables, metric: str = DEFAULT_METRIC, n_boot: int = 1000,
       "aug_effect_pooled": _records(e.aug_pooled),
       "steps_to_target": steps,
       "noise_scale": _records(e.noise_summary),
-      "best_member": best_member,
-      "warnings": warnings,
+      "best_member": _best_member(members, metric, axes),
+      "warnings": _warnings(e, counts),
   })
   return summary, e
+
+
+def _best_member(members: pd.DataFrame, metric: str, axes: list[str]) -> dict | None:
+  """The single best trained member by ``metric``: one seed, not an estimate."""
+  ok = members[(members["status"] == "trained") & members[metric].notna()]
+  if ok.empty:
+    return None
+  minimise = tables.metric_mode(metric) == "min"
+  b = ok.loc[ok[metric].idxmin() if minimise else ok[metric].idxmax()]
+  return {"member": b["member"], **{a: b[a] for a in axes},
+          **{c: b[c] for c in tables.METRIC_COLUMNS if c in b.index}}
+
+
+def _warnings(e: Estimates, counts: dict) -> list[str]:
+  """No member trained; best LRs at the edge of the LR grid."""
+  out = []
+  if counts["diverged"] == len(e.members):
+    out.append("every member diverged: lower the learning rates.")
+  elif counts["trained"] == 0:
+    out.append("no member trained (every one diverged or failed): check the LR "
+               "range and the training budget.")
+  extra = [c for c in e.best_lr.columns[:list(e.best_lr.columns).index("best_lr")]
+           if c not in ("batch_size", "aug")]
+  for _, r in e.best_lr[e.best_lr["edge"].astype(bool)].iterrows():
+    usable = e.members[(e.members["batch_size"] == r["batch_size"])
+                       & (e.members["aug"] == r["aug"])]
+    side = ("largest" if r["grid_best_lr"] >= usable["lr"].median() else "smallest")
+    where = ", ".join(f"{c}={r[c]}" for c in ("batch_size", "aug", *extra))
+    out.append(f"{where}: the best LR {r['grid_best_lr']:g} is the {side} usable LR; "
+               "it is a bound, not an optimum: widen grid.lr.")
+  return out
 
 
 def summarize(run: RunTables, metric: str = DEFAULT_METRIC, n_boot: int = 1000,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,6 +14,7 @@ from lrjax.analysis import tables
 
 NUM_CLASSES = 10
 NUM_VAL = 1000
+_EXAMPLES = 10 * 1000  # examples each fake member trains on
 
 
 def synthetic_run(lrs: Sequence[float] = tuple(0.01 * 2.0 ** k for k in range(-3, 6)),
@@ -38,6 +39,9 @@ def synthetic_run(lrs: Sequence[float] = tuple(0.01 * 2.0 ** k for k in range(-3
   optimal LR approaches its final value as ``exp(-3 p)``, with progress ``p =
   updates / (s_min (1 + b_crit / B) (1 + d**2 / 2))``: at the best LR the steps to
   any target follow McCandlish et al.'s ``S = S_min (1 + B_crit / B)``.
+
+  The many parameters are deliberate: each plants one property of the fake run and
+  has a default, so a test or example names only what it plants.
 
   Args:
     lrs, batch_sizes, augs, seeds: the grid.
@@ -87,39 +91,17 @@ def synthetic_run(lrs: Sequence[float] = tuple(0.01 * 2.0 ** k for k in range(-3
   acc = acc.clip(chance, 1.0).where(~failed, chance)
   loss = -np.log(acc.clip(1e-3))
   diverged = (grid["lr"] > diverge_above * opt).to_numpy()
-  total = 10 * 1000  # examples
   m = grid.assign(
-      diverged=diverged, diverged_at=np.where(diverged, total / 2, np.nan),
+      diverged=diverged, diverged_at=np.where(diverged, _EXAMPLES / 2, np.nan),
       final_val_loss=loss.where(~diverged), final_val_acc=acc.where(~diverged),
       best_val_loss=(loss * 0.98).where(~diverged),
       best_val_acc=(acc + 0.002).clip(upper=1).where(~diverged),
       test_loss=(loss * 1.02).where(~diverged), test_acc=(acc - 0.003).where(~diverged))
-  t = np.linspace(0, 1, n_evals + 1)[1:]
-  init = math.log(NUM_CLASSES)
-  rows = []
-  for r, d, f, dd in zip(m.itertuples(), diverged, failed, dist):
-    updates = np.floor(t * total / r.batch_size)
-    need = s_min * (1 + b_crit / r.batch_size) * (1 + 0.5 * dd ** 2)
-    final = init if f else (-math.log(0.3) if d else r.final_val_loss)
-    curve = final + (init - final) * np.exp(-3 * updates / need)
-    vacc = np.exp(-curve) if not f else np.full(len(t), chance)
-    if d:  # explode, then NaN after divergence
-      curve = np.where(t < 0.5, curve * (1 + 4 * t), np.nan)
-      vacc = np.where(t < 0.5, chance, np.nan)
-    ns = np.full(len(t), np.nan)
-    if noise_scale is not None:
-      ns = noise_scale * (1 + 2 * t) * (1 + r.aug) * np.exp(0.1 * rng.normal(size=len(t)))
-      ns = np.where(np.isfinite(curve), ns, np.nan)
-    for k, tk in enumerate(t):
-      rows.append((r.member, tk * total, int(updates[k]), r.lr * (1 - 0.5 * tk),
-                   curve[k] * 1.05, curve[k], vacc[k], ns[k]))
-  history = pd.DataFrame(rows, columns=["member", "examples_seen", "updates", "lr_now",
-                                        "train_loss", "val_loss", "val_acc", "noise_scale"])
-  if noise_scale is None:
-    history = history.drop(columns=["noise_scale"])
+  history = _planted_history(m, failed, dist.to_numpy(),
+                             _Dynamics(n_evals, b_crit, s_min, noise_scale), rng)
   if status_columns or train_loss_columns:
     last = history.groupby("member")["train_loss"].last()
-    m["first_train_loss"] = init * 1.05
+    m["first_train_loss"] = math.log(NUM_CLASSES) * 1.05
     m["final_train_loss"] = last.reindex(m["member"]).to_numpy()
   if status_columns:
     m["status"] = outcomes.member_status(m, num_classes=NUM_CLASSES, num_val=NUM_VAL)
@@ -127,6 +109,44 @@ def synthetic_run(lrs: Sequence[float] = tuple(0.01 * 2.0 ** k for k in range(-3
             "schedule": "constant", "epochs": 10, "num_classes": NUM_CLASSES,
             "num_val": NUM_VAL, "grid": {k: list(v) for k, v in axes.items()}}
   return tables.RunTables(config=config, members=m, history=history, run_dir="")
+
+
+class _Dynamics(NamedTuple):
+  """How a planted member's history evolves (see `synthetic_run`)."""
+  n_evals: int
+  b_crit: float
+  s_min: float
+  noise_scale: float | None
+
+
+def _planted_history(m: pd.DataFrame, failed: np.ndarray, dist: np.ndarray,
+                     dyn: _Dynamics, rng: np.random.Generator) -> pd.DataFrame:
+  """The history of each member of ``m``; ``dist``: log2 distance of its LR from the best."""
+  t = np.linspace(0, 1, dyn.n_evals + 1)[1:]
+  init = math.log(NUM_CLASSES)
+  chance = 1.0 / NUM_CLASSES
+  rows = []
+  for r, f, dd in zip(m.itertuples(), failed, dist):
+    d = r.diverged
+    updates = np.floor(t * _EXAMPLES / r.batch_size)
+    need = dyn.s_min * (1 + dyn.b_crit / r.batch_size) * (1 + 0.5 * dd ** 2)
+    final = init if f else (-math.log(0.3) if d else r.final_val_loss)
+    curve = final + (init - final) * np.exp(-3 * updates / need)
+    vacc = np.exp(-curve) if not f else np.full(len(t), chance)
+    if d:  # explode, then NaN after divergence
+      curve = np.where(t < 0.5, curve * (1 + 4 * t), np.nan)
+      vacc = np.where(t < 0.5, chance, np.nan)
+    ns = np.full(len(t), np.nan)
+    if dyn.noise_scale is not None:
+      ns = (dyn.noise_scale * (1 + 2 * t) * (1 + r.aug)
+            * np.exp(0.1 * rng.normal(size=len(t))))
+      ns = np.where(np.isfinite(curve), ns, np.nan)
+    for k, tk in enumerate(t):
+      rows.append((r.member, tk * _EXAMPLES, int(updates[k]), r.lr * (1 - 0.5 * tk),
+                   curve[k] * 1.05, curve[k], vacc[k], ns[k]))
+  history = pd.DataFrame(rows, columns=["member", "examples_seen", "updates", "lr_now",
+                                        "train_loss", "val_loss", "val_acc", "noise_scale"])
+  return history.drop(columns=["noise_scale"]) if dyn.noise_scale is None else history
 
 
 def save_run(run: tables.RunTables, run_dir: str) -> str:
@@ -160,6 +180,10 @@ def synthetic_members(*, batch_sizes: Sequence[int] = (32, 64, 128, 256, 512),
   seed_noise * η_seed + noise * ε_member``. Members with ``lr > diverge_factor *
   lr_opt`` diverge (NaN metrics). The default LR grid is log2-spaced in quarter
   octaves from lr_opt/8 to 8·lr_opt over all cells.
+
+  Every parameter is keyword-only with a default and plants one property of the
+  table (the grid, the optimum, the noise, divergence), so a caller names only what
+  it plants.
 
   Example:
     >>> synthetic_members(batch_sizes=(64,), lrs=(0.01,), seeds=(0,)).columns.tolist()[:6]

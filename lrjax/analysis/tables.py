@@ -23,19 +23,17 @@ import numpy as np
 import pandas as pd
 
 from lrjax.analysis import stats
-from lrjax.analysis.stats import metric_mode
+from lrjax.analysis.stats import check_metric, metric_mode
 from lrjax.errors import ConfigError
+from lrjax.grid import CORE_AXES
 
 METRIC_COLUMNS = (
     "final_val_loss", "final_val_acc", "best_val_loss", "best_val_acc",
     "test_loss", "test_acc")
-CORE_AXES = stats.CORE_AXES
 KNOWN_MEMBER_COLUMNS = frozenset(
     ("member", *CORE_AXES, *METRIC_COLUMNS, *stats.BOOKKEEPING_COLUMNS,
      *stats.TRAIN_LOSS_COLUMNS))
 REQUIRED_MEMBER_COLUMNS = ("member", "lr", "batch_size", "diverged")
-# A grid without an aug or seed axis ran at these values.
-AXIS_DEFAULTS = stats.AXIS_DEFAULTS
 REQUIRED_HISTORY_COLUMNS = ("member", "examples_seen", "val_loss", "val_acc")
 
 
@@ -113,7 +111,7 @@ def with_default_axes(members: pd.DataFrame) -> pd.DataFrame:
     >>> with_default_axes(df)[["aug", "seed", "diverged"]].values.tolist()
     [[0.0, 0, False]]
   """
-  missing = {k: v for k, v in AXIS_DEFAULTS.items() if k not in members.columns}
+  missing = {k: v for k, v in stats.AXIS_DEFAULTS.items() if k not in members.columns}
   if not missing and members["diverged"].dtype == bool:
     return members
   members = members.assign(**missing)
@@ -141,12 +139,6 @@ def grid_axes(members: pd.DataFrame, config: dict | None = None) -> list[str]:
     extra = [c for c in members.columns
              if c not in KNOWN_MEMBER_COLUMNS and not stats.is_result_column(c)]
   return core + extra
-
-
-def _check_metric(members: pd.DataFrame, metric: str) -> None:
-  if metric not in members.columns:
-    raise ConfigError(f"metric {metric!r} is not a members column; choose one of "
-                      f"{[c for c in METRIC_COLUMNS if c in members.columns]}.")
 
 
 def lr_cells(members: pd.DataFrame, metric: str = "final_val_loss",
@@ -181,7 +173,7 @@ def lr_cells(members: pd.DataFrame, metric: str = "final_val_loss",
     >>> lr_cells(df, "final_val_acc")[["lr", "value", "stable"]].to_dict("list")
     {'lr': [0.1, 1.0], 'value': [0.625, nan], 'stable': [True, False]}
   """
-  _check_metric(members, metric)
+  check_metric(members, metric)
   members = with_default_axes(members)
   axes = list(axes) if axes is not None else grid_axes(members)
   by = list(by)

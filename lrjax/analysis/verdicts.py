@@ -2,6 +2,9 @@
 
 Each sentence states a verdict with its 95% interval, or says plainly that the run
 does not settle the question and why. See `lrjax.analysis.stats` for the conventions.
+
+An estimate is an estimator in its own module, fields of `Estimates` filled by one
+function in `ESTIMATORS`, and its sentences from one function in `FINDINGS`.
 """
 from __future__ import annotations
 
@@ -59,12 +62,87 @@ class Estimates(NamedTuple):
   noise_summary: pd.DataFrame | None
 
 
+class _Inputs(NamedTuple):
+  """What every estimator of `estimate` reads."""
+  members: pd.DataFrame          # prepared, with a status column
+  history: pd.DataFrame | None
+  metric: str
+  reference_aug: float | None
+  target: float | None
+  n_boot: int
+  rng_seed: int
+  lr_fit: optima.BestLrFit       # shared by the best LR, scaling and aug effect
+
+
+def _best_lr_estimates(x: _Inputs) -> dict:
+  scaling = optima.scaling_fit(x.members, None, x.metric, x.n_boot, x.rng_seed, fit=x.lr_fit)
+  return {"best_lr": x.lr_fit.table, "scaling": scaling.table, "scaling_band": scaling.band}
+
+
+def _stability_estimates(x: _Inputs) -> dict:
+  return {"max_stable": stability.max_stable_lr(x.members)}
+
+
+def _aug_estimates(x: _Inputs) -> dict:
+  """The aug effect against the reference (default the smallest level); None with one."""
+  levels = np.sort(x.members["aug"].astype(float).unique())
+  if len(levels) < 2:
+    return {"reference_aug": None, "aug_effect": None, "aug_pooled": None}
+  reference = float(levels[0]) if x.reference_aug is None else x.reference_aug
+  fit = stability.aug_effect_fit(x.members, x.metric, reference, x.n_boot, x.rng_seed,
+                                 fit=x.lr_fit)
+  return {"reference_aug": reference, "aug_effect": fit.per_batch, "aug_pooled": fit.pooled}
+
+
+def _steps_estimates(x: _Inputs) -> dict:
+  """Steps to target and B_crit, or a note saying why the history does not give them."""
+  none = {"target": None, "best_steps": None, "critical_batch": None}
+  if x.history is None or x.history.empty:
+    return {**none, "steps_note": "no history"}
+  if STEPS_METRIC not in x.history.columns or "member" not in x.members.columns:
+    return {**none, "steps_note": f"the history has no {STEPS_METRIC!r} column"}
+  try:
+    # Without an explicit target, each aug (and extra-axes) group gets its own: the
+    # hardest level all its batch sizes reach (stronger augmentation ends higher).
+    steps = critical_batch.steps_to_target(
+        x.history, x.members, x.target, STEPS_METRIC,
+        by=None if x.target is not None else ["aug", *stats.extra_axes(x.members)])
+  except ConfigError as e:
+    return {**none, "steps_note": str(e)}
+  levels = steps["target"].dropna().unique()
+  fit = critical_batch.best_steps_fit(steps, x.n_boot, x.rng_seed)
+  return {"target": float(levels[0]) if len(levels) == 1 else None,
+          "best_steps": fit.table, "critical_batch": critical_batch.critical_batch_from_fit(fit),
+          "steps_note": ""}
+
+
+def _noise_estimates(x: _Inputs) -> dict:
+  """The noise scale, when the history has a finite ``noise_scale`` column."""
+  none = {"noise_curve": None, "noise_summary": None}
+  h = x.history
+  if (h is None or "noise_scale" not in h.columns or "member" not in x.members.columns
+      or not np.isfinite(h["noise_scale"].to_numpy(float)).any()):
+    return none
+  summary = noise_scale.noise_scale_summary(h, x.members)
+  if summary.empty:
+    return none
+  return {"noise_curve": noise_scale.noise_scale_curve(h, x.members), "noise_summary": summary}
+
+
+# Each fills its fields of `Estimates`.
+ESTIMATORS = (_best_lr_estimates, _stability_estimates, _aug_estimates, _steps_estimates,
+              _noise_estimates)
+
+
 def estimate(members: pd.DataFrame, history: pd.DataFrame | None = None, *,
              metric: str = "final_val_loss", num_classes: int | None = None,
              num_val: int | None = None, reference_aug: float | None = None,
              target: float | None = None, n_boot: int = 1000,
              rng_seed: int = 0) -> Estimates:
   """Runs every estimator on a run's tables, sharing the bootstrap draws.
+
+  Its nine parameters are the two tables and, keyword-only, the settings of the
+  estimators it runs (`ESTIMATORS`), each passed through once.
 
   Args:
     members: the members table.
@@ -92,81 +170,42 @@ def estimate(members: pd.DataFrame, history: pd.DataFrame | None = None, *,
     >>> e.scaling["verdict"].tolist(), e.aug_effect is None, e.best_steps is None
     (['sqrt'], True, True)
   """
-  members, source = stats.with_status(stats._prepare(members), num_classes, num_val,
+  members, source = stats.with_status(stats.prepare_members(members), num_classes, num_val,
                                       loss_only=False)
-  lr_fit = optima._best_lr_fit(members, metric, n_boot, rng_seed)
-  scaling = optima._scaling_fit(members, None, metric, n_boot, rng_seed, fit=lr_fit)
-  aug_parts = None
-  levels = np.sort(members["aug"].astype(float).unique())
-  if len(levels) > 1:
-    reference_aug = float(levels[0]) if reference_aug is None else reference_aug
-    aug_parts = stability._aug_effect_parts(members, metric, reference_aug, n_boot,
-                                            rng_seed, lr=lr_fit)
-  best_steps = crit = None
-  level, note = None, ""
-  if history is None or history.empty:
-    note = "no history"
-  elif STEPS_METRIC not in history.columns or "member" not in members.columns:
-    note = f"the history has no {STEPS_METRIC!r} column"
-  else:
-    try:
-      # Without an explicit target, each aug (and extra-axes) group gets its own: the
-      # hardest level all its batch sizes reach (stronger augmentation ends higher).
-      steps = critical_batch.steps_to_target(
-          history, members, target, STEPS_METRIC,
-          by=None if target is not None else ["aug", *stats.extra_axes(members)])
-    except ConfigError as e:
-      note = str(e)
-    else:
-      levels = steps["target"].dropna().unique()
-      level = float(levels[0]) if len(levels) == 1 else None
-      fit = critical_batch._best_steps_fit(steps, n_boot, rng_seed)
-      best_steps, crit = fit.table, critical_batch._critical_batch_rows(fit)
-  curve = summary = None
-  if (history is not None and "noise_scale" in history.columns
-      and "member" in members.columns
-      and np.isfinite(history["noise_scale"].to_numpy(float)).any()):
-    curve = noise_scale.noise_scale_curve(history, members)
-    summary = noise_scale.noise_scale_summary(history, members)
-    if summary.empty:
-      curve = summary = None
-  return Estimates(
-      members=members, status_source=source, metric=metric, n_boot=n_boot,
-      reference_aug=reference_aug if aug_parts is not None else None,
-      n_seeds=int(members["seed"].nunique()), best_lr=lr_fit.table,
-      scaling=scaling.table, scaling_band=scaling.band,
-      max_stable=stability.max_stable_lr(members),
-      aug_effect=None if aug_parts is None else aug_parts.per_batch,
-      aug_pooled=None if aug_parts is None else aug_parts.pooled,
-      target=level, best_steps=best_steps, critical_batch=crit, steps_note=note,
-      noise_curve=curve, noise_summary=summary)
+  x = _Inputs(members, history, metric, reference_aug, target, n_boot, rng_seed,
+              lr_fit=optima.best_lr_fit(members, metric, n_boot, rng_seed))
+  fields = {}
+  for estimator in ESTIMATORS:
+    fields.update(estimator(x))
+  return Estimates(members=members, status_source=source, metric=metric, n_boot=n_boot,
+                   n_seeds=int(members["seed"].nunique()), **fields)
 
 
 # ------------------------------------------------------------------- sentences
 
 
-def _seeds_caveat(n_seeds: int) -> str | None:
-  if n_seeds <= 1:
-    return ("Only one seed per cell: point estimates only; there are no intervals, so "
-            "every verdict below is 'not settled'. Run at least 3 seeds.")
-  if n_seeds < 5:
-    return (f"Intervals are 95% seed-bootstrap intervals over only {n_seeds} seeds, "
-            f"widened ×{stats.small_sample_factor(n_seeds):.2g} for the small sample; they "
-            "still rest on these seeds being typical.")
-  return None
-
-
-def _status_sentence(e: Estimates) -> str:
+def _status_findings(e: Estimates) -> list[str]:
   m = e.members
   if e.status_source.startswith("diverged flag"):
     n_div = int((m["status"] == "diverged").sum())
-    return (f"Of {len(m)} members, {n_div} diverged; only non-diverged members count.")
+    return [f"Of {len(m)} members, {n_div} diverged; only non-diverged members count."]
   c = m["status"].value_counts()
   why = (" (training loss fell < 10% or accuracy within 2 SE of chance)"
          if "chance" in e.status_source and "unknown" not in e.status_source else
          " (training loss fell < 10%)" if e.status_source.startswith("derived") else "")
-  return (f"Of {len(m)} members, {c.get('trained', 0)} trained, {c.get('diverged', 0)} "
-          f"diverged and {c.get('failed', 0)} failed{why}; only trained members count.")
+  return [f"Of {len(m)} members, {c.get('trained', 0)} trained, {c.get('diverged', 0)} "
+          f"diverged and {c.get('failed', 0)} failed{why}; only trained members count."]
+
+
+def _seeds_findings(e: Estimates) -> list[str]:
+  if e.n_seeds <= 1:
+    return ["Only one seed per cell: point estimates only; there are no intervals, so "
+            "every verdict below is 'not settled'. Run at least 3 seeds."]
+  if e.n_seeds < 5:
+    return [f"Intervals are 95% seed-bootstrap intervals over only {e.n_seeds} seeds, "
+            f"widened ×{stats.small_sample_factor(e.n_seeds):.2g} for the small sample; "
+            "they still rest on these seeds being typical."]
+  return []
 
 
 def _group_of(row: pd.Series, first_value: str) -> str:
@@ -174,19 +213,9 @@ def _group_of(row: pd.Series, first_value: str) -> str:
   return group_label(cols, row[cols].tolist())
 
 
-def findings_from(e: Estimates) -> list[str]:
-  """The sentences of `findings`, from an `Estimates` already computed.
-
-  Example:
-    >>> from lrjax.analysis.synthetic import synthetic_members
-    >>> e = estimate(synthetic_members(batch_sizes=(64, 128, 256)), n_boot=100)
-    >>> findings_from(e)[0]
-    'Of 270 members, 0 diverged; only non-diverged members count.'
-  """
-  out = [_status_sentence(e)]
-  caveat = _seeds_caveat(e.n_seeds)
-  if caveat:
-    out.append(caveat)
+def _best_lr_findings(e: Estimates) -> list[str]:
+  """Cells whose best LR is at the grid edge, and cells with no usable LR."""
+  out = []
   edges = e.best_lr[e.best_lr["edge"].astype(bool)]
   if len(edges):
     cells = "; ".join(_group_of(r, "best_lr") for _, r in edges.head(4).iterrows())
@@ -198,7 +227,11 @@ def findings_from(e: Estimates) -> list[str]:
   if empty.any():
     out.append(f"No usable LR (every LR lost a seed) in {int(empty.sum())} of "
                f"{len(e.best_lr)} cells.")
+  return out
 
+
+def _scaling_findings(e: Estimates) -> list[str]:
+  out = []
   for _, r in e.scaling.iterrows():
     verdict = {"linear": "consistent with linear scaling, not square-root",
                "sqrt": "consistent with square-root scaling, not linear",
@@ -206,48 +239,75 @@ def findings_from(e: Estimates) -> list[str]:
     out.append(f"Best LR vs batch size at {_group_of(r, 'alpha')}: exponent "
                f"{interval_text(r['alpha'], r['alpha_lo'], r['alpha_hi'])} — {verdict}: "
                f"{r['reason']}.")
+  return out
 
-  if e.aug_pooled is not None:
-    for _, r in e.aug_pooled.iterrows():
-      lr_txt = interval_text(r["d_log_best_lr"], r["d_log_best_lr_lo"],
-                             r["d_log_best_lr_hi"], np.exp)
-      st_txt = ("×" + interval_text(r["d_log_max_stable_lr"], r["d_log_max_stable_lr_lo"],
-                                    r["d_log_max_stable_lr_hi"], np.exp)
-                if int(r["n_log_max_stable_lr"]) else
-                "not measured (at every batch size one aug level is stable up to the top "
-                "of the LR grid, or nothing is stable)")
-      m_txt = interval_text(r["d_best_metric"], r["d_best_metric_lo"],
-                            r["d_best_metric_hi"])
-      extra = _group_of(r, "reference_aug").split(", ")[1:]
-      at = f" at {', '.join(extra)}" if extra else ""
-      out.append(
-          f"Aug {fmt(r['aug'])} vs {fmt(e.reference_aug)}{at} (mean over "
-          f"{int(r['n_batch_sizes'])} batch sizes with interior optima): best LR ×{lr_txt} — "
-          f"{r['verdict']}; max stable LR {st_txt} — {r['max_stable_verdict']}; "
-          f"best {e.metric} change {m_txt} — {r['metric_verdict']}.")
 
-  if e.critical_batch is not None:
-    for _, r in e.critical_batch.iterrows():
-      head = (f"Critical batch size at {_group_of(r, 'b_crit')} (target {STEPS_METRIC} ≤ "
-              f"{fmt(r.get('target', e.target))}): ")
-      if r["reason"].startswith("not settled"):
-        out.append(head + r["reason"] + ".")
-      else:
-        b_crit = interval_text(r["b_crit"], r["b_crit_lo"], r["b_crit_hi"])
-        out.append(head + f"B_crit ≈ {b_crit}, S_min ≈ {fmt(r['s_min'])} steps; "
-                   f"{r['reason']}.")
-  elif e.steps_note and e.steps_note != "no history":
-    out.append(f"Critical batch size: not settled ({e.steps_note}).")
+def _aug_findings(e: Estimates) -> list[str]:
+  if e.aug_pooled is None:
+    return []
+  out = []
+  for _, r in e.aug_pooled.iterrows():
+    lr_txt = interval_text(r["d_log_best_lr"], r["d_log_best_lr_lo"],
+                           r["d_log_best_lr_hi"], np.exp)
+    st_txt = ("×" + interval_text(r["d_log_max_stable_lr"], r["d_log_max_stable_lr_lo"],
+                                  r["d_log_max_stable_lr_hi"], np.exp)
+              if int(r["n_log_max_stable_lr"]) else
+              "not measured (at every batch size one aug level is stable up to the top "
+              "of the LR grid, or nothing is stable)")
+    m_txt = interval_text(r["d_best_metric"], r["d_best_metric_lo"], r["d_best_metric_hi"])
+    extra = _group_of(r, "reference_aug").split(", ")[1:]
+    at = f" at {', '.join(extra)}" if extra else ""
+    out.append(
+        f"Aug {fmt(r['aug'])} vs {fmt(e.reference_aug)}{at} (mean over "
+        f"{int(r['n_batch_sizes'])} batch sizes with interior optima): best LR ×{lr_txt} — "
+        f"{r['verdict']}; max stable LR {st_txt} — {r['max_stable_verdict']}; "
+        f"best {e.metric} change {m_txt} — {r['metric_verdict']}.")
+  return out
 
-  if e.noise_summary is not None:
-    for _, r in e.noise_summary.iterrows():
-      out.append(
-          f"Gradient noise scale B_simple at {_group_of(r, 'noise_scale')}: median "
+
+def _critical_batch_findings(e: Estimates) -> list[str]:
+  if e.critical_batch is None:
+    if e.steps_note and e.steps_note != "no history":
+      return [f"Critical batch size: not settled ({e.steps_note})."]
+    return []
+  out = []
+  for _, r in e.critical_batch.iterrows():
+    head = (f"Critical batch size at {_group_of(r, 'b_crit')} (target {STEPS_METRIC} ≤ "
+            f"{fmt(r.get('target', e.target))}): ")
+    if r["reason"].startswith("not settled"):
+      out.append(head + r["reason"] + ".")
+    else:
+      b_crit = interval_text(r["b_crit"], r["b_crit_lo"], r["b_crit_hi"])
+      out.append(head + f"B_crit ≈ {b_crit}, S_min ≈ {fmt(r['s_min'])} steps; "
+                 f"{r['reason']}.")
+  return out
+
+
+def _noise_findings(e: Estimates) -> list[str]:
+  if e.noise_summary is None:
+    return []
+  return [f"Gradient noise scale B_simple at {_group_of(r, 'noise_scale')}: median "
           f"{fmt(r['noise_scale'])} over training (middle half of the evaluations "
           f"{fmt(r['spread_lo'])}–{fmt(r['spread_hi'])}; first {fmt(r['first'])}, last "
           f"{fmt(r['last'])}), from {int(r['n_members'])} trained members; a spread, not a "
-          "confidence interval.")
-  return out
+          "confidence interval." for _, r in e.noise_summary.iterrows()]
+
+
+# Each gives its sentences, in this order.
+FINDINGS = (_status_findings, _seeds_findings, _best_lr_findings, _scaling_findings,
+            _aug_findings, _critical_batch_findings, _noise_findings)
+
+
+def findings_from(e: Estimates) -> list[str]:
+  """The sentences of `findings`, from an `Estimates` already computed.
+
+  Example:
+    >>> from lrjax.analysis.synthetic import synthetic_members
+    >>> e = estimate(synthetic_members(batch_sizes=(64, 128, 256)), n_boot=100)
+    >>> findings_from(e)[0]
+    'Of 270 members, 0 diverged; only non-diverged members count.'
+  """
+  return [sentence for sentences in FINDINGS for sentence in sentences(e)]
 
 
 def findings(members: pd.DataFrame, history: pd.DataFrame | None = None, *,
@@ -256,6 +316,8 @@ def findings(members: pd.DataFrame, history: pd.DataFrame | None = None, *,
              target: float | None = None, n_boot: int = 1000,
              rng_seed: int = 0) -> list[str]:
   """Plain-English findings, each a verdict with its 95% interval.
+
+  Its nine parameters are those of `estimate`, passed through.
 
   Covers member status, best LRs at the grid edge, the best-LR vs batch-size
   exponent per group, the pooled effect of each aug level, the critical batch size
