@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
-from typing import Any
+from typing import Any, Mapping
 
 import ml_collections
 import pandas as pd
@@ -25,8 +24,7 @@ from lrjax import data as data_lib
 from lrjax import grid as grid_lib
 from lrjax import lr_finder
 from lrjax import models as models_lib
-from lrjax import optimizers
-from lrjax.engine import GridResult, Run, TrainSettings, build_run, train, train_grid
+from lrjax.engine import GridResult, Run, TrainSettings, build_run, train
 from lrjax.engine import devices
 from lrjax.engine.run import uses_augmentation
 from lrjax.engine.settings import config_fields
@@ -107,13 +105,27 @@ def resolve(config) -> Run:
 
 
 def _per_optimizer_kwargs(cfg: dict, optimizers: tuple[str, ...]) -> dict[str, dict]:
-  """``optimizer_kwargs`` for each optimizer of a ``grid.optimizer`` axis: either keyed
-  by optimizer name (names not on the axis are ignored), or one dict of arguments they
-  all take."""
+  """``optimizer_kwargs`` for each optimizer of a ``grid.optimizer`` axis.
+
+  Keyed by optimizer name when every key names an optimizer (of the axis or the
+  catalog; names not on the axis are ignored) and every value is a dict of
+  arguments; otherwise one dict of arguments they all take. ``{"momentum": 0.95}`` is
+  the latter: "momentum" names an optimizer and a hyperparameter, 0.95 is no dict.
+
+  Example:
+    >>> cfg = {"optimizer_kwargs": {"momentum": 0.95}}
+    >>> _per_optimizer_kwargs(cfg, ("momentum", "nesterov"))
+    {'momentum': {'momentum': 0.95}, 'nesterov': {'momentum': 0.95}}
+    >>> cfg = {"optimizer_kwargs": {"adam": {"b2": 0.99}}}
+    >>> _per_optimizer_kwargs(cfg, ("sgd", "adam"))
+    {'sgd': {}, 'adam': {'b2': 0.99}}
+  """
   kwargs = dict(cfg["optimizer_kwargs"])
-  if kwargs and set(kwargs) <= set(OPTIMIZERS) | set(optimizers):
+  by_name = (bool(kwargs) and set(kwargs) <= set(OPTIMIZERS) | set(optimizers)
+             and all(isinstance(v, Mapping) for v in kwargs.values()))
+  if by_name:
     return {name: dict(kwargs.get(name, {})) for name in optimizers}
-  return {name: kwargs for name in optimizers}
+  return {name: dict(kwargs) for name in optimizers}
 
 
 def resolve_runs(config) -> list[Run]:
@@ -286,14 +298,16 @@ def _concatenate(results: list[GridResult]) -> GridResult:
 def find_lr(config, workdir: str, *, overwrite: bool = False) -> dict:
   """Runs the LR range test and its vectorised variant for a config; writes ``workdir``.
 
-  The whole config counts: for every batch size of the grid, the classic range test
-  (an exponential LR ramp with the config's optimizer, on un-augmented data) gives
-  a centre, then the vectorised test trains 9 fixed LRs around it for one epoch as
-  one grid, with every augmentation strength, schedule and other axis value of the
-  config at that batch size (first seed), through the engine. Writes
-  ``lr_find.json``, ``lr_find.csv`` and one ``lr_find_bs<B>.png`` per batch size
-  (``lr_find.png`` for the first); the summary holds one suggestion per batch size
-  and a grid of LRs covering all of them.
+  The whole config counts: for every batch size of the grid,
+  ``lrjax.lr_finder.batch_size_test`` runs the classic range test (an exponential LR
+  ramp trained by the engine with the config's settings: its optimizer, loss, label
+  smoothing, dtype, BatchNorm ghost batches and the first member's augmentation) for
+  a centre, then the vectorised test trains 9 fixed LRs around it for one epoch as one
+  grid, with every augmentation strength, schedule and other axis value of the config
+  at that batch size (first seed). Writes ``lr_find.json`` (``lr_finder.summarise``),
+  ``lr_find.csv`` and one ``lr_find_bs<B>.png`` per batch size (``lr_find.png`` for the
+  first); the summary holds one suggestion per batch size and a grid of LRs covering
+  all of them.
 
   Example:
     >>> import tempfile
@@ -306,53 +320,15 @@ def find_lr(config, workdir: str, *, overwrite: bool = False) -> dict:
   """
   check_workdir(workdir, overwrite)
   run = resolve(config)
-  settings, dataset, model, table = run.settings, run.dataset, run.model, run.table
-  short = dataclasses.replace(settings, epochs=1.0, eval_every=0, max_members_per_chunk=0)
   os.makedirs(workdir, exist_ok=True)
-  seed = int(table.seed.min())
-  # A factory's hyperparameters without default that are grid axes: their first value.
-  optimizer_kwargs = {**{c: float(table[c].iloc[0]) for c in run.opt_cols
-                         if c in optimizers.required_hparams(settings.optimizer)},
-                      **settings.optimizer_kwargs}
-  per_batch, curves = [], []
-  for i, batch in enumerate(sorted(set(int(b) for b in table.batch_size))):
-    classic = lr_finder.range_test(model, dataset, optimizer=settings.optimizer,
-                                   optimizer_kwargs=optimizer_kwargs,
-                                   batch_size=batch, seeds=(seed,))
-    lrs = lr_finder.suggest_grid(classic["suggestions"]["valley"], 9, 4.0)
-    settings_rows = table[(table.batch_size == batch) & (table.seed == seed)].drop(
-        columns=["member", "lr"]).drop_duplicates().to_dict("records")
-    members = grid_lib.make_grid(members=[{**r, "lr": lr} for r in settings_rows
-                                          for lr in lrs])
-    result = train_grid(model, dataset, members, short, progress=False)
-    m = result.members
-    ok = m[m.status == "trained"]
-    best = float(ok.loc[ok.final_val_loss.idxmin(), "lr"]) if len(ok) else float("nan")
-    by_aug = {float(a): float(g.loc[g.final_val_loss.idxmin(), "lr"])
-              for a, g in ok.groupby("aug")}
-    unstable = m[m.status != "trained"]
-    per_batch.append({"batch_size": batch, "range_test": classic["suggestions"],
-                      "vectorised_best_lr": best, "vectorised_best_lr_by_aug": by_aug,
-                      "smallest_unstable_lr": (float(unstable.lr.min()) if len(unstable)
-                                               else None)})
-    vec = {"members": m.groupby("lr", as_index=False).final_val_loss.min()}
-    names = [f"lr_find_bs{batch}.png"] + (["lr_find.png"] if i == 0 else [])
+  tests = [lr_finder.batch_size_test(run, batch)
+           for batch in sorted(set(int(b) for b in run.table.batch_size))]
+  for i, test in enumerate(tests):
+    names = [f"lr_find_bs{test['batch_size']}.png"] + (["lr_find.png"] if i == 0 else [])
     for name in names:
-      lr_finder.plot(classic, vec, os.path.join(workdir, name))
-    curves.append(pd.DataFrame({"batch_size": batch, "lr": classic["lr"],
-                                "loss": classic["loss"], "smoothed": classic["smoothed"]}))
-  bests = [p["vectorised_best_lr"] for p in per_batch if math.isfinite(p["vectorised_best_lr"])]
-  if not bests:
-    raise ConfigError("find: every LR failed or diverged at every batch size; lower the "
-                      "LR range (lrjax.lr_finder.range_test(start_lr=...)) or check the "
-                      "optimizer.")
-  centre = math.exp(sum(math.log(b) for b in bests) / len(bests))
-  spread = math.log10(max(bests) / min(bests))
-  summary = {"optimizer": callables.label(settings.optimizer),
-             "schedule": callables.label(settings.schedule),
-             "per_batch_size": per_batch,
-             "suggested_grid_lr": list(lr_finder.suggest_grid(centre, 7, 2.0 + spread))}
+      lr_finder.plot(test["range_test"], test["vectorised"], os.path.join(workdir, name))
+  summary = lr_finder.summarise(run.settings, tests)
   with open(os.path.join(workdir, "lr_find.json"), "w") as f:
     json.dump(summary, f, indent=2)
-  pd.concat(curves).to_csv(os.path.join(workdir, "lr_find.csv"), index=False)
+  lr_finder.curve_table(tests).to_csv(os.path.join(workdir, "lr_find.csv"), index=False)
   return summary

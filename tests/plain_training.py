@@ -89,3 +89,32 @@ def plain_train_stateful(adapter, dataset, optimizer, batch_size, seed, num_exam
       total = grads if total is None else jax.tree.map(jnp.add, total, grads)
     params, opt_state = apply(params, opt_state, jax.tree.map(lambda g: g / k, total))
   return params, state
+
+
+def plain_step_losses(adapter, dataset, optimizer, batch_size, seed, num_steps, *,
+                      label_smoothing=0.0, loss=optax.softmax_cross_entropy):
+  """The textbook loop's training loss at every step (before that step's update): one
+  batch of the seed's stream ``example_order(seed, n_train, num_steps * batch_size)``
+  per step, initial weights from ``fold_in(key(seed), 0)``. The range test's
+  reference (the LR schedule lives in ``optimizer``)."""
+  order = example_order(seed, len(dataset.train), num_steps * batch_size)
+  x_all = jnp.asarray(dataset.train.images)
+  y_all = jnp.asarray(dataset.train.labels)
+  sample = jnp.zeros((1,) + dataset.image_shape, jnp.float32)
+  params = adapter.init(jax.random.fold_in(jax.random.key(seed), 0), sample)
+  opt_state = optimizer.init(params)
+
+  @jax.jit
+  def step(params, opt_state, idx):
+    x = x_all[idx].astype(jnp.float32) / 255.0
+    y = optax.smooth_labels(jax.nn.one_hot(y_all[idx], dataset.num_classes), label_smoothing)
+    value, grads = jax.value_and_grad(lambda p: loss(adapter.apply(p, x), y).mean())(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
+
+  losses = []
+  for t in range(num_steps):
+    idx = jnp.asarray(order[t * batch_size:(t + 1) * batch_size])
+    params, opt_state, value = step(params, opt_state, idx)
+    losses.append(float(value))
+  return losses
