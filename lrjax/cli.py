@@ -173,24 +173,8 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
   return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
-def build_parser() -> argparse.ArgumentParser:
-  """The ``lrjax`` argument parser: one subcommand per library entry point.
-
-  ``run`` and ``find`` take ``--config.KEY=VALUE`` overrides besides their options;
-  ``main`` hands those to ``load_config``.
-
-  Example:
-    >>> sorted(build_parser().parse_args(["report", "runs/x"]).__dict__)
-    ['command', 'func', 'metric', 'run_dir']
-  """
-  parser = argparse.ArgumentParser(
-      prog="lrjax", formatter_class=_formatter,
-      description="Train whole grids of learning rate x batch size x augmentation as\n"
-                  "one vmapped JAX program.",
-      epilog=COMMANDS_HELP)
-  sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                              help="one of the commands below")
-
+def _add_run(sub) -> None:
+  """The ``run`` subcommand: train a grid and write its run directory."""
   run = sub.add_parser(
       "run",
       formatter_class=_formatter,
@@ -219,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="this process's index, 0 to P-1")
   run.set_defaults(func=_run)
 
+
+def _add_find(sub) -> None:
+  """The ``find`` subcommand: the LR range test."""
   find = sub.add_parser(
       "find",
       formatter_class=_formatter,
@@ -234,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replace an existing non-empty DIR")
   find.set_defaults(func=_find)
 
+
+def _add_report(sub) -> None:
+  """The ``report`` subcommand: a run directory's report, again."""
   rep = sub.add_parser(
       "report",
       formatter_class=_formatter,
@@ -246,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{summary_lib.DEFAULT_METRIC})")
   rep.set_defaults(func=_report)
 
+
+def _add_augment_preview(sub) -> None:
+  """The ``augment-preview`` subcommand: a PNG of augmented examples."""
   prev = sub.add_parser(
       "augment-preview",
       formatter_class=_formatter,
@@ -260,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="TFDS data directory")
   prev.set_defaults(func=_augment_preview)
 
+
+def _add_prepare(sub) -> None:
+  """The ``prepare`` subcommand: build a TFDS dataset."""
   prep = sub.add_parser(
       "prepare",
       formatter_class=_formatter,
@@ -270,6 +266,26 @@ def build_parser() -> argparse.ArgumentParser:
                     help="TFDS data directory (default $TFDS_DATA_DIR)")
   prep.set_defaults(func=_prepare)
 
+
+def build_parser() -> argparse.ArgumentParser:
+  """The ``lrjax`` argument parser: one subcommand per library entry point.
+
+  ``run`` and ``find`` take ``--config.KEY=VALUE`` overrides besides their options;
+  ``main`` hands those to ``load_config``.
+
+  Example:
+    >>> sorted(build_parser().parse_args(["report", "runs/x"]).__dict__)
+    ['command', 'func', 'metric', 'run_dir']
+  """
+  parser = argparse.ArgumentParser(
+      prog="lrjax", formatter_class=_formatter,
+      description="Train whole grids of learning rate x batch size x augmentation as\n"
+                  "one vmapped JAX program.",
+      epilog=COMMANDS_HELP)
+  sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                              help="one of the commands below")
+  for add in (_add_run, _add_find, _add_report, _add_augment_preview, _add_prepare):
+    add(sub)
   # bench parses its own options (and --help): benchmarks/bench.py in a source checkout.
   bench = sub.add_parser("bench", add_help=False)
   bench.set_defaults(func=_bench)

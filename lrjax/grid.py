@@ -4,6 +4,12 @@ The engine vmaps in two levels (docs/DESIGN.md, "Two vmap levels"): an outer axi
 *input groups* -- members sharing ``seed`` and every augmentation setting see the
 same inputs -- and an inner axis over the optimizer hyperparameters. ``Layout``
 records that split.
+
+Each axis has a kind (:data:`AXES`, :func:`axis_kind`) that says where the engine
+routes it: the core axes (``lr``, ``batch_size``, ``aug``, ``seed``), name axes
+(``schedule``, ``optimizer``), engine settings the engine reads per member
+(``batch_growth``, ``lr_scaling``, ``label_smoothing``), augmentation-op magnitudes
+(``aug_<op>``), and every other axis, an argument of the optimizer or the schedule.
 """
 
 from __future__ import annotations
@@ -19,11 +25,75 @@ import pandas as pd
 
 from lrjax.errors import ConfigError
 
-# Axes that change a member's *input* (data order, augmentation); the rest are inner.
-INPUT_AXES_PREFIX = ("seed", "aug")
-CORE_AXES = ("lr", "batch_size", "aug", "seed")
-# Axes whose values are names, not numbers: a schedule family, an optimizer.
-NAME_AXES = ("schedule", "optimizer")
+
+@dataclasses.dataclass(frozen=True)
+class AxisKind:
+  """One kind of grid axis and how the engine routes its values.
+
+  Attributes:
+    kind: ``"core"``, ``"name"``, ``"engine"``, ``"aug_op"`` or ``"hparam"``.
+    input: whether it changes a member's inputs (data order, initial weights,
+      augmentation): such axes define the input groups of the outer vmap.
+    numeric: whether its values are numbers (``False``: names).
+    reader: where its values go, for readers of this table.
+  """
+
+  kind: str
+  input: bool
+  numeric: bool
+  reader: str
+
+
+_CORE = AxisKind("core", False, True, "engine.run.build_run: the member's lr and k")
+_CORE_INPUT = AxisKind("core", True, True, "engine.run.build_run: the input group")
+_NAME = AxisKind("name", False, False, "engine.run.split_hparams: a schedule family or "
+                 "the run's optimizer")
+_ENGINE = AxisKind("engine", False, True, "engine.run.build_run and engine.plan, which "
+                   "read the setting per member")
+
+# Every named axis, by kind. ``aug`` is the augmentation strength; ``seed`` sets the
+# initial weights, the data order and the augmentation randomness.
+AXES: Mapping[str, AxisKind] = {
+    "lr": _CORE, "batch_size": _CORE, "aug": _CORE_INPUT, "seed": _CORE_INPUT,
+    "schedule": _NAME, "optimizer": _NAME,
+    "batch_growth": _ENGINE, "lr_scaling": _ENGINE, "label_smoothing": _ENGINE,
+}
+# ``aug_<op>``: one augmentation op's magnitude (an ``augment.OPS`` name), replacing
+# the policy's law for that op.
+AUG_OP_PREFIX = "aug_"
+AUG_OP = AxisKind("aug_op", True, True, "engine.run: augment.magnitudes override, per "
+                  "input group")
+# Any other axis: an argument of the optimizer or of the schedule.
+HPARAM = AxisKind("hparam", False, True, "engine.run.split_hparams: an optimizer or "
+                  "schedule argument")
+
+
+def axis_kind(name: str) -> AxisKind:
+  """How the engine routes the grid axis ``name`` (see :data:`AXES`).
+
+  Example:
+    >>> [axis_kind(n).kind for n in ("seed", "optimizer", "aug_flip_prob", "momentum")]
+    ['core', 'name', 'aug_op', 'hparam']
+  """
+  if name in AXES:
+    return AXES[name]
+  if name.startswith(AUG_OP_PREFIX):
+    return AUG_OP
+  return HPARAM
+
+
+def axes_of_kind(kind: str) -> tuple[str, ...]:
+  """The named axes of one kind, in table order.
+
+  Example:
+    >>> axes_of_kind("engine")
+    ('batch_growth', 'lr_scaling', 'label_smoothing')
+  """
+  return tuple(n for n, k in AXES.items() if k.kind == kind)
+
+
+CORE_AXES = axes_of_kind("core")  # every member has these
+NAME_AXES = axes_of_kind("name")  # values are names, not numbers
 
 
 def log_space(start: float, stop: float, num: int) -> tuple[float, ...]:
@@ -54,8 +124,65 @@ def log2_space(start: int, stop: int) -> tuple[int, ...]:
 
 
 def is_input_axis(name: str) -> bool:
-  """Whether an axis changes members' inputs (``seed``, ``aug`` and ``aug_*``)."""
-  return name == "seed" or name == "aug" or name.startswith("aug_")
+  """Whether an axis changes members' inputs (``seed``, ``aug`` and ``aug_*``).
+
+  Example:
+    >>> [is_input_axis(n) for n in ("seed", "aug_noise_std", "lr")]
+    [True, True, False]
+  """
+  return axis_kind(name).input
+
+
+def aug_op_columns(columns: Iterable[str]) -> dict[str, str]:
+  """The ``aug_<op>`` columns among ``columns``: column -> op name.
+
+  Example:
+    >>> aug_op_columns(["lr", "aug", "aug_max_shift"])
+    {'aug_max_shift': 'max_shift'}
+  """
+  return {c: c[len(AUG_OP_PREFIX):] for c in columns if axis_kind(c).kind == "aug_op"}
+
+
+def _check_axis(name: str, values: Any) -> None:
+  """Refuses an axis that is not a non-empty sequence (of numbers, for numeric axes)."""
+  if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+    raise ConfigError(f"grid.{name}: must be a sequence (a tuple on the command line: "
+                      f"--config.grid.{name}=\"(v1,v2)\"); got {values!r}.")
+  if len(values) == 0:
+    raise ConfigError(f"grid.{name}: empty axis. Give at least one value, "
+                      f"or remove the axis to use its default.")
+  if axis_kind(name).numeric:
+    odd = []  # each distinct bad value once
+    for v in values:
+      if (isinstance(v, bool) or not isinstance(v, numbers.Real)) and v not in odd:
+        odd.append(v)
+    if odd:
+      raise ConfigError(f"grid.{name}: values must be numbers; got {odd!r}. Write e.g. "
+                        f"--config.grid.{name}=\"(0.01,0.1)\" (inf/nan are not allowed).")
+
+
+def _product_rows(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+  """The rows of the axes' cartesian product, input axes varying slowest."""
+  axes = dict(axes)
+  for name, values in axes.items():
+    _check_axis(name, values)
+  axes.setdefault("seed", (0,))
+  axes.setdefault("aug", (0.0,))
+  # Input axes first (slowest), then the rest in the given order.
+  names = sorted((n for n in axes if is_input_axis(n)), key=lambda n: (n != "seed", n))
+  names += [n for n in axes if not is_input_axis(n)]
+  return [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
+
+
+def _member_rows(members: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+  """The rows of an explicit member list, with ``seed`` and ``aug`` defaulted."""
+  rows = [dict(m) for m in members]
+  if not rows:
+    raise ConfigError("grid: the member list is empty.")
+  for row in rows:
+    row.setdefault("seed", 0)
+    row.setdefault("aug", 0.0)
+  return rows
 
 
 def make_grid(axes: Mapping[str, Sequence[Any]] | None = None,
@@ -79,36 +206,7 @@ def make_grid(axes: Mapping[str, Sequence[Any]] | None = None,
   """
   if (axes is None) == (members is None):
     raise ConfigError("grid: give exactly one of `axes` (a product) or `members` (a list).")
-  if axes is not None:
-    axes = dict(axes)
-    for name, values in axes.items():
-      if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise ConfigError(f"grid.{name}: must be a sequence (a tuple on the command line: "
-                          f"--config.grid.{name}=\"(v1,v2)\"); got {values!r}.")
-      if len(values) == 0:
-        raise ConfigError(f"grid.{name}: empty axis. Give at least one value, "
-                          f"or remove the axis to use its default.")
-      if name not in NAME_AXES:
-        odd = []  # each distinct bad value once
-        for v in values:
-          if (isinstance(v, bool) or not isinstance(v, numbers.Real)) and v not in odd:
-            odd.append(v)
-        if odd:
-          raise ConfigError(f"grid.{name}: values must be numbers; got {odd!r}. Write e.g. "
-                            f"--config.grid.{name}=\"(0.01,0.1)\" (inf/nan are not allowed).")
-    axes.setdefault("seed", (0,))
-    axes.setdefault("aug", (0.0,))
-    # Input axes first (slowest), then the rest in the given order.
-    names = sorted((n for n in axes if is_input_axis(n)), key=lambda n: (n != "seed", n))
-    names += [n for n in axes if not is_input_axis(n)]
-    rows = [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
-  else:
-    rows = [dict(m) for m in members]
-    if not rows:
-      raise ConfigError("grid: the member list is empty.")
-    for row in rows:
-      row.setdefault("seed", 0)
-      row.setdefault("aug", 0.0)
+  rows = _product_rows(axes) if axes is not None else _member_rows(members)
   table = pd.DataFrame(rows)
   missing = [a for a in ("lr", "batch_size") if a not in table.columns]
   if missing:
@@ -172,7 +270,7 @@ def validate(table: pd.DataFrame, micro_batch: int, num_train: int) -> None:
     raise ConfigError(f"grid.aug: augmentation strengths must be finite and >= 0; "
                       f"got {sorted(set(aug.tolist()))}.")
   for col in table.columns:
-    if col == "member" or col in NAME_AXES:
+    if col == "member" or not axis_kind(col).numeric:
       continue
     vals = table[col]
     if vals.dtype.kind not in "iufb":
@@ -243,9 +341,14 @@ def layout(table: pd.DataFrame) -> Layout:
   return Layout(cols, groups, slots, inner, mask)
 
 
-def inner_columns(table: pd.DataFrame) -> list[str]:
-  """Numeric per-member hyperparameter columns that are not input axes."""
-  return [c for c in table.columns if c not in ("member",) and not is_input_axis(c)]
+def hparam_columns(table: pd.DataFrame) -> list[str]:
+  """The columns routed to the optimizer's or the schedule's arguments.
+
+  Example:
+    >>> hparam_columns(make_grid({"lr": (0.1,), "batch_size": (8,), "momentum": (0.9,)}))
+    ['momentum']
+  """
+  return [c for c in table.columns if c != "member" and axis_kind(c).kind == "hparam"]
 
 
 def to_slots(values: np.ndarray, lay: Layout) -> np.ndarray:

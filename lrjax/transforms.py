@@ -3,7 +3,8 @@
 * :func:`reduce_on_plateau` / :func:`plateau_step`: torch ``ReduceLROnPlateau`` as
   an ``optax.GradientTransformationExtraArgs`` with per-member, vmappable state.
 * :func:`scale_lr_by_batch_size` / :func:`scale_by_batch_size`: the linear (Goyal
-  et al.), square-root or no scaling of the LR with the batch size.
+  et al.), square-root or no scaling of the LR with the batch size
+  (:func:`batch_size_scaled`, the rule itself, also serves the engine).
 * :func:`sqrt_scaling_adam_hparams` / :func:`sqrt_scaling_rmsprop_hparams`: the full
   square-root rule of Malladi et al. 2022 for adaptive optimizers.
 
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lrjax.schedules._util import _f32, check_choice, check_value
+from lrjax.schedules._util import check_choice, check_value, f32
 
 PLATEAU_MODES = ("min", "max")
 THRESHOLD_MODES = ("rel", "abs")
@@ -82,7 +83,9 @@ def plateau_step(state, value, factor=0.1, patience=10, threshold=1e-4,
   ``eps`` -- then cooldown restarts and the count resets. torch's ``min_lr`` and
   ``eps`` are LR values: here ``min_scale = min_lr / lr0`` and ``eps = torch_eps /
   lr0``. Unlike torch, ``factor = 1`` is allowed (it disables reductions, useful
-  for grid members of other schedule families).
+  for grid members of other schedule families). The keyword arguments are torch's,
+  one by one, so a torch config maps onto them directly (and each may be its own
+  grid axis); grouping them would break that.
 
   Args:
     state: a :class:`ReduceLROnPlateauState`.
@@ -110,8 +113,8 @@ def plateau_step(state, value, factor=0.1, patience=10, threshold=1e-4,
   """
   _check_plateau("plateau_step", factor, patience, threshold, threshold_mode, cooldown,
                  min_scale, mode)
-  value, best = _f32(value), state.best_value
-  threshold = _f32(threshold)
+  value, best = f32(value), state.best_value
+  threshold = f32(threshold)
   if mode == "min":
     bound = best * (1.0 - threshold) if threshold_mode == "rel" else best - threshold
     better = value < bound
@@ -124,8 +127,8 @@ def plateau_step(state, value, factor=0.1, patience=10, threshold=1e-4,
   cooldown_count = jnp.where(in_cooldown, state.cooldown_count - 1, state.cooldown_count)
   bad = jnp.where(in_cooldown, 0, bad)
   reduce = bad > jnp.asarray(patience, jnp.int32)
-  reduced = jnp.maximum(state.scale * _f32(factor), _f32(min_scale))
-  scale = jnp.where(reduce & (state.scale - reduced > _f32(eps)), reduced, state.scale)
+  reduced = jnp.maximum(state.scale * f32(factor), f32(min_scale))
+  scale = jnp.where(reduce & (state.scale - reduced > f32(eps)), reduced, state.scale)
   cooldown_count = jnp.where(reduce, jnp.asarray(cooldown, jnp.int32), cooldown_count)
   bad = jnp.where(reduce, 0, bad)
   return ReduceLROnPlateauState(
@@ -210,10 +213,37 @@ def batch_size_exponent(rule):
   return rule
 
 
-def _kappa(fn, batch_size, reference_batch_size):
+def _check_batch_sizes(fn, batch_size, reference_batch_size):
   check_value(fn, "batch_size", batch_size, lambda a: a > 0, "positive")
   check_value(fn, "reference_batch_size", reference_batch_size, lambda a: a > 0, "positive")
-  return _f32(batch_size) / _f32(reference_batch_size)
+
+
+def _kappa(fn, batch_size, reference_batch_size):
+  _check_batch_sizes(fn, batch_size, reference_batch_size)
+  return f32(batch_size) / f32(reference_batch_size)
+
+
+def batch_size_scaled(lr, batch_size, reference_batch_size, exponent):
+  """The batch-size scaling rule ``lr * (B / B_ref) ** p``, in the inputs' precision.
+
+  The one place the rule is written: :func:`scale_lr_by_batch_size` applies it in
+  float32 (to possibly traced values), ``lrjax.engine.run.scaled_lr`` to a grid's
+  float64 columns, rounded to float32 once afterwards. Nothing is checked here.
+
+  Args:
+    lr: learning rate at ``reference_batch_size`` (array or scalar).
+    batch_size: the member's batch size ``B``.
+    reference_batch_size: ``B_ref``.
+    exponent: ``p`` (1 linear, 0.5 square root, 0 none).
+
+  Returns:
+    ``lr * (batch_size / reference_batch_size) ** exponent``.
+
+  >>> import numpy as np
+  >>> batch_size_scaled(np.array([0.1, 0.1]), np.array([32.0, 128.0]), 32, 0.5)
+  array([0.1, 0.2])
+  """
+  return lr * (batch_size / reference_batch_size) ** exponent
 
 
 def scale_lr_by_batch_size(lr, batch_size, reference_batch_size, rule="linear"):
@@ -238,8 +268,9 @@ def scale_lr_by_batch_size(lr, batch_size, reference_batch_size, rule="linear"):
     Goyal et al. 2017, Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour;
     Krizhevsky 2014, One weird trick for parallelizing convolutional neural networks.
   """
-  kappa = _kappa("scale_lr_by_batch_size", batch_size, reference_batch_size)
-  return _f32(lr) * kappa ** _f32(batch_size_exponent(rule))
+  _check_batch_sizes("scale_lr_by_batch_size", batch_size, reference_batch_size)
+  return batch_size_scaled(f32(lr), f32(batch_size), f32(reference_batch_size),
+                           f32(batch_size_exponent(rule)))
 
 
 def scale_by_batch_size(batch_size, reference_batch_size, rule="linear"):
@@ -264,7 +295,7 @@ def scale_by_batch_size(batch_size, reference_batch_size, rule="linear"):
 
 def _scaled_decay(fn, name, beta, kappa):
   check_value(fn, name, beta, lambda a: (a >= 0) & (a < 1), "in [0, 1)")
-  scaled = 1.0 - kappa * (1.0 - _f32(beta))
+  scaled = 1.0 - kappa * (1.0 - f32(beta))
   check_value(fn, f"1 - kappa * (1 - {name})", scaled, lambda a: a >= 0,
               "non-negative (the square-root rule needs kappa * (1 - beta) <= 1)")
   return jnp.maximum(scaled, 0.0)  # traced: clipped at 0 rather than negative
@@ -298,8 +329,8 @@ def sqrt_scaling_adam_hparams(lr, b1, b2, eps, batch_size, reference_batch_size)
   fn = "sqrt_scaling_adam_hparams"
   kappa = _kappa(fn, batch_size, reference_batch_size)
   root = jnp.sqrt(kappa)
-  return (_f32(lr) * root, _scaled_decay(fn, "b1", b1, kappa),
-          _scaled_decay(fn, "b2", b2, kappa), _f32(eps) / root)
+  return (f32(lr) * root, _scaled_decay(fn, "b1", b1, kappa),
+          _scaled_decay(fn, "b2", b2, kappa), f32(eps) / root)
 
 
 def sqrt_scaling_rmsprop_hparams(lr, decay, eps, batch_size, reference_batch_size):
@@ -317,4 +348,4 @@ def sqrt_scaling_rmsprop_hparams(lr, decay, eps, batch_size, reference_batch_siz
   fn = "sqrt_scaling_rmsprop_hparams"
   kappa = _kappa(fn, batch_size, reference_batch_size)
   root = jnp.sqrt(kappa)
-  return _f32(lr) * root, _scaled_decay(fn, "decay", decay, kappa), _f32(eps) / root
+  return f32(lr) * root, _scaled_decay(fn, "decay", decay, kappa), f32(eps) / root

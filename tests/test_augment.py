@@ -1,4 +1,5 @@
 """Tests for lrjax.augment: exact identity at strength 0, the documented laws, vmap."""
+import dataclasses
 import functools
 import math
 
@@ -490,3 +491,24 @@ def test_drop_inactive_same_output_as_unpruned():
   x, y = _batch(n=8, shape=(8, 8, 1))
   keys = jax.random.split(jax.random.key(0), 3)
   assert_trees_equal(vaug(keys, x, y, pruned, pol, 1), vaug(keys, x, y, mags, pol, 1))
+
+
+def test_op_registry_order_rows_and_policy_fields_agree():
+  # The order ops apply in and the uniform rows they read fix every output bit.
+  assert augment.OPS == (
+      "max_shift", "flip_prob", "rotate_deg", "scale", "brightness", "contrast",
+      "saturation", "hue", "cutout_frac", "mixup_alpha", "cutmix_alpha", "noise_std")
+  rows = [draw for stage in augment.STAGES for draw in stage.draws]  # the table's rows
+  assert rows == [("shift", 2), ("flip", 1), ("rotate", 1), ("scale", 1),
+                  ("brightness", 1), ("contrast", 1), ("saturation", 1), ("hue", 1),
+                  ("cutout", 2), ("mixup_partner", 1), ("mixup_beta", ops.BETA_ROWS),
+                  ("cutmix_partner", 1), ("cutmix_beta", ops.BETA_ROWS), ("cutmix_box", 2)]
+  # Each op is a Policy field with the registry's default, documented in its words.
+  fields = {f.name: f.default for f in dataclasses.fields(augment.Policy)}
+  doc = " ".join(augment.Policy.__doc__.split())
+  for op, entry in augment.OP_REGISTRY.items():
+    assert fields[op] == entry.default
+    assert f"{op}: {entry.meaning}" in doc
+  assert [st.name for st in augment.STAGES] == [
+      "flip_translate", "rotate_scale", "brightness", "contrast", "saturation_hue",
+      "colour_clip", "cutout", "mixup", "cutmix", "noise"]

@@ -1,4 +1,4 @@
-"""Tests for lrjax.conv: PatchConv computes what nn.Conv computes, gradients included."""
+"""Tests for lrjax.models.conv: PatchConv computes what nn.Conv computes, gradients included."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

@@ -51,3 +51,35 @@ def test_make_grid_rejects_bad_axes_with_field_named(axes, match):
 def test_validate_rejects_bad_values_with_field_named(axes, micro, match):
   with pytest.raises(ConfigError, match=match):
     grid.validate(grid.make_grid(axes), micro, num_train=1297)
+
+
+def test_axis_kinds_route_every_kind_of_axis():
+  kinds = {n: grid.axis_kind(n).kind for n in (
+      "lr", "batch_size", "aug", "seed", "schedule", "optimizer", "batch_growth",
+      "lr_scaling", "label_smoothing", "aug_max_shift", "momentum", "decay_steps")}
+  assert kinds == {
+      "lr": "core", "batch_size": "core", "aug": "core", "seed": "core",
+      "schedule": "name", "optimizer": "name", "batch_growth": "engine",
+      "lr_scaling": "engine", "label_smoothing": "engine", "aug_max_shift": "aug_op",
+      "momentum": "hparam", "decay_steps": "hparam"}
+  assert grid.CORE_AXES == ("lr", "batch_size", "aug", "seed")
+  assert grid.NAME_AXES == ("schedule", "optimizer")
+  inputs = [n for n in ("lr", "aug", "seed", "aug_noise_std", "momentum", "schedule")
+            if grid.is_input_axis(n)]
+  assert inputs == ["aug", "seed", "aug_noise_std"]
+
+
+def test_hparam_and_aug_op_columns_pick_their_kinds_in_table_order():
+  table = grid.make_grid({"lr": (0.1,), "batch_size": (8,), "momentum": (0.9,),
+                          "aug_flip_prob": (0.5,), "label_smoothing": (0.1,),
+                          "schedule": ("cosine",), "decay_steps": (10,)})
+  assert grid.hparam_columns(table) == ["momentum", "decay_steps"]
+  assert grid.aug_op_columns(table.columns) == {"aug_flip_prob": "flip_prob"}
+
+
+def test_name_axes_take_names_other_axes_numbers():
+  assert grid.make_grid({"lr": (0.1,), "batch_size": (8,),
+                         "schedule": ("cosine", "constant")}).schedule.tolist() == [
+                             "cosine", "constant"]
+  with pytest.raises(ConfigError, match="grid.momentum: values must be numbers"):
+    grid.make_grid({"lr": (0.1,), "batch_size": (8,), "momentum": ("high",)})

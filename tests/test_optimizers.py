@@ -7,7 +7,7 @@ import pytest
 
 from lrjax import grid, optimizers, schedules
 from lrjax.engine import TrainSettings
-from lrjax.engine.run import split_hparams as _split_hparams
+from lrjax.engine.run import split_hparams
 from lrjax.errors import ConfigError
 
 
@@ -52,7 +52,7 @@ def test_cycle_momentum_needs_an_optimizer_with_momentum_when_sgd():
   settings = TrainSettings(optimizer="sgd", schedule="onecycle",
                            schedule_kwargs={"cycle_momentum": True})
   with pytest.raises(ConfigError, match="cycle_momentum"):
-    _split_hparams(table, settings)
+    split_hparams(table, settings)
 
 
 def test_momentum_schedule_is_none_unless_cycle_momentum_requested():
@@ -175,7 +175,7 @@ def test_split_hparams_routes_factory_axes_when_kwargs_factory_and_schedule_shar
   table = grid.make_grid({"lr": (0.1,), "batch_size": (32,), "b1": (0.8, 0.9),
                           "alpha": (0.0, 0.1)})
   any_kw = lambda learning_rate, **kw: optax.adamw(learning_rate, **kw)
-  opt_cols, sched_cols, _ = _split_hparams(
+  opt_cols, sched_cols, _ = split_hparams(
       table, TrainSettings(optimizer=any_kw, schedule="cosine"))
   assert (opt_cols, sched_cols) == (["b1"], ["alpha"])
 
@@ -232,4 +232,4 @@ def test_bad_optimizer_raises_config_error_naming_optimizer(settings, match):
 def test_factory_settings_raise_config_error_when_hparams_do_not_fit(settings, match):
   table = grid.make_grid({"lr": (0.1,), "batch_size": (32,)})
   with pytest.raises(ConfigError, match=match):
-    _split_hparams(table, TrainSettings(**settings))
+    split_hparams(table, TrainSettings(**settings))

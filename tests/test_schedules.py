@@ -11,9 +11,7 @@ import pytest
 
 from lrjax import schedules
 from lrjax.errors import ConfigError
-from lrjax.schedules import catalog as _schedules_base
-from lrjax.schedules import combinators, family
-from lrjax.schedules import cyclical as _schedules_cyclic
+from lrjax.schedules import catalog, combinators, cyclical, family
 
 REFERENCES = json.loads(
     (pathlib.Path(__file__).parent / "data" / "schedule_references.json").read_text())
@@ -292,7 +290,7 @@ def test_bad_traced_step_counts_stay_finite():
   assert np.all(np.isfinite(values(jnp.float32(-3.0))))
 
 
-@pytest.mark.parametrize("module", [combinators, family, _schedules_base, _schedules_cyclic])
+@pytest.mark.parametrize("module", [catalog, combinators, cyclical, family])
 def test_docstring_examples_run(module):
   result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
   assert result.failed == 0 and result.attempted > 0

@@ -13,8 +13,13 @@ import jax.numpy as jnp
 import dm_pix
 
 
-def _per_image(v):
-  """(n,) -> (n, 1, 1, 1), explicit so rank promotion stays off."""
+def per_image(v):
+  """(n,) -> (n, 1, 1, 1): a per-image value broadcast over an NHWC batch, explicit so
+  rank promotion stays off.
+
+  >>> per_image(jnp.arange(3.)).shape
+  (3, 1, 1, 1)
+  """
   return v[:, None, None, None]
 
 
@@ -107,7 +112,7 @@ def brightness(x, delta):
   >>> brightness(jnp.full((1, 2, 2, 1), .5), jnp.array([.1]))[0, 0, 0]
   Array([0.6], dtype=float32)
   """
-  return dm_pix.adjust_brightness(x, _per_image(delta))
+  return dm_pix.adjust_brightness(x, per_image(delta))
 
 
 def contrast(x, factor):
@@ -116,7 +121,7 @@ def contrast(x, factor):
   >>> contrast(jnp.array([[[[0.], [1.]]]]), jnp.array([.5]))[0, 0, :, 0]
   Array([0.25, 0.75], dtype=float32)
   """
-  return dm_pix.adjust_contrast(x, _per_image(factor))
+  return dm_pix.adjust_contrast(x, per_image(factor))
 
 
 def normal16(key, shape):

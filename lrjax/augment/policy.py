@@ -33,13 +33,17 @@ Laws (u ~ U[-1, 1) and v ~ U[0, 1) drawn independently per image and per op):
   (z = sqrt(2) erfinv(2 (k + 1/2) / 2^16 - 1), k uniform on 0..2^16-1: half the random bits).
 
 The partner x_p is the batch rolled by a random offset. Order: flip/translate, rotation,
-colour, cutout, mixup, cutmix, noise.
+colour, cutout, mixup, cutmix, noise. `STAGES` is the ops' registry, in that order: each
+stage's function, its ops (`OP_REGISTRY`: what each magnitude means, its default and
+bound) and the random draws it reads.
 
 References: DeVries & Taylor 2017 (Cutout); Zhang et al. 2018 (mixup); Yun et al. 2019
 (CutMix); Hoffer et al. 2019 and Fort et al. 2021 (augmentation multiplicity).
 """
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,11 +51,7 @@ import numpy as np
 
 from lrjax.augment import ops
 
-# Op magnitudes, in the order they are applied.
-OPS = ("max_shift", "flip_prob", "rotate_deg", "scale", "brightness", "contrast",
-       "saturation", "hue", "cutout_frac", "mixup_alpha", "cutmix_alpha", "noise_std")
 COLOUR_RGB_ONLY = ("saturation", "hue")
-_MAX_FLIP_PROB = 0.5  # past 1/2 a flip adds no variety, it only makes flipped the norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +209,8 @@ def magnitudes(policy: Policy, strength, **overrides) -> dict:
     if base == 0.0 and extra == 0.0:
       continue
     m = jnp.maximum(base * s + extra * above, 0.0)
-    mags[op] = jnp.minimum(m, _MAX_FLIP_PROB) if op == "flip_prob" else m
+    limit = OP_REGISTRY[op].limit
+    mags[op] = m if limit is None else jnp.minimum(m, limit)
   return mags
 
 
@@ -234,25 +235,225 @@ def drop_inactive(mags: dict) -> dict:
   return {op: m for op, m in mags.items() if np.any(np.asarray(m) > 0)}
 
 
-def _layout():
-  """Row slices of the per-image uniform table: fixed, so ops never share draws."""
-  rows = (("shift", 2), ("flip", 1), ("rotate", 1), ("scale", 1), ("brightness", 1),
-          ("contrast", 1), ("saturation", 1), ("hue", 1), ("cutout", 2),
-          ("mixup_partner", 1), ("mixup_beta", ops.BETA_ROWS), ("cutmix_partner", 1),
-          ("cutmix_beta", ops.BETA_ROWS), ("cutmix_box", 2))
+class _Batch(NamedTuple):
+  """The batch as one stage hands it to the next."""
+  x: jax.Array  # (n, H, W, C) float32 images
+  y: jax.Array  # (n, K) float32 labels
+  colour: jax.Array  # bool scalar: a colour op is on, so the colour clip applies
+
+
+@dataclasses.dataclass(frozen=True)
+class _Draws:
+  """What every stage of one `augment_batch` call reads: magnitudes and random draws.
+
+  Attributes:
+    mag: every op's magnitude (0 for an op the magnitude dict leaves out).
+    on: every op's `mag > 0`, the guard that makes a zero magnitude the identity.
+    u: each draw's uniforms in [0, 1), (rows, n) (`Stage.draws`).
+    key_noise: the key of the pixel noise.
+    policy: the `Policy` (`cutout_fill`, `value_range`).
+  """
+  mag: dict
+  on: dict
+  u: dict
+  key_noise: jax.Array
+  policy: Policy
+
+  def sym(self, name):
+    """The first row of draw `name` as U[-1, 1)."""
+    return 2.0 * self.u[name][0] - 1.0
+
+
+def _flip_translate(d: _Draws, b: _Batch) -> _Batch:
+  n, h, w, _ = b.x.shape
+  dy, dx = (jnp.floor((2.0 * d.u["shift"][i] - 1.0) * (d.mag["max_shift"] + 0.5) + 0.5)
+            .astype(jnp.int32) if size > 1 else jnp.zeros((n,), jnp.int32)
+            for i, size in enumerate((h, w)))  # a size-1 axis: shifting only blanks
+  flip = d.u["flip"][0] < jnp.clip(d.mag["flip_prob"], 0.0, 1.0)
+  return b._replace(x=jnp.where(d.on["max_shift"] | d.on["flip_prob"],
+                                ops.flip_translate(b.x, dy, dx, flip), b.x))
+
+
+def _rotate_scale(d: _Draws, b: _Batch) -> _Batch:
+  angle = d.sym("rotate") * d.mag["rotate_deg"] * (math.pi / 180)
+  zoom = jnp.maximum(1.0 + d.sym("scale") * d.mag["scale"], 0.05)  # zoom <= 0 would flip
+  return b._replace(x=jnp.where(d.on["rotate_deg"] | d.on["scale"],
+                                ops.rotate_scale(b.x, angle, zoom), b.x))
+
+
+# Colour: every stage is an elementwise chain (plus one small mean); one clip at the end.
+def _brightness(d: _Draws, b: _Batch) -> _Batch:
+  x = jnp.where(d.on["brightness"],
+                ops.brightness(b.x, d.sym("brightness") * d.mag["brightness"]), b.x)
+  return _Batch(x, b.y, b.colour | d.on["brightness"])
+
+
+def _contrast(d: _Draws, b: _Batch) -> _Batch:
+  x = jnp.where(d.on["contrast"],
+                ops.contrast(b.x, 1.0 + d.sym("contrast") * d.mag["contrast"]), b.x)
+  return _Batch(x, b.y, b.colour | d.on["contrast"])
+
+
+def _saturation_hue(d: _Draws, b: _Batch) -> _Batch:
+  on_sh = d.on["saturation"] | d.on["hue"]
+  x_sh = ops.saturation_hue(b.x, 1.0 + d.sym("saturation") * d.mag["saturation"],
+                            d.sym("hue") * d.mag["hue"])
+  return _Batch(jnp.where(on_sh, x_sh, b.x), b.y, b.colour | on_sh)
+
+
+def _colour_clip(d: _Draws, b: _Batch) -> _Batch:
+  if d.policy.value_range is None:  # standardized features: nothing to clip to
+    return b
+  return b._replace(x=jnp.where(b.colour, jnp.clip(b.x, *d.policy.value_range), b.x))
+
+
+def _box_sides(frac, h: int, w: int):
+  """Box sides for a side fraction (n,): a size-1 axis (1-D input) is spanned whole."""
+  whole = jnp.full_like(frac, 2.0)  # |centre - 0.5| < 1 for any centre in [0, 1)
+  return (whole if h == 1 else frac * h), (whole if w == 1 else frac * w)
+
+
+def _cutout(d: _Draws, b: _Batch) -> _Batch:
+  n, h, w, _ = b.x.shape
+  side = jnp.full((n,), d.mag["cutout_frac"])
+  mask = ops.box_mask(h, w, d.u["cutout"][0] * h, d.u["cutout"][1] * w,
+                      *_box_sides(side, h, w))
+  fill = jnp.asarray(d.policy.cutout_fill, b.x.dtype)
+  return b._replace(x=jnp.where(d.on["cutout_frac"] & mask[..., None], fill, b.x))
+
+
+def _mixup(d: _Draws, b: _Batch) -> _Batch:
+  x, y = b.x, b.y
+  partner = ops.partner_index(d.u["mixup_partner"][0, 0], x.shape[0])
+  lam = ops.beta(d.u["mixup_beta"], d.mag["mixup_alpha"])
+  mixed_x = ops.per_image(lam) * x + ops.per_image(1 - lam) * x[partner]
+  mixed_y = lam[:, None] * y + (1 - lam)[:, None] * y[partner]
+  return b._replace(x=jnp.where(d.on["mixup_alpha"], mixed_x, x),
+                    y=jnp.where(d.on["mixup_alpha"], mixed_y, y))
+
+
+def _cutmix(d: _Draws, b: _Batch) -> _Batch:
+  x, y = b.x, b.y
+  n, h, w, _ = x.shape
+  partner = ops.partner_index(d.u["cutmix_partner"][0, 0], n)
+  frac = 1.0 - ops.beta(d.u["cutmix_beta"], d.mag["cutmix_alpha"])  # the pasted fraction
+  side = frac if h == 1 or w == 1 else jnp.sqrt(frac)  # 1-D: a segment; 2-D: a box
+  mask = ops.box_mask(h, w, d.u["cutmix_box"][0] * h, d.u["cutmix_box"][1] * w,
+                      *_box_sides(side, h, w))
+  area = jnp.mean(mask.astype(jnp.float32), axis=(1, 2))  # the clipped box: labels match
+  mixed_x = jnp.where(mask[..., None], x[partner], x)
+  mixed_y = (1 - area)[:, None] * y + area[:, None] * y[partner]
+  return b._replace(x=jnp.where(d.on["cutmix_alpha"], mixed_x, x),
+                    y=jnp.where(d.on["cutmix_alpha"], mixed_y, y))
+
+
+def _noise(d: _Draws, b: _Batch) -> _Batch:
+  noise = ops.normal16(d.key_noise, b.x.shape)
+  return b._replace(x=jnp.where(d.on["noise_std"], b.x + d.mag["noise_std"] * noise, b.x))
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+  """One augmentation op: what its magnitude is, and how `magnitudes` bounds it.
+
+  Attributes:
+    meaning: the magnitude in words (it is the `Policy` field of the same name).
+    default: its magnitude in a `Policy` that does not set it (0: off).
+    limit: the largest magnitude a strength gives it (None: unbounded).
+  """
+  meaning: str
+  default: float = 0.0
+  limit: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One step of `augment_batch`: a function applying one or more ops together.
+
+  Attributes:
+    name: a label.
+    apply: `(draws, batch) -> batch`.
+    ops: the ops it applies, name -> `Op`.
+    draws: (name, rows) of the uniform rows it reads per image. Every stage keeps its
+      rows whether it runs or not, so ops never share draws.
+    after: ops besides its own whose presence runs it (the colour clip).
+  """
+  name: str
+  apply: Callable[[_Draws, _Batch], _Batch]
+  ops: Mapping[str, Op]
+  draws: tuple = ()
+  after: tuple = ()
+
+
+# The stages, in the order they are applied: the augmentation ops' registry.
+STAGES = (
+    Stage("flip_translate", _flip_translate, {
+        "max_shift": Op("translation range in pixels (per axis)"),
+        # Past 1/2 a flip adds no variety, it only makes flipped the norm.
+        "flip_prob": Op("probability of a left-right flip", limit=0.5)},
+        draws=(("shift", 2), ("flip", 1))),
+    Stage("rotate_scale", _rotate_scale, {
+        "rotate_deg": Op("maximum rotation in degrees"),
+        "scale": Op("maximum relative zoom change (0.1: zoom in [0.9, 1.1])")},
+        draws=(("rotate", 1), ("scale", 1))),
+    Stage("brightness", _brightness, {
+        "brightness": Op("maximum additive brightness change")},
+        draws=(("brightness", 1),)),
+    Stage("contrast", _contrast, {"contrast": Op("maximum relative contrast change")},
+          draws=(("contrast", 1),)),
+    Stage("saturation_hue", _saturation_hue, {
+        "saturation": Op("maximum relative saturation change (RGB only)"),
+        "hue": Op("maximum hue rotation in turns (RGB only)")},
+        draws=(("saturation", 1), ("hue", 1))),
+    Stage("colour_clip", _colour_clip, {},
+          after=("brightness", "contrast", "saturation", "hue")),
+    Stage("cutout", _cutout, {
+        "cutout_frac": Op("cutout square side as a fraction of the image side")},
+        draws=(("cutout", 2),)),
+    Stage("mixup", _mixup, {"mixup_alpha": Op("mixup's Beta(a, a) parameter")},
+          draws=(("mixup_partner", 1), ("mixup_beta", ops.BETA_ROWS))),
+    Stage("cutmix", _cutmix, {"cutmix_alpha": Op("CutMix's Beta(a, a) parameter")},
+          draws=(("cutmix_partner", 1), ("cutmix_beta", ops.BETA_ROWS),
+                 ("cutmix_box", 2))),
+    Stage("noise", _noise, {
+        "noise_std": Op("Gaussian noise standard deviation, in input units (images are "
+                        "in [0, 1]; mnist1d's sequences are standardized)")}),
+)
+# Op name -> `Op`, in the order the ops are applied.
+OP_REGISTRY: Mapping[str, Op] = {name: op for st in STAGES for name, op in st.ops.items()}
+OPS = tuple(OP_REGISTRY)
+
+
+def _draw_rows(stages=STAGES):
+  """Row slices of the per-image uniform table, stage after stage, and its height."""
   out, start = {}, 0
-  for name, size in rows:
+  for name, size in (d for st in stages for d in st.draws):
     out[name] = slice(start, start + size)
     start += size
   return out, start
 
 
-_ROWS, _N_ROWS = _layout()
+_ROWS, _N_ROWS = _draw_rows()
+
+
+def _check_inputs(mags: dict, shape: tuple) -> None:
+  """Raises ValueError for unknown ops or ops the input shape cannot take."""
+  unknown = set(mags) - set(OPS)
+  if unknown:
+    raise ValueError(f"unknown augmentation ops {sorted(unknown)}; known: {OPS}")
+  _, h, w, c = shape
+  if c != 3 and any(op in mags for op in COLOUR_RGB_ONLY):
+    raise ValueError(f"saturation/hue need RGB images, got {c} channels")
+  if "rotate_deg" in mags and (h == 1 or w == 1):
+    raise ValueError(f"rotate_deg needs 2-D images, got (H, W) = ({h}, {w}): a rotation "
+                     f"would mix a 1-D sequence's axis with its size-1 axis")
 
 
 def augment_batch(key, images, labels, mags: dict, policy: Policy,
                   multiplicity: int = 1) -> tuple:
   """Augments a batch: `multiplicity` independently augmented copies of each example.
+
+  Runs each of `STAGES` in order whose ops are keys of `mags`.
 
   Args:
     key: a PRNG key (one per member under vmap).
@@ -260,7 +461,7 @@ def augment_batch(key, images, labels, mags: dict, policy: Policy,
       scaled features such as mnist1d's standardized sequences, (b, 40, 1, 1).
     labels: (b, K) float one-hot or soft labels.
     mags: from `magnitudes`; its keys choose the ops, its values their strengths.
-    policy: the `Policy` (static; supplies `cutout_fill`).
+    policy: the `Policy` (static; supplies `cutout_fill` and `value_range`).
     multiplicity: M copies per example (Hoffer et al. 2019); copy m of example i is row
       m * b + i.
 
@@ -276,18 +477,10 @@ def augment_batch(key, images, labels, mags: dict, policy: Policy,
   >>> xa.shape, ya.shape
   ((8, 8, 8, 1), (8, 10))
   """
-  unknown = set(mags) - set(OPS)
-  if unknown:
-    raise ValueError(f"unknown augmentation ops {sorted(unknown)}; known: {OPS}")
-  dtype = images.dtype
+  _check_inputs(mags, images.shape)
   x = jnp.tile(images.astype(jnp.float32), (multiplicity, 1, 1, 1))
   y = jnp.tile(labels.astype(jnp.float32), (multiplicity, 1))
-  n, h, w, c = x.shape
-  if c != 3 and any(op in mags for op in COLOUR_RGB_ONLY):
-    raise ValueError(f"saturation/hue need RGB images, got {c} channels")
-  if "rotate_deg" in mags and (h == 1 or w == 1):
-    raise ValueError(f"rotate_deg needs 2-D images, got (H, W) = ({h}, {w}): a rotation "
-                     f"would mix a 1-D sequence's axis with its size-1 axis")
+  n = x.shape[0]
   zero = jnp.zeros((), jnp.float32)
   mag = {op: mags.get(op, zero) for op in OPS}
   on = {op: mag[op] > 0 for op in OPS}
@@ -296,72 +489,9 @@ def augment_batch(key, images, labels, mags: dict, policy: Policy,
   k_table, k_noise = jax.random.split(key)
   table = jax.random.uniform(k_table, (_N_ROWS * n,)).reshape(_N_ROWS, n)
   u = {name: table[rows] for name, rows in _ROWS.items()}  # each (rows, n), in [0, 1)
-  sym = lambda name: 2.0 * u[name][0] - 1.0  # U[-1, 1)
-
-  if "max_shift" in mags or "flip_prob" in mags:
-    dy, dx = (jnp.floor((2.0 * u["shift"][i] - 1.0) * (mag["max_shift"] + 0.5) + 0.5)
-              .astype(jnp.int32) if size > 1 else jnp.zeros((n,), jnp.int32)
-              for i, size in enumerate((h, w)))  # a size-1 axis: shifting only blanks
-    flip = u["flip"][0] < jnp.clip(mag["flip_prob"], 0.0, 1.0)
-    x = jnp.where(on["max_shift"] | on["flip_prob"], ops.flip_translate(x, dy, dx, flip), x)
-
-  if "rotate_deg" in mags or "scale" in mags:
-    angle = sym("rotate") * mag["rotate_deg"] * (math.pi / 180)
-    zoom = jnp.maximum(1.0 + sym("scale") * mag["scale"], 0.05)  # zoom <= 0 would flip
-    x = jnp.where(on["rotate_deg"] | on["scale"], ops.rotate_scale(x, angle, zoom), x)
-
-  # Colour: every branch is an elementwise chain (plus one small mean), one clip at the end.
-  colour = jnp.zeros((), bool)
-  if "brightness" in mags:
-    x = jnp.where(on["brightness"],
-                  ops.brightness(x, sym("brightness") * mag["brightness"]), x)
-    colour = colour | on["brightness"]
-  if "contrast" in mags:
-    x = jnp.where(on["contrast"], ops.contrast(x, 1.0 + sym("contrast") * mag["contrast"]), x)
-    colour = colour | on["contrast"]
-  if "saturation" in mags or "hue" in mags:
-    on_sh = on["saturation"] | on["hue"]
-    x_sh = ops.saturation_hue(x, 1.0 + sym("saturation") * mag["saturation"],
-                              sym("hue") * mag["hue"])
-    x = jnp.where(on_sh, x_sh, x)
-    colour = colour | on_sh
-  if (any(op in mags for op in ("brightness", "contrast", "saturation", "hue"))
-      and policy.value_range is not None):
-    x = jnp.where(colour, jnp.clip(x, *policy.value_range), x)
-
-  def box_sides(frac):
-    """Box sides for a side fraction (n,): a size-1 axis (1-D input) is spanned whole."""
-    whole = jnp.full_like(frac, 2.0)  # |centre - 0.5| < 1 for any centre in [0, 1)
-    return (whole if h == 1 else frac * h), (whole if w == 1 else frac * w)
-
-  if "cutout_frac" in mags:
-    side = jnp.full((n,), mag["cutout_frac"])
-    mask = ops.box_mask(h, w, u["cutout"][0] * h, u["cutout"][1] * w, *box_sides(side))
-    fill = jnp.asarray(policy.cutout_fill, x.dtype)
-    x = jnp.where(on["cutout_frac"] & mask[..., None], fill, x)
-
-  if "mixup_alpha" in mags:
-    partner = ops.partner_index(u["mixup_partner"][0, 0], n)
-    lam = ops.beta(u["mixup_beta"], mag["mixup_alpha"])
-    mixed_x = ops._per_image(lam) * x + ops._per_image(1 - lam) * x[partner]
-    mixed_y = lam[:, None] * y + (1 - lam)[:, None] * y[partner]
-    x = jnp.where(on["mixup_alpha"], mixed_x, x)
-    y = jnp.where(on["mixup_alpha"], mixed_y, y)
-
-  if "cutmix_alpha" in mags:
-    partner = ops.partner_index(u["cutmix_partner"][0, 0], n)
-    frac = 1.0 - ops.beta(u["cutmix_beta"], mag["cutmix_alpha"])  # the pasted fraction
-    side = frac if h == 1 or w == 1 else jnp.sqrt(frac)  # 1-D: a segment; 2-D: a box
-    mask = ops.box_mask(h, w, u["cutmix_box"][0] * h, u["cutmix_box"][1] * w,
-                        *box_sides(side))
-    area = jnp.mean(mask.astype(jnp.float32), axis=(1, 2))  # the clipped box: labels match
-    mixed_x = jnp.where(mask[..., None], x[partner], x)
-    mixed_y = (1 - area)[:, None] * y + area[:, None] * y[partner]
-    x = jnp.where(on["cutmix_alpha"], mixed_x, x)
-    y = jnp.where(on["cutmix_alpha"], mixed_y, y)
-
-  if "noise_std" in mags:
-    noise = ops.normal16(k_noise, x.shape)
-    x = jnp.where(on["noise_std"], x + mag["noise_std"] * noise, x)
-
-  return x.astype(dtype), y
+  draws = _Draws(mag, on, u, k_noise, policy)
+  batch = _Batch(x, y, jnp.zeros((), bool))
+  for stage in STAGES:
+    if any(op in mags for op in (*stage.ops, *stage.after)):
+      batch = stage.apply(draws, batch)
+  return batch.x.astype(images.dtype), batch.y

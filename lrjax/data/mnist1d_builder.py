@@ -49,7 +49,6 @@ import random
 import numpy as np
 import tensorflow_datasets as tfds
 
-MNIST1D_VERSION = "0.0.2.post1"  # the mnist1d package version the data were checked with
 NUM_SAMPLES = 10_000
 SEED = 42
 SEQ_LEN = 40

@@ -20,6 +20,7 @@ from lrjax import augment
 from lrjax import callables
 from lrjax import grid as grid_lib
 from lrjax import optimizers
+from lrjax import transforms
 from lrjax.data import Dataset
 from lrjax.engine.plan import Block, Plan, batch_growth, blocks_for, plan, total_updates
 from lrjax.engine.settings import TrainSettings
@@ -86,7 +87,8 @@ def _schedule_takes(schedule, name: str) -> bool:
 
 def split_hparams(table: pd.DataFrame, settings: TrainSettings
                   ) -> tuple[list[str], list[str], ScheduleSpec]:
-  """Sorts the inner grid columns into optimizer and schedule hyperparameters.
+  """Sorts the grid's hyperparameter columns (``grid.axis_kind`` "hparam") into
+  optimizer and schedule arguments.
 
   Returns:
     ``(opt_cols, sched_cols, spec)``.
@@ -111,10 +113,7 @@ def split_hparams(table: pd.DataFrame, settings: TrainSettings
                **dict.fromkeys(optimizers.required_hparams(opt))}
   families = tuple(dict.fromkeys(table["schedule"])) if "schedule" in table else ()
   opt_cols, sched_cols = [], []
-  for col in grid_lib.inner_columns(table):
-    if col in ("lr", "batch_size", "schedule", "optimizer", "batch_growth", "lr_scaling",
-               "label_smoothing"):
-      continue
+  for col in grid_lib.hparam_columns(table):
     # A factory with **kwargs takes any name: the schedule's own arguments stay its.
     to_opt = col in opt_names or (optimizers.accepts_hparam(opt, col) and (
         bool(families) or not _schedule_takes(settings.schedule, col)))
@@ -161,8 +160,8 @@ def scaled_lr(table: pd.DataFrame, settings: TrainSettings) -> np.ndarray:
   if ((exponent < 0) | (exponent > 1)).any():
     raise ConfigError(f"grid.lr_scaling: exponents in [0, 1] (0 none, 0.5 sqrt, 1 linear); "
                       f"got {sorted(set(exponent.tolist()))}.")
-  ratio = table["batch_size"].to_numpy(np.float64) / settings.lr_reference_batch
-  return lr * ratio ** exponent
+  return transforms.batch_size_scaled(lr, table["batch_size"].to_numpy(np.float64),
+                                     settings.lr_reference_batch, exponent)
 
 
 def _float32_lr(lr: np.ndarray) -> np.ndarray:
@@ -188,8 +187,14 @@ def _label_smoothing(table: pd.DataFrame) -> np.ndarray:
 
 
 def uses_augmentation(table: pd.DataFrame) -> bool:
-  """Whether any member augments (a nonzero ``aug`` or any ``aug_<op>`` axis)."""
-  return bool((table["aug"] != 0).any()) or any(c.startswith("aug_") for c in table.columns)
+  """Whether any member augments (a nonzero ``aug`` or any ``aug_<op>`` axis).
+
+  Example:
+    >>> from lrjax import grid
+    >>> uses_augmentation(grid.make_grid({"lr": (0.1,), "batch_size": (8,)}))
+    False
+  """
+  return bool((table["aug"] != 0).any()) or bool(grid_lib.aug_op_columns(table.columns))
 
 
 def _aug_magnitudes(table: pd.DataFrame, groups: pd.DataFrame, settings: TrainSettings):
@@ -204,13 +209,13 @@ def _aug_magnitudes(table: pd.DataFrame, groups: pd.DataFrame, settings: TrainSe
       raise ConfigError("multiplicity: augmented copies need augmentation; set grid.aug > 0 "
                         "or multiplicity=1.")
     return {}
-  unknown_ops = sorted(c[4:] for c in table.columns
-                       if c.startswith("aug_") and c[4:] not in augment.OPS)
+  unknown_ops = sorted(op for op in grid_lib.aug_op_columns(table.columns).values()
+                       if op not in augment.OPS)
   if unknown_ops:
     raise ConfigError(f"grid: unknown augmentation ops {unknown_ops}; per-op axes are "
-                      f"grid.aug_<op> with <op> in {list(augment.OPS)}.")
-  overrides = {c[len("aug_"):]: groups[c].to_numpy(np.float32)
-               for c in groups.columns if c.startswith("aug_")}
+                      f"grid.{grid_lib.AUG_OP_PREFIX}<op> with <op> in {list(augment.OPS)}.")
+  overrides = {op: groups[c].to_numpy(np.float32)
+               for c, op in grid_lib.aug_op_columns(groups.columns).items()}
   strengths = groups["aug"].to_numpy(np.float32)
   mags = jax.tree.map(np.asarray, jax.vmap(
       lambda s, o: augment.magnitudes(policy, s, **o))(strengths, overrides))

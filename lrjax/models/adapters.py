@@ -173,6 +173,31 @@ def _fresh(tree):
                       is_leaf=lambda v: isinstance(v, nnx.Variable))
 
 
+def _nnx_builder(factory, name: str | None):
+  """``(template, build, label)`` of ``from_nnx``'s factory: a Module to read the
+  structure from, ``key -> Module`` for each seed, and the results label."""
+  if isinstance(factory, nnx.Module):
+    return factory, lambda key: factory, name or type(factory).__name__
+  return (factory(nnx.Rngs(0)), lambda key: factory(nnx.Rngs(key)),
+          name or getattr(factory, "__name__", "nnx_model"))
+
+
+def _reseeded(rest, streams, rng):
+  """A module's RNG state ``rest`` with each stream of ``streams`` restarted from a key
+  of ``rng``, built inside the trace (``nnx.reseed`` on merged constants would mutate
+  variables of another trace level)."""
+  keys = _stream_keys(rng, streams)
+
+  def leaf(v):
+    if isinstance(v, nnx.RngKey) and v.tag in keys:
+      return v.replace(keys[v.tag])
+    if isinstance(v, nnx.RngCount) and v.tag in keys:
+      return v.replace(jnp.zeros_like(v.get_value()))
+    return v.replace(v.get_value())
+
+  return jax.tree.map(leaf, rest, is_leaf=lambda v: isinstance(v, nnx.Variable))
+
+
 def from_nnx(factory: Callable[[nnx.Rngs], nnx.Module] | nnx.Module,
              name: str | None = None) -> ModelAdapter:
   """Adapts a ``flax.nnx`` Module through ``nnx.split``/``nnx.merge``.
@@ -205,14 +230,7 @@ def from_nnx(factory: Callable[[nnx.Rngs], nnx.Module] | nnx.Module,
     >>> logits.shape, list(new_state["bn"])
     ((4, 10), ['mean', 'var'])
   """
-  if isinstance(factory, nnx.Module):
-    template = factory
-    build = lambda key: factory
-    label = name or type(factory).__name__
-  else:
-    template = factory(nnx.Rngs(0))
-    build = lambda key: factory(nnx.Rngs(key))
-    label = name or getattr(factory, "__name__", "nnx_model")
+  template, build, label = _nnx_builder(factory, name)
   graphdef, _, _, rest = nnx.split(template, nnx.Param, nnx.BatchStat, ...)
   streams = sorted({v.tag for v in jax.tree.leaves(
       rest, is_leaf=lambda v: isinstance(v, nnx.RngKey)) if isinstance(v, nnx.RngKey)}
@@ -238,23 +256,9 @@ def from_nnx(factory: Callable[[nnx.Rngs], nnx.Module] | nnx.Module,
   def apply(params, x):
     return apply_eval(params, template_stats, x)
 
-  def reseeded(rng):
-    """The module's RNG state with each stream (but ``params``) restarted from a key of
-    ``rng``, built inside the trace (``nnx.reseed`` on merged constants would mutate
-    variables of another trace level)."""
-    keys = _stream_keys(rng, streams)
-
-    def leaf(v):
-      if isinstance(v, nnx.RngKey) and v.tag in keys:
-        return v.replace(keys[v.tag])
-      if isinstance(v, nnx.RngCount) and v.tag in keys:
-        return v.replace(jnp.zeros_like(v.get_value()))
-      return v.replace(v.get_value())
-
-    return jax.tree.map(leaf, rest, is_leaf=lambda v: isinstance(v, nnx.Variable))
-
   def apply_train(params, state, x, rng):
-    module = nnx.merge(graphdef, params, _fresh(state), reseeded(rng) if streams else rest)
+    module = nnx.merge(graphdef, params, _fresh(state),
+                       _reseeded(rest, streams, rng) if streams else rest)
     module.train()
     logits = module(x)
     return logits, nnx.split(module, nnx.Param, nnx.BatchStat, ...)[2]

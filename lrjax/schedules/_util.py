@@ -1,8 +1,10 @@
 """Shared helpers of the schedule modules: validation, float32-careful math.
 
-Private module. Validation runs only on concrete values (tracers are skipped);
-the math keeps float32 relative precision and finite gradients everywhere, since
-a schedule-family grid evaluates (and differentiates) every family.
+Private to ``lrjax.schedules``, except its public names ``f32``, ``check_value``
+and ``check_choice``, which ``lrjax.transforms`` shares. Validation runs only on
+concrete values (tracers are skipped); the math keeps float32 relative precision
+and finite gradients everywhere, since a schedule-family grid evaluates (and
+differentiates) every family.
 """
 from collections.abc import Mapping
 
@@ -18,12 +20,13 @@ _TINY = 1e-12
 _BOUNDARY_RTOL = 5e-7
 
 
-def _f32(x):
+def f32(x):
+  """``x`` as a float32 array: the one precision schedules and transforms compute in."""
   return jnp.asarray(x, jnp.float32)
 
 
 def _count(count):
-  return jnp.maximum(_f32(count), 0.0)
+  return jnp.maximum(f32(count), 0.0)
 
 
 def _is_concrete(x):
@@ -53,13 +56,13 @@ def check_choice(fn, name, value, choices):
 def positive_steps(fn, name, value):
   """Validates a concrete step count (> 0) and clamps a traced one to >= 1e-12."""
   check_value(fn, name, value, lambda a: a > 0, "positive")
-  return jnp.maximum(_f32(value), _TINY)
+  return jnp.maximum(f32(value), _TINY)
 
 
 def nonnegative_steps(fn, name, value):
   """Validates a concrete step count (>= 0) and clamps a traced one to >= 0."""
   check_value(fn, name, value, lambda a: a >= 0, "non-negative")
-  return jnp.maximum(_f32(value), 0.0)
+  return jnp.maximum(f32(value), 0.0)
 
 
 def floor_div(t, d):

@@ -19,7 +19,7 @@ Conventions shared by every factory here:
 import jax.numpy as jnp
 
 from lrjax.schedules._util import (
-    _BOUNDARY_RTOL, _TINY, _count, _f32, _pairs, as_list, check_value, floor_div,
+    _BOUNDARY_RTOL, _TINY, _count, _pairs, as_list, check_value, f32, floor_div,
     half_cosine, half_cosine_pair, int_pow, nonnegative_steps, positive_steps, safe_pow)
 
 def constant(value):
@@ -38,8 +38,8 @@ def constant(value):
   References:
     Optax ``optax.constant_schedule``.
   """
-  value = _f32(value)
-  return lambda count: jnp.zeros_like(_f32(count)) + value
+  value = f32(value)
+  return lambda count: jnp.zeros_like(f32(count)) + value
 
 
 def step(init_value, step_size, gamma=0.1):
@@ -63,7 +63,7 @@ def step(init_value, step_size, gamma=0.1):
   References:
     PyTorch ``torch.optim.lr_scheduler.StepLR``.
   """
-  init_value, gamma = _f32(init_value), _f32(gamma)
+  init_value, gamma = f32(init_value), f32(gamma)
   step_size = positive_steps("step", "step_size", step_size)
 
   def schedule(count):
@@ -94,7 +94,7 @@ def multistep(init_value, milestones, gamma=0.1):
   References:
     PyTorch ``torch.optim.lr_scheduler.MultiStepLR``; Goyal et al. 2017.
   """
-  init_value, gamma = _f32(init_value), _f32(gamma)
+  init_value, gamma = f32(init_value), f32(gamma)
   milestones = [nonnegative_steps("multistep", "milestones", m) for m in as_list(milestones)]
 
   def schedule(count):
@@ -129,11 +129,11 @@ def piecewise_constant(init_value, boundaries_and_scales=None):
   References:
     Optax ``piecewise_constant_schedule``; Keras ``PiecewiseConstantDecay``.
   """
-  init_value = _f32(init_value)
+  init_value = f32(init_value)
   pairs = []
   for b, s in _pairs(boundaries_and_scales):
     check_value("piecewise_constant", "scale", s, lambda a: a >= 0, "non-negative")
-    pairs.append((nonnegative_steps("piecewise_constant", "boundary", b), _f32(s)))
+    pairs.append((nonnegative_steps("piecewise_constant", "boundary", b), f32(s)))
 
   def schedule(count):
     t = _count(count)
@@ -173,12 +173,12 @@ def exponential(init_value, decay_rate, transition_steps=1, staircase=False,
     Optax ``exponential_decay``; Keras ``ExponentialDecay``; torch ``ExponentialLR``.
   """
   fn = "exponential"
-  init_value = _f32(init_value)
+  init_value = f32(init_value)
   check_value(fn, "decay_rate", decay_rate, lambda a: a > 0, "positive")
-  decay_rate = _f32(decay_rate)
+  decay_rate = f32(decay_rate)
   transition_steps = positive_steps(fn, "transition_steps", transition_steps)
   transition_begin = nonnegative_steps(fn, "transition_begin", transition_begin)
-  end = None if end_value is None else _f32(end_value)
+  end = None if end_value is None else f32(end_value)
 
   def schedule(count):
     elapsed = jnp.maximum(_count(count) - transition_begin, 0.0)
@@ -213,9 +213,9 @@ def inverse_time(init_value, decay_rate, decay_steps, staircase=False):
   References:
     Keras ``keras.optimizers.schedules.InverseTimeDecay``.
   """
-  init_value = _f32(init_value)
+  init_value = f32(init_value)
   check_value("inverse_time", "decay_rate", decay_rate, lambda a: a >= 0, "non-negative")
-  decay_rate = _f32(decay_rate)
+  decay_rate = f32(decay_rate)
   decay_steps = positive_steps("inverse_time", "decay_steps", decay_steps)
 
   def schedule(count):
@@ -252,7 +252,7 @@ def polynomial(init_value, end_value, power, decay_steps, cycle=False):
   References:
     Keras ``PolynomialDecay``; PyTorch ``PolynomialLR``.
   """
-  init_value, end_value, power = _f32(init_value), _f32(end_value), _f32(power)
+  init_value, end_value, power = f32(init_value), f32(end_value), f32(power)
   decay_steps = positive_steps("polynomial", "decay_steps", decay_steps)
 
   def schedule(count):
@@ -292,7 +292,7 @@ def linear(init_value, end_value, transition_steps):
   References:
     Optax ``linear_schedule``; PyTorch ``LinearLR``.
   """
-  init_value, end_value = _f32(init_value), _f32(end_value)
+  init_value, end_value = f32(init_value), f32(end_value)
   transition_steps = positive_steps("linear", "transition_steps", transition_steps)
 
   def schedule(count):
@@ -331,7 +331,7 @@ def cosine(init_value, decay_steps, alpha=0.0, exponent=1.0):
   References:
     Loshchilov & Hutter 2017, SGDR: Stochastic Gradient Descent with Warm Restarts.
   """
-  init_value, alpha, exponent = _f32(init_value), _f32(alpha), _f32(exponent)
+  init_value, alpha, exponent = f32(init_value), f32(alpha), f32(exponent)
   decay_steps = positive_steps("cosine", "decay_steps", decay_steps)
 
   def schedule(count):
@@ -368,9 +368,9 @@ def cosine_restarts(init_value, first_decay_steps, t_mul=1.0, m_mul=1.0, alpha=0
     Loshchilov & Hutter 2017, SGDR: Stochastic Gradient Descent with Warm Restarts.
   """
   fn = "cosine_restarts"
-  init_value, m_mul, alpha = _f32(init_value), _f32(m_mul), _f32(alpha)
+  init_value, m_mul, alpha = f32(init_value), f32(m_mul), f32(alpha)
   check_value(fn, "t_mul", t_mul, lambda a: a > 0, "positive")
-  t_mul = jnp.maximum(_f32(t_mul), _TINY)
+  t_mul = jnp.maximum(f32(t_mul), _TINY)
   period = positive_steps(fn, "first_decay_steps", first_decay_steps)
 
   def schedule(count):

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 
 from lrjax.errors import ConfigError
-from lrjax.schedules._util import _count, _f32, check_choice, nonnegative_steps, check_value
+from lrjax.schedules._util import _count, check_choice, check_value, f32, nonnegative_steps
 
 
 WARMUP_KINDS = ("linear", "exponential")
@@ -45,18 +45,18 @@ def warmup(schedule, warmup_steps, start_value=0.0, kind="linear", shift=True):
   if kind == "exponential":
     check_value(fn, "start_value", start_value, lambda a: a > 0,
                 "positive for kind='exponential'")
-  start = _f32(start_value)
+  start = f32(start_value)
 
   def warmed(count):
     t = _count(count)
-    target = _f32(schedule(jnp.zeros_like(t) if shift else w + jnp.zeros_like(t)))
+    target = f32(schedule(jnp.zeros_like(t) if shift else w + jnp.zeros_like(t)))
     frac = jnp.clip(t / jnp.maximum(w, 1e-12), 0.0, 1.0)
     if kind == "linear":
       ramp = start + (target - start) * frac
     else:
       safe = jnp.where(start > 0, start, 1.0)
       ramp = safe * (target / safe) ** frac
-    after = _f32(schedule(t - w if shift else t))
+    after = f32(schedule(t - w if shift else t))
     return jnp.where(t < w, ramp, after)
   return warmed
 
@@ -90,10 +90,10 @@ def join(schedules, boundaries):
                      f"got {len(boundaries)}.")
 
   def joined(count):
-    t = _f32(count)
-    out = _f32(schedules[0](t))
+    t = f32(count)
+    out = f32(schedules[0](t))
     for boundary, schedule in zip(boundaries, schedules[1:]):
-      out = jnp.where(t < boundary, out, _f32(schedule(t - boundary)))
+      out = jnp.where(t < boundary, out, f32(schedule(t - boundary)))
     return out
   return joined
 
@@ -124,8 +124,8 @@ def product(*schedules):
     raise ConfigError("product: needs at least one schedule.")
 
   def multiplied(count):
-    out = _f32(schedules[0](count))
+    out = f32(schedules[0](count))
     for schedule in schedules[1:]:
-      out = out * _f32(schedule(count))
+      out = out * f32(schedule(count))
     return out
   return multiplied

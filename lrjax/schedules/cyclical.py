@@ -6,7 +6,7 @@ Conventions (traced arguments, float32, validation) as in ``_schedules_base``.
 import jax.numpy as jnp
 
 from lrjax.schedules._util import (
-    _TINY, _count, _f32, check_choice, check_value, floor_div, half_cosine_pair,
+    _TINY, _count, f32, check_choice, check_value, floor_div, half_cosine_pair,
     positive_steps)
 
 ANNEALS = ("cos", "linear")
@@ -34,7 +34,7 @@ def _anneal(start, end, done, length, anneal):
 def _onecycle_phases(fn, total_steps, pct_start, three_phase):
   check_value(fn, "pct_start", pct_start, lambda a: (a > 0) & (a < 1), "in (0, 1)")
   total = positive_steps(fn, "total_steps", total_steps)
-  pct_start = _f32(pct_start)
+  pct_start = f32(pct_start)
   end1 = pct_start * total - 1.0
   if three_phase:
     return total, [(0.0, end1), (end1, 2.0 * pct_start * total - 2.0), (None, total - 1.0)]
@@ -91,9 +91,9 @@ def onecycle(max_value, total_steps, pct_start=0.3, div_factor=25.0,
   check_value(fn, "div_factor", div_factor, lambda a: a > 0, "positive")
   check_value(fn, "final_div_factor", final_div_factor, lambda a: a > 0, "positive")
   total, phases = _onecycle_phases(fn, total_steps, pct_start, three_phase)
-  peak = _f32(max_value)
-  initial = peak / _f32(div_factor)
-  minimum = initial / _f32(final_div_factor)
+  peak = f32(max_value)
+  initial = peak / f32(div_factor)
+  minimum = initial / f32(final_div_factor)
   if three_phase:
     values = [(initial, peak), (peak, initial), (initial, minimum)]
   else:
@@ -131,7 +131,7 @@ def onecycle_momentum(total_steps, pct_start=0.3, base_momentum=0.85, max_moment
   fn = "onecycle_momentum"
   check_choice(fn, "anneal", anneal, ANNEALS)
   total, phases = _onecycle_phases(fn, total_steps, pct_start, three_phase)
-  lo, hi = _f32(base_momentum), _f32(max_momentum)
+  lo, hi = f32(base_momentum), f32(max_momentum)
   values = [(hi, lo), (lo, hi), (hi, hi)] if three_phase else [(hi, lo), (lo, hi)]
   return lambda count: _onecycle_eval(count, total, phases, values, anneal)
 
@@ -142,7 +142,7 @@ def _cyclic_shape(fn, step_size_up, step_size_down, mode, gamma):
   up = positive_steps(fn, "step_size_up", step_size_up)
   down = up if step_size_down is None else positive_steps(fn, "step_size_down", step_size_down)
   check_value(fn, "gamma", gamma, lambda a: a > 0, "positive")
-  gamma = _f32(gamma)
+  gamma = f32(gamma)
   period = up + down
 
   def shape(count):
@@ -189,7 +189,7 @@ def cyclic(base_value, max_value, step_size_up=2000, step_size_down=None,
     Smith 2017, Cyclical Learning Rates for Training Neural Networks.
   """
   shape = _cyclic_shape("cyclic", step_size_up, step_size_down, mode, gamma)
-  base, top = _f32(base_value), _f32(max_value)
+  base, top = f32(base_value), f32(max_value)
 
   def schedule(count):
     frac, scale = shape(count)
@@ -224,7 +224,7 @@ def cyclic_momentum(step_size_up=2000, step_size_down=None, base_momentum=0.8,
     Smith 2017, Cyclical Learning Rates for Training Neural Networks.
   """
   shape = _cyclic_shape("cyclic_momentum", step_size_up, step_size_down, mode, gamma)
-  lo, hi = _f32(base_momentum), _f32(max_momentum)
+  lo, hi = f32(base_momentum), f32(max_momentum)
 
   def schedule(count):
     frac, scale = shape(count)

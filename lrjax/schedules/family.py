@@ -24,7 +24,7 @@ import optax
 
 from lrjax import callables
 from lrjax.errors import ConfigError
-from lrjax.schedules._util import _count, _f32, check_choice, check_value
+from lrjax.schedules._util import _count, check_choice, check_value, f32
 from lrjax.schedules.catalog import (
     constant, cosine, cosine_restarts, exponential, inverse_time, linear, multistep,
     piecewise_constant, polynomial, step)
@@ -48,14 +48,14 @@ def select(index, schedules: Sequence[Callable], default=None) -> Callable:
 
   def selected(count):
     if default is None:
-      out = _f32(schedules[0](count))
+      out = f32(schedules[0](count))
       rest = enumerate(schedules[1:], start=1)
     else:
       out = jnp.asarray(default, jnp.float32)
       rest = enumerate(schedules)
     for i, schedule in rest:
       if schedule is not None:
-        out = jnp.where(index == i, _f32(schedule(count)), out)
+        out = jnp.where(index == i, f32(schedule(count)), out)
     return out
 
   return selected
@@ -268,9 +268,9 @@ def _make_custom(schedule, peak_lr, total_updates, kwargs) -> optax.Schedule:
     kwargs["warmup_steps"] = kwargs.pop("warmup_fraction") * total_updates
   warmup_steps = kwargs.pop("warmup_steps", None)
   warmup_start = kwargs.pop("warmup_start_value", 0.0)
-  peak = _f32(peak_lr)
-  length = _f32(total_updates if warmup_steps is None else total_updates - warmup_steps)
-  built = lambda count: _f32(fn(_count(count), peak, length, **kwargs))
+  peak = f32(peak_lr)
+  length = f32(total_updates if warmup_steps is None else total_updates - warmup_steps)
+  built = lambda count: f32(fn(_count(count), peak, length, **kwargs))
   if warmup_steps is None:
     return built
   return warmup(built, warmup_steps, start_value=warmup_start)
