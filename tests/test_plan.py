@@ -1,4 +1,4 @@
-"""Tests for lrjax.plan: how a run's budget is cut into segments."""
+"""Tests for lrjax.engine.plan: how a run's budget is cut into segments."""
 from lrjax import grid
 from lrjax.engine import TrainSettings, plan
 
@@ -25,3 +25,9 @@ def test_segment_is_whole_batches_of_every_member_when_eval_every_exceeds_run():
   p = plan(_table((32, 96)), 1000, TrainSettings(epochs=1, eval_every=10**6))
   assert p.ticks_per_segment % 3 == 0 and p.num_segments == 1
   assert abs(p.examples_per_member - 1000) <= 3 * 32
+
+
+def test_examples_per_segment_is_ticks_times_micro_batch():
+  p = plan(_table(), 1000, TrainSettings(epochs=2, eval_every=320))
+  assert p.examples_per_segment == p.ticks_per_segment * p.micro_batch == 320
+  assert p.examples_per_segment * p.num_segments == p.examples_per_member

@@ -7,7 +7,8 @@ import pytest
 
 from lrjax import augment, data, grid, models
 from lrjax.engine import Program, TrainSettings, build_run
-from lrjax.engine.trainer import _placement, _root_keys, chunk_constants, chunks, place_data
+from lrjax.engine.chunk import Placement, chunks, place_data, prepare_chunk
+from lrjax.engine.state import segment_metrics
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def digits():
 def _segment_jaxpr(digits, num_lrs, vmap_width):
   """The traced segment of a grid with ``num_lrs`` x 2 batch sizes x 2 augs x 2 seeds."""
   program, state, t, consts = _segment_call(digits, num_lrs, vmap_width)
-  return jax.make_jaxpr(program._segment)(state, t, consts)
+  return jax.make_jaxpr(program.segment)(state, t, consts)
 
 
 def _count(jaxpr):
@@ -40,26 +41,20 @@ def test_whole_grid_vmap_traces_same_program_when_members_grow(digits):
   assert small == large and small > 100  # nested bodies counted, not just the top level
 
 
-def _segment_call(digits, num_lrs, vmap_width=1 << 30):
+def _segment_call(digits, num_lrs, vmap_width=1 << 30, **settings):
   """The program of a grid (``num_lrs`` x 2 batch sizes x 2 augs x 2 seeds; by default
-  whole-grid vmapped) and a segment's arguments, all on the device:
-  ``(program, state, t, consts)``."""
+  whole-grid vmapped) and a segment's arguments, all on one device (what a single
+  accelerator runs): ``(program, state, t, consts)``."""
   table = grid.make_grid({"lr": grid.log_space(0.01, 0.1, num_lrs), "batch_size": (32, 64),
                           "aug": (0.0, 1.0), "seed": (0, 1)})
   settings = TrainSettings(epochs=0.25, augment_policy=augment.policy_for(
-      "digits", digits.image_shape))
+      "digits", digits.image_shape), **settings)
   run = build_run(models.get_model("mlp", 10, hidden=(16,)), digits, table, settings)
   group_chunks = chunks(run.layout.num_groups, run.layout.inner_size, 0)
-  placement = _placement(run, group_chunks)
-  placement.partition = None  # one device: what a single accelerator runs
-  placement.put_members = placement.put_groups = jax.device_put
-  device_data, val, _ = place_data(run, placement)
-  init_keys, aug_keys = _root_keys(run)
-  consts = chunk_constants(run, group_chunks[0], device_data, val, aug_keys, placement)
-  program = Program(run, None, vmap_width=vmap_width)
-  sample = jnp.zeros((1,) + digits.image_shape, jnp.float32)
-  state = program.init(init_keys[group_chunks[0]], sample, consts.hparams)
-  return program, state, jax.device_put(jnp.int32(0)), consts
+  placement = Placement()
+  chunk = prepare_chunk(run, group_chunks[0], placement, place_data(run, placement),
+                        Program(run, None, vmap_width=vmap_width))
+  return chunk.program, chunk.state, jax.device_put(jnp.int32(0)), chunk.consts
 
 
 @pytest.mark.parametrize("num_lrs", [1, 8])  # 8 and 64 members
@@ -77,3 +72,23 @@ def test_segment_makes_no_host_transfer_when_grid_vmapped(digits, num_lrs):
     state, metrics = program.segment(state, t, consts)
     jax.block_until_ready((state, metrics))
   assert program.segment._cache_size() == 1
+
+
+@pytest.mark.parametrize("vmap_width", [1, 2, 1 << 30])
+def test_segment_returns_exactly_state_segment_metrics(digits, vmap_width):
+  # The program builds its metrics from state.segment_metrics (the history table's
+  # columns): the same names, extra metrics and tick losses included.
+  extra = dict(metrics={"xent": "cross_entropy"}, record_tick_loss=True)
+  for settings in ({}, extra):
+    program, state, t, consts = _segment_call(digits, 1, vmap_width, **settings)
+    _, metrics = jax.eval_shape(program.segment, state, t, consts)
+    names = segment_metrics(program.settings)
+    assert sorted(metrics) == sorted(names) and len(set(names)) == len(names)
+  assert segment_metrics(program.settings)[-2:] == ("val_xent", "tick_loss")
+
+
+def test_segment_refuses_to_trace_when_its_metrics_and_the_list_disagree(digits):
+  program, state, t, consts = _segment_call(digits, 1, 1)
+  program.metric_names = program.metric_names + ("val_missing",)
+  with pytest.raises(AssertionError, match="state.segment_metrics"):
+    jax.eval_shape(program.segment, state, t, consts)

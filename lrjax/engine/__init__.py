@@ -2,10 +2,13 @@
 
 Modules, in the order a run meets them: ``settings`` (``TrainSettings``), ``plan``
 (sizes and blocks), ``run`` (``build_run``: the one validation), ``devices``
-(members over devices), ``program`` (the compiled init/segment/evaluate),
-``memory`` (chunks sized to fit memory), ``autotune`` (the CPU width probe),
-``checkpoint`` (resume), ``trainer`` (``train``/``train_grid``) and ``tables``
-(members/history DataFrames).
+(members over devices), ``state`` (member state, constants, segment metrics),
+``forward`` and ``noise`` (one member's model calls and noise-scale sums),
+``program`` (the compiled init/segment/evaluate), ``chunk`` (placement, key
+streams, a chunk's constants and initial state), ``memory`` (chunks sized to fit
+memory), ``autotune`` (the CPU width probe), ``checkpoint`` (resume),
+``progress`` (what a run shows), ``trainer`` (``train``/``train_grid``) and
+``tables`` (members/history DataFrames).
 """
 
 from lrjax.engine.devices import use_cpu_cores

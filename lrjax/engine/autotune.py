@@ -2,23 +2,16 @@
 
 On CPU the engine trains a device's members ``width`` at a time (``lax.map`` over
 slices, members of a slice vmapped). Which width is fastest depends on the model
-and batch size, and no static rule matched both built-in models. Measured on the
-2-core CPU (benchmarks/NOTES.md), 64 members on 2 devices, one epoch:
+and batch size, and no static rule matched both built-in models: one member at a
+time makes every matmul a plain one, while members sharing a costly first layer
+(a small convolution's patch matmul) gain from one wide matmul over the members
+of an input group (benchmarks/NOTES.md, "Measured ``lax.map`` width").
 
-* MLP, batch 32: width 1 0.45 s, widths 2 and 4 0.57 s (batched matmuls lose);
-* CNN, batch 32: width 1 1.87 s, widths 2 and 4 1.61 s (its first layer's
-  K=9 patch matmul and that kernel's gradient are inefficient one member at a
-  time; vmapped over members sharing the input they become one wide matmul).
-  Since ``PatchConv`` keeps that gradient off a slow Eigen path, width 1 has caught up: 1.80 s against 2.00 s for width 2, and within
-  noise of it at batch 128. The probe stays because it measures the user's own
-  model, where members sharing a costly first layer may still favour width 2.
-
-So the trainer times each candidate width on a few ticks of
-a few real members (the grid's own model, data, optimizer and hyperparameters)
-before compiling the segment, and keeps the fastest when it beats width 1 clearly
-(``pick_width``). The probe's time counts as compile time. Grids with few members
-per device skip it (it would cost more than it could save) and use
-``engine.default_vmap_width()``.
+So the trainer times each candidate width on a few ticks of a few real members
+(the grid's own model, data, optimizer and hyperparameters) before compiling the
+segment, and keeps the fastest when it beats width 1 clearly (``pick_width``). The
+probe's time counts as compile time. Grids with few members per device skip it (it
+would cost more than it could save) and use ``program.default_vmap_width()``.
 """
 
 from __future__ import annotations
@@ -28,29 +21,27 @@ import json
 import math
 import os
 import time
+
 import jax
 import jax.numpy as jnp
 
 from lrjax.engine import devices
+from lrjax.engine.chunk import Chunk
 from lrjax.engine.plan import Block
 from lrjax.engine.program import Program
-from lrjax.engine.state import Constants, MemberState
 from lrjax.engine.run import Run
 from lrjax.engine.settings import TrainSettings
 
-# Widths 4 and 8 were never clearly faster than 2 on the built-in models (MLP:
-# 1 fastest at batch 32, 1 = 2 = 4 at 128; CNN: 2 = 4 > 1 at 32, 2 > 1 > 4 at 128),
-# and each candidate costs a compilation.
+# Wider slices were never clearly faster than 2 on the built-in models, and each
+# candidate costs a compilation (benchmarks/NOTES.md).
 CANDIDATE_WIDTHS = (1, 2)
 # Below this many members per device the probe costs more than it can save.
 MIN_MEMBERS_PER_DEVICE = 16
 PROBE_TICKS = 16  # per timed run (rounded to whole accumulation cycles)
 ROUNDS = 3  # interleaved timings per candidate; the fastest counts
 MIN_TIMED_S = 0.02  # each timing repeats the probe to last at least this long
-# Leave the default width (1) only for a clear win. Sixteen ticks on a shared CPU are
-# noisy, and a wrong switch is costly: on one core a probe once chose width 2 for the
-# CNN, and that run trained in 1.26 s against 0.78-0.87 s at width 1; full runs of
-# both built-in models are as fast or up to 25% faster at width 1 (benchmarks/NOTES.md).
+# Leave the default width (1) only for a clear win: a few ticks on a shared CPU are
+# noisy, and a wrong switch is costly (benchmarks/NOTES.md, "Width probe").
 SWITCH_MARGIN = 0.10
 
 
@@ -123,20 +114,17 @@ def wanted(settings: TrainSettings, platform: str, num_members: int, num_devices
           and num_members >= MIN_MEMBERS_PER_DEVICE * num_devices)
 
 
-def choose_width(run: Run, partition: devices.Partition | None,
-                 states: tuple[MemberState, ...], consts: Constants
-                 ) -> tuple[int | None, dict[int, float]]:
+def choose_width(run: Run, chunk: Chunk) -> tuple[int | None, dict[int, float]]:
   """Times each candidate width on the largest block's first members; picks the fastest.
 
-  The probe runs ``Program._block_segment`` (the segment's training part) for
+  The probe runs ``Program.block_segment`` (the segment's training part) for
   ``PROBE_TICKS`` ticks on ``max(candidates)`` members of input group 0, on one
   device, compiled with the segment's XLA options.
 
   Args:
     run: the resolved run (``settings.vmap_width`` 0).
-    partition: how members are split over devices (None: one device).
-    states: the chunk's initial state, one ``MemberState`` per block.
-    consts: the chunk's ``Constants``.
+    chunk: the chunk to train (``chunk.prepare_chunk``): its program's partition, its
+      initial state and constants.
 
   Returns:
     ``(width, seconds)``: the width to train with (``pick_width``: the fastest,
@@ -144,43 +132,54 @@ def choose_width(run: Run, partition: devices.Partition | None,
     one candidate, nothing measured) and each candidate's fastest time for one
     probe run (averaged over enough back-to-back runs to last ``MIN_TIMED_S``).
   """
-  blocks = run.blocks
-  num_devices = 1 if partition is None else partition.num_devices
+  blocks, partition = run.blocks, chunk.program.partition
   bi = max(range(len(blocks)), key=lambda i: blocks[i].stop - blocks[i].start)
   # A device's share of the block, read from the state's sharding as the engine
   # reads it from the local shape under shard_map.
-  updates = states[bi].updates
+  updates = chunk.state[bi].updates
   widths = candidate_widths(updates.sharding.shard_shape(updates.shape)[1])
   if len(widths) < 2:
     return None, {}
-  n = max(widths)
-  device = jax.devices()[0]
   k = run.plan.k_lcm
   ticks = jnp.arange(max(k, PROBE_TICKS // k * k), dtype=jnp.int32)
-  block = Block(0, n, blocks[bi].k)
-  options = devices.compiler_options(device.platform, num_devices)
-  base = Program(run, partition)
-
-  @jax.jit
-  def take(state, hp, c):
-    """Group 0's first n members of the block, group 0's inputs for the probe ticks."""
-    state = jax.tree.map(lambda a: a[:1, :n], state)
-    hp = {name: v[:1, :n] for name, v in hp.items()}
-    c = c._replace(seed_index=c.seed_index[:1], aug_keys=c.aug_keys[:1],
-                   dropout_keys=c.dropout_keys[:1],
-                   aug_mags={name: v[:1] for name, v in c.aug_mags.items()}, hparams=())
-    return state, hp, c, jax.lax.map(lambda t: base._inputs(t, c), ticks)
-
-  args = jax.device_put(take(states[bi], consts.hparams[bi], consts), device)
+  args, block = _probe_arguments(run, chunk, bi, max(widths), ticks)
+  options = devices.compiler_options(jax.devices()[0].platform,
+                                     1 if partition is None else partition.num_devices)
 
   def build(w):
     program = Program(run, partition, vmap_width=w)
-    fn = jax.jit(lambda s, h, c, x: program._block_segment(s, h, block, ticks, c, x)[0])
+    fn = jax.jit(lambda s, h, c, x: program.block_segment(s, h, block, ticks, c, x)[0])
     return fn.lower(*args).compile(compiler_options=options)
 
   # XLA compiles outside the GIL: the candidates compile side by side.
   with concurrent.futures.ThreadPoolExecutor(len(widths)) as pool:
     compiled = dict(zip(widths, pool.map(build, widths)))
+  seconds = _time(compiled, args)
+  return pick_width(seconds), seconds
+
+
+def _probe_arguments(run: Run, chunk: Chunk, bi: int, n: int, ticks):
+  """The probe's arguments on one device: block ``bi``'s first ``n`` members of input
+  group 0, their hyperparameters, group 0's constants and its inputs for ``ticks``;
+  and the ``Block`` of those ``n`` members."""
+  program = Program(run, chunk.program.partition)
+
+  @jax.jit
+  def take(state, hp, c):
+    state = jax.tree.map(lambda a: a[:1, :n], state)
+    hp = {name: v[:1, :n] for name, v in hp.items()}
+    c = c._replace(seed_index=c.seed_index[:1], aug_keys=c.aug_keys[:1],
+                   dropout_keys=c.dropout_keys[:1],
+                   aug_mags={name: v[:1] for name, v in c.aug_mags.items()}, hparams=())
+    return state, hp, c, jax.lax.map(lambda t: program.inputs(t, c), ticks)
+
+  args = take(chunk.state[bi], chunk.consts.hparams[bi], chunk.consts)
+  return jax.device_put(args, jax.devices()[0]), Block(0, n, run.blocks[bi].k)
+
+
+def _time(compiled: dict, args) -> dict[int, float]:
+  """Each compiled probe's fastest time for one run, over ``ROUNDS`` interleaved rounds
+  of back-to-back runs lasting ``MIN_TIMED_S`` or more."""
   first = {}
   for w, fn in compiled.items():  # first run: not timed, but sizes the timed ones
     t0 = time.perf_counter()
@@ -188,7 +187,7 @@ def choose_width(run: Run, partition: devices.Partition | None,
     first[w] = time.perf_counter() - t0
   # Small models run a probe in well under a millisecond: repeat it to ~MIN_TIMED_S.
   reps = max(1, math.ceil(MIN_TIMED_S / max(min(first.values()), 1e-6)))
-  seconds = {w: float("inf") for w in widths}
+  seconds = {w: float("inf") for w in compiled}
   for _ in range(ROUNDS):  # interleaved, so a slow spell of the machine hits all alike
     for w, fn in compiled.items():
       t0 = time.perf_counter()
@@ -196,4 +195,4 @@ def choose_width(run: Run, partition: devices.Partition | None,
         out = fn(*args)
       jax.block_until_ready(out)
       seconds[w] = min(seconds[w], (time.perf_counter() - t0) / reps)
-  return pick_width(seconds), seconds
+  return seconds

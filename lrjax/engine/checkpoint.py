@@ -128,7 +128,9 @@ def chunk_path(directory: str, chunk: int) -> str:
 
 
 def _orbax():
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel  # ~0.2 s
+  """``orbax.checkpoint``, imported on first use: its import is slow, and runs without a
+  checkpoint directory never need it."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   return ocp
 
 

@@ -20,6 +20,7 @@ import os
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
+from jax._src import clusters  # JAX's own cluster detection (cluster_processes)
 from jax._src import xla_bridge  # the only way to ask "too late?" (use_cpu_cores)
 from jax.sharding import Mesh, PartitionSpec
 
@@ -188,7 +189,6 @@ def cluster_processes() -> int:
     >>> cluster_processes() >= 1
     True
   """
-  from jax._src import clusters  # JAX's own detection, as jax.distributed.initialize()
   for env in clusters.ClusterEnv._cluster_types:  # pylint: disable=protected-access
     try:
       if not env.opt_in_only_method and env.is_env_present():

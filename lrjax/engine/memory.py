@@ -38,6 +38,12 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+try:
+  import psutil
+except ImportError:  # optional: /proc/meminfo instead
+  psutil = None
+
+from lrjax.engine import chunk as chunk_lib
 from lrjax.engine import devices as devices_lib
 from lrjax.errors import ConfigError
 
@@ -65,13 +71,11 @@ def free_bytes(devices: list | None = None) -> int:
   if all(s and "bytes_limit" in s for s in stats):
     return len(stats) * min(int(s["bytes_limit"]) - int(s.get("bytes_in_use", 0))
                             for s in stats)
-  try:
-    import psutil  # pylint: disable=import-outside-toplevel
+  if psutil is not None:
     return int(psutil.virtual_memory().available)
-  except ImportError:
-    with open("/proc/meminfo") as f:
-      kib = dict(line.split(":", 1) for line in f)["MemAvailable"].split()[0]
-    return int(kib) * 1024
+  with open("/proc/meminfo") as f:
+    kib = dict(line.split(":", 1) for line in f)["MemAvailable"].split()[0]
+  return int(kib) * 1024
 
 
 def counted_devices(num_devices: int) -> int:
@@ -260,28 +264,18 @@ def _plan(run, max_memory: int, lower: Callable[[int], LoweredChunk]) -> ChunkPl
 
 def lower_chunk(run, groups: int) -> LoweredChunk:
   """The segment program for a chunk of ``groups`` input groups, lowered as the trainer
-  places a real chunk. The members' state is abstract (``jax.eval_shape``: nothing
-  of that size is allocated); the chunk's constants (data, hyperparameters) are
-  built as the trainer builds them: they are small, or resident anyway.
+  places a real chunk (``chunk.prepare_chunk``). The members' state is abstract
+  (nothing of that size is allocated); the chunk's constants (data,
+  hyperparameters) are built as the trainer builds them: they are small, or
+  resident anyway.
   """
-  # Here, not at the top: the trainer imports this module.
-  from lrjax.engine import devices, trainer  # pylint: disable=import-outside-toplevel
   gidx = np.resize(np.arange(run.layout.num_groups), groups)
-  placement = trainer._placement(run, [gidx])  # pylint: disable=protected-access
-  program = trainer.Program(run, placement.partition)
-  init_keys, aug_keys = trainer._root_keys(run)  # pylint: disable=protected-access
-  device_data, val, _ = trainer.place_data(run, placement)
-  consts = trainer.chunk_constants(run, gidx, device_data, val, aug_keys, placement)
-  sample_x = jax.numpy.zeros((1,) + run.dataset.image_shape, jax.numpy.float32)
-  state = jax.eval_shape(program.init, init_keys[gidx], sample_x, consts.hparams)
-  if placement.partition is not None:
-    members = jax.sharding.NamedSharding(placement.partition.mesh,
-                                         placement.partition.members)
-    state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(
-        a.shape, a.dtype, weak_type=a.weak_type, sharding=members), state)
-  lowered = program.segment.lower(state, jax.numpy.int32(0), consts)
+  placement = chunk_lib.Placement.for_run(run, groups)
+  chunk = chunk_lib.prepare_chunk(run, gidx, placement, chunk_lib.place_data(run, placement),
+                                  abstract=True)
+  lowered = chunk.program.segment.lower(chunk.state, jax.numpy.int32(0), chunk.consts)
   params = sum(math.prod(a.shape) * np.dtype(a.dtype).itemsize
-               for s in state for a in jax.tree.leaves(s.params))
-  return LoweredChunk(program, lowered, counted_devices(placement.num_devices),
-                      devices.compiler_options(jax.devices()[0].platform,
-                                               placement.num_devices), int(params))
+               for s in chunk.state for a in jax.tree.leaves(s.params))
+  return LoweredChunk(chunk.program, lowered, counted_devices(placement.num_devices),
+                      devices_lib.compiler_options(jax.devices()[0].platform,
+                                                   placement.num_devices), int(params))

@@ -16,11 +16,14 @@ import jax.numpy as jnp
 from lrjax.engine.state import MemberState
 
 
-def sq_norm(tree, single: bool):
-  """Squared L2 norm of each member's pytree (leading (G, I) member axes unless single)."""
-  lead = 0 if single else 2
-  return sum(jnp.sum(jnp.square(a), axis=tuple(range(lead, a.ndim)))
-             for a in jax.tree.leaves(tree))
+def sq_norm(tree):
+  """Squared L2 norm of one member's pytree.
+
+  Example:
+    >>> float(sq_norm({"w": jnp.array([3.0, 4.0]), "b": jnp.array(1.0)}))
+    26.0
+  """
+  return sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(tree))
 
 
 def two_batch_noise(small_sq_mean, big_sq, b_small, b_big):
@@ -45,21 +48,39 @@ def two_batch_noise(small_sq_mean, big_sq, b_small, b_big):
   return g2, trace
 
 
-def accumulate(state: MemberState, grads, grad_acc, k, done, b: float, single: bool) -> dict:
-  """The noise-scale fields after one tick of a block with ``k > 1``.
+def accumulate(sums: dict, grads, grad_acc, k, done, b: float) -> dict:
+  """One member's noise-scale sums after one tick of a block with ``k > 1``.
 
-  ``grads`` is this tick's micro-batch gradient (batch ``b``), ``grad_acc`` the sum so
-  far of the member's current batch; where ``done`` (the batch completed, member not
-  diverged) the two-batch estimates join the segment's sums.
+  Args:
+    sums: ``small_sq`` (this batch's sum of micro-batch gradient squared norms),
+      ``noise_trace`` and ``noise_g2`` (the segment's sums of estimates), as in
+      ``MemberState``.
+    grads: this tick's micro-batch gradient (batch ``b``).
+    grad_acc: the sum so far of the member's current batch, this tick's included.
+    k: the member's accumulation factor.
+    done: the batch completed and the member has not diverged: the two-batch
+      estimates join the segment's sums.
+    b: examples per micro-batch.
+
+  Returns:
+    The new ``sums``.
+
+  Example:
+    >>> zero = jnp.float32(0)
+    >>> g = {"w": jnp.array([1.0, 1.0])}
+    >>> out = accumulate({"small_sq": zero, "noise_trace": zero, "noise_g2": zero}, g,
+    ...                  {"w": jnp.array([2.0, 2.0])}, 2, jnp.bool_(True), 1.0)
+    >>> float(out["small_sq"])
+    2.0
   """
   kf = jnp.asarray(k, jnp.float32)
-  small_sq = state.small_sq + sq_norm(grads, single)
-  g2, trace = two_batch_noise(small_sq / kf, sq_norm(grad_acc, single) / kf ** 2,
+  small_sq = sums["small_sq"] + sq_norm(grads)
+  g2, trace = two_batch_noise(small_sq / kf, sq_norm(grad_acc) / kf ** 2,
                               b, b * jnp.maximum(kf, 2.0))
   use = done & (kf > 1)  # ragged blocks may hold k = 1 members: no second batch size
   return dict(small_sq=small_sq,
-              noise_trace=state.noise_trace + jnp.where(use, trace, 0.0),
-              noise_g2=state.noise_g2 + jnp.where(use, g2, 0.0))
+              noise_trace=sums["noise_trace"] + jnp.where(use, trace, 0.0),
+              noise_g2=sums["noise_g2"] + jnp.where(use, g2, 0.0))
 
 
 def segment_noise_scale(s: MemberState):

@@ -39,6 +39,16 @@ class Plan:
   def examples_per_member(self) -> int:
     return self.total_ticks * self.micro_batch
 
+  @property
+  def examples_per_segment(self) -> int:
+    """Examples each member trains on between two evaluations.
+
+    Example:
+      >>> Plan(micro_batch=32, ticks_per_segment=10, num_segments=6, k_lcm=1).examples_per_segment
+      320
+    """
+    return self.ticks_per_segment * self.micro_batch
+
 
 def plan(table: pd.DataFrame, num_train: int, settings: TrainSettings) -> Plan:
   """Resolves micro-batch, segment length and number of segments.

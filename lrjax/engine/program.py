@@ -7,10 +7,13 @@ How it works (docs/DESIGN.md):
   sums its gradients over ``k`` ticks and applies one optimizer update (a masked
   update, as ``optax.MultiSteps`` does), so every member sees the same examples
   budget and one program holds every batch size.
-* Two vmap levels: the outer axis runs over *input groups* (members sharing
-  ``seed`` and augmentation settings get identical inputs), the inner axis over the
-  optimizer hyperparameters with the input unbatched -- the first layer becomes
-  one wide matmul instead of many small ones.
+* A member's step is written once, for one member without any member axis
+  (``_member_grads``, ``_member_step``, ``noise.accumulate``); ``over_members``
+  puts the vmaps around it. Two vmap levels: the outer axis runs over *input
+  groups* (members sharing ``seed`` and augmentation settings get identical
+  inputs), the inner axis over the optimizer hyperparameters with the input
+  unbatched -- the first layer becomes one wide matmul instead of many small ones.
+  A slice of one member applies no vmap at all.
 * Data lives on the device as uint8; batches are gathers by index.
 * A member whose loss goes non-finite, or past ``divergence_factor`` times its
   first loss, is marked diverged (with the examples it had seen); from then on its
@@ -24,8 +27,10 @@ How it works (docs/DESIGN.md):
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -48,14 +53,68 @@ from lrjax.models.adapters import initial_state
 def default_vmap_width() -> int:
   """Members vmapped side by side per ``lax.map`` step, by backend.
 
-  On CPU one member at a time (then every matmul is a plain one): measured on
-  the 2-core CPU, 64 MLP members over 2 CPU devices, ms per member-step at
-  widths 1/2/4/8 were 0.26/0.27/0.32/0.37 (batch 32) and 0.80/0.86/0.92/0.99
-  (batch 128) (benchmarks/NOTES.md). Accelerators want the whole grid at once.
-  The trainer measures widths 1 and 2 instead when a CPU grid has enough members
-  (``lrjax.autotune``), since which wins depends on the model.
+  On CPU one member at a time: every matmul is then a plain one, which XLA:CPU runs
+  faster than batched ones (benchmarks/NOTES.md). Accelerators want the whole grid
+  at once. When a CPU grid has enough members, the trainer measures widths 1 and 2
+  instead (``lrjax.engine.autotune``), since which wins depends on the model.
+
+  Example:
+    >>> default_vmap_width() if jax.default_backend() == "cpu" else 1
+    1
   """
   return 1 if jax.default_backend() == "cpu" else 1 << 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+  """The members one scan trains, and their axes.
+
+  Attributes:
+    group: the one input group all of them belong to (a traced index), or None for
+      every group's members.
+    batched: whether they have (group, member) axes, the leading axes of every leaf
+      of their state and hyperparameters; False for one member with none.
+  """
+
+  group: Any = None
+  batched: bool = True
+
+
+def over_members(fn: Callable, batched: bool, shared: tuple[int, ...] = ()) -> Callable:
+  """``fn``, written for one member, applied to every member of a slice.
+
+  Without member axes (``batched`` False) that is ``fn`` itself. Otherwise ``fn`` is
+  vmapped over the input groups (outer) and over each group's members (inner).
+  Arguments at positions ``shared`` belong to the input group (its micro-batch, its
+  dropout key) and stay unbatched in the inner vmap, so a group's members read one
+  input and their first layers become one wide matmul. Scalar leaves (a block's
+  static ``k``, whether this tick completes its batches) are common to every member.
+
+  Example:
+    >>> add = over_members(lambda w, x: w + x, True, shared=(1,))
+    >>> add(jnp.zeros((2, 3, 4)), jnp.ones((2, 4))).shape  # (groups, members, ...)
+    (2, 3, 4)
+    >>> over_members(jnp.add, False) is jnp.add  # one member: no vmap at all
+    True
+  """
+  if not batched:
+    return fn
+
+  def each(*args):
+    axes = [jax.tree.map(lambda a: None if jnp.ndim(a) == 0 else 0, a) for a in args]
+    inner = [None if i in shared else ax for i, ax in enumerate(axes)]
+    return jax.vmap(jax.vmap(fn, in_axes=tuple(inner)), in_axes=tuple(axes))(*args)
+
+  return each
+
+
+def _restart(grad_acc, sums: dict, complete):
+  """One member's gradient sum (and noise ``small_sq`` sum, if measured) after a tick:
+  zero where its batch completed, so the next batch starts a new sum."""
+  grad_acc = jax.tree.map(lambda a: jnp.where(complete, jnp.zeros_like(a), a), grad_acc)
+  if sums:
+    sums = {**sums, "small_sq": jnp.where(complete, 0.0, sums["small_sq"])}
+  return grad_acc, sums
 
 
 class Program:
@@ -141,7 +200,7 @@ class Program:
     """Blocks whose members accumulate (k > 1) measure the gradient noise scale."""
     return self.settings.measure_noise_scale and block.k != 1
 
-  # -- one tick ----------------------------------------------------------------------------
+  # -- a tick's inputs -------------------------------------------------------------------
   def _group_inputs(self, t, c: Constants, seed_index, aug_key, mags):
     """One input group's (possibly augmented) micro-batch at tick ``t``."""
     b = self.plan.micro_batch
@@ -154,109 +213,130 @@ class Program:
                                    self.settings.multiplicity)
     return x, y
 
-  def _train_forward(self, params, model_state, x, rng):
-    return forward.train_forward(self.model, params, model_state, x, rng, self.dtype,
-                                 self.settings.bn_batch)
+  def inputs(self, t, c: Constants):
+    """Every input group's micro-batch at tick ``t``: ``(x, y)``, x (G, b*M, H, W, C) float32
+    and y (G, b*M, K) soft labels, for ``M`` = ``settings.multiplicity``."""
+    return jax.vmap(self._group_inputs, in_axes=(None, None, 0, 0, 0))(
+        t, c, c.seed_index, c.aug_keys, c.aug_mags)
 
-  def _losses_and_grads(self, params, model_state, x, y, rng, alpha=None, single=False):
-    """Per-member losses, new model states and gradients; (G, I) members, inputs
-    (G, ...) and dropout keys (G,) shared by the I members of a group.
+  def _slice_inputs(self, t, c: Constants, cached, members: Slice):
+    """The micro-batch ``(x, y)`` and dropout key of the slice's input group(s) at tick
+    ``t``, with a leading group axis unless the slice has no member axes.
 
-    ``alpha``: per-member label smoothing (the ``label_smoothing`` grid axis), or
-    None for ``settings.label_smoothing``. ``single``: one member, no member axes.
-    Returns ``((loss, new_model_state), grads)``.
+    ``cached``: this tick's ``inputs`` when the segment built them up front, or None.
+    Dropout keys come from the seed and the tick, common to a group's members.
     """
-    if alpha is None and self.settings.label_smoothing:  # static: 0 compiles plain labels
-      y = optax.smooth_labels(y, self.settings.label_smoothing)
+    fold = lambda key: jax.random.fold_in(key, t)
+    g = members.group
+    if g is None:  # every group
+      x, y = self.inputs(t, c) if cached is None else cached
+      return x, y, jax.vmap(fold)(c.dropout_keys)
+    if cached is None:
+      x, y = self._group_inputs(t, c, c.seed_index[g], c.aug_keys[g],
+                                jax.tree.map(lambda m: m[g], c.aug_mags))
+      x, y = (x[None], y[None]) if members.batched else (x, y)
+    else:
+      x, y = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(
+          a, g, axis=0, keepdims=members.batched), cached)
+    rng = fold(c.dropout_keys[g])
+    return x, y, rng[None] if members.batched else rng
 
-    def member_loss(p, s, x_m, y_m, r, a):
-      logits, new_s = self._train_forward(p, s, x_m, r)
+  # -- one member: loss and gradients, optimizer step (the slice vmaps them) --------------
+  def _member_grads(self, params, model_state, x, y, rng, alpha):
+    """One member's ``((loss, new model state), gradients)`` on a micro-batch.
+
+    ``alpha``: the member's label smoothing (the ``label_smoothing`` grid axis), or
+    None (``settings.label_smoothing`` is then already in ``y``).
+    """
+    def loss_fn(p, s, x_m, y_m, r, a):
+      logits, new_s = forward.train_forward(self.model, p, s, x_m, r, self.dtype,
+                                            self.settings.bn_batch)
       if a is not None:
         y_m = optax.smooth_labels(y_m, a)
       return self.loss(logits, y_m).mean(), new_s
 
-    value_and_grad = jax.value_and_grad(member_loss, has_aux=True)
-    if single:
-      return value_and_grad(params, model_state, x, y, rng, alpha)
-    a_axis = None if alpha is None else 0
+    return jax.value_and_grad(loss_fn, has_aux=True)(params, model_state, x, y, rng, alpha)
 
-    def group(params_g, state_g, x_g, y_g, rng_g, alpha_g):  # x shared: wide first layer
-      return jax.vmap(value_and_grad, in_axes=(0, 0, None, None, None, a_axis))(
-          params_g, state_g, x_g, y_g, rng_g, alpha_g)
+  def _member_step(self, params, opt_state, grads, hp, lr_scale, keep=None, k=None):
+    """One member's optimizer step: ``(params, opt_state)`` after it.
 
-    return jax.vmap(group, in_axes=(0, 0, 0, 0, 0, a_axis))(params, model_state, x, y, rng,
-                                                           alpha)
-
-  def _apply(self, params, opt_state, grads, hp, scale, ok=None, single=False):
-    """One optimizer step for every member.
-
-    With ``ok``, members where it is False keep their state (the ragged-grid path).
-    Without it every member steps: a per-member select over all parameters and
-    optimizer state measured ~40% of a CPU tick, so blocks with a static ``k`` do
-    not mask; a diverged member keeps computing, but its weights are no longer
-    reported (its ``updates`` stop counting and its metrics are NaN).
+    ``k``: the gradients are a sum over ``k`` micro-batches (their mean is applied),
+    or None for one micro-batch's. ``keep``: on the ragged path, whether the member
+    steps now (its batch is complete and it has not diverged); otherwise it keeps its
+    state. None: it steps. Blocks with a static ``k`` do not mask: a per-member select
+    over all parameters and optimizer state is costly on CPU (benchmarks/NOTES.md);
+    a diverged member keeps computing, but its ``updates`` stop counting and its
+    metrics are NaN.
     """
+    if k is not None:
+      grads = jax.tree.map(lambda a: a / jnp.asarray(k, a.dtype), grads)
+    opt, _ = self._member_optimizer(hp, lr_scale)
+    upd, new_o = opt.update(grads, opt_state, params)
+    new_p = optax.apply_updates(params, upd)
+    if keep is None:
+      return new_p, new_o
+    kept = lambda new, old: jnp.where(keep, new, old)
+    return jax.tree.map(kept, new_p, params), jax.tree.map(kept, new_o, opt_state)
 
-    def member(p, o, g, h, sc, do):
-      opt, _ = self._member_optimizer(h, sc)
-      upd, new_o = opt.update(g, o, p)
-      new_p = optax.apply_updates(p, upd)
-      if do is None:
-        return new_p, new_o
-      keep = lambda new, old: jnp.where(do, new, old)
-      return jax.tree.map(keep, new_p, p), jax.tree.map(keep, new_o, o)
+  # -- one tick of a slice ---------------------------------------------------------------
+  def _tick(self, state: MemberState, t, batch, hp, block: Block, members: Slice):
+    """One tick of a slice's members: gradients on the micro-batch, divergence checks,
+    and the optimizer step (every tick for ``k == 1``, else ``_accumulate``).
 
-    members = member if single else jax.vmap(jax.vmap(member))
-    return members(params, opt_state, grads, hp, scale, ok)
-
-  def _block_tick(self, state: MemberState, t, loss, grads, hp, block: Block,
-                  single: bool = False, model_state=None) -> MemberState:
+    Returns ``(state, loss)``.
+    """
+    x, y, rng = batch
+    each = functools.partial(over_members, batched=members.batched)
+    alpha = hp.get("label_smoothing")
+    if alpha is None and self.settings.label_smoothing:  # static: 0 compiles plain labels
+      y = optax.smooth_labels(y, self.settings.label_smoothing)
+    (loss, model_state), grads = each(self._member_grads, shared=(2, 3, 4))(
+        state.params, state.model_state, x, y, rng, alpha)
     first_loss = jnp.where(t == 0, loss, state.first_loss)
     bad = ~jnp.isfinite(loss) | (loss > self.settings.divergence_factor * first_loss)
     diverged = state.diverged | bad
-    diverged_at = jnp.where(bad & ~state.diverged, t * self.plan.micro_batch,
-                            state.diverged_at)
+    state = state._replace(
+        model_state=model_state, diverged=diverged, first_loss=first_loss,
+        diverged_at=jnp.where(bad & ~state.diverged, t * self.plan.micro_batch,
+                              state.diverged_at),
+        loss_sum=state.loss_sum + jnp.where(diverged, 0.0, loss))
     scale = None if state.plateau is None else state.plateau.scale
     if block.k == 1:  # every tick is a whole batch: no accumulator, no branch
-      apply = ~diverged
-      params, opt_state = self._apply(state.params, state.opt_state, grads, hp, scale,
-                                      single=single)
-      grad_acc = None
+      params, opt_state = each(self._member_step)(state.params, state.opt_state, grads,
+                                                   hp, scale)
+      state = state._replace(params=params, opt_state=opt_state)
+      applied = ~diverged
     else:
-      k = self._k_now(hp, t) if block.k is None else block.k
-      grad_acc = jax.tree.map(jnp.add, state.grad_acc, grads)
-      complete = (t + 1) % k == 0
-      apply = complete & ~diverged
+      state, applied = self._accumulate(state, t, grads, hp, block, each)
+    return state._replace(updates=state.updates + applied.astype(jnp.int32)), loss
 
-      def update(operand):
-        params, opt_state, acc = operand
-        mean = lambda a: a / k.reshape(k.shape + (1,) * (a.ndim - k.ndim)).astype(a.dtype) \
-            if block.k is None else a / block.k
-        return self._apply(params, opt_state, jax.tree.map(mean, acc), hp, scale,
-                           apply if block.k is None else None, single)
+  def _accumulate(self, state: MemberState, t, grads, hp, block: Block, each):
+    """A tick of members with ``k > 1``: they sum their gradients, and those whose batch
+    completes step on the mean, add their noise-scale estimates and start a new sum.
 
-      # A real branch (the cond sits outside the vmaps): skip the optimizer on ticks
-      # where no member of the block completes its batch.
-      params, opt_state = jax.lax.cond(jnp.any(complete), update, lambda o: (o[0], o[1]),
-                                       (state.params, state.opt_state, grad_acc))
-      noise = {}
-      if state.small_sq is not None:
-        noise = self._noise_step(state, grads, grad_acc, k, complete & ~diverged, single)
-      if block.k is None:
-        zero_done = lambda a: jnp.where(
-            complete.reshape(complete.shape + (1,) * (a.ndim - complete.ndim)),
-            jnp.zeros_like(a), a)
-      else:
-        zero_done = lambda a: jnp.where(complete, jnp.zeros_like(a), a)
-      grad_acc = jax.tree.map(zero_done, grad_acc)
-      if noise:
-        noise["small_sq"] = jnp.where(complete, 0.0, noise["small_sq"])
-      state = state._replace(**noise)
-    return state._replace(
-        params=params, opt_state=opt_state, grad_acc=grad_acc, model_state=model_state,
-        updates=state.updates + apply.astype(jnp.int32), diverged=diverged,
-        diverged_at=diverged_at, first_loss=first_loss,
-        loss_sum=state.loss_sum + jnp.where(diverged, 0.0, loss))
+    ``each``: ``over_members`` for the slice. Returns ``(state, applied)``, where
+    ``applied`` marks the members that took an optimizer step.
+    """
+    k = self._k_now(hp, t) if block.k is None else block.k  # per member, or static
+    grad_acc = jax.tree.map(jnp.add, state.grad_acc, grads)
+    complete = (t + 1) % k == 0
+    applied = complete & ~state.diverged
+    keep = applied if block.k is None else None
+    scale = None if state.plateau is None else state.plateau.scale
+    step = lambda o: each(self._member_step)(o[0], o[1], o[2], hp, scale, keep, k)
+    # A real branch (the cond sits outside the vmaps): skip the optimizer on ticks
+    # where no member of the block completes its batch.
+    params, opt_state = jax.lax.cond(jnp.any(complete), step, lambda o: (o[0], o[1]),
+                                     (state.params, state.opt_state, grad_acc))
+    sums = {}
+    if state.small_sq is not None:
+      b = float(self.plan.micro_batch * self.settings.multiplicity)
+      sums = each(functools.partial(noise.accumulate, b=b))(
+          {"small_sq": state.small_sq, "noise_trace": state.noise_trace,
+           "noise_g2": state.noise_g2}, grads, grad_acc, k, applied)
+    grad_acc, sums = each(_restart)(grad_acc, sums, complete)
+    return state._replace(params=params, opt_state=opt_state, grad_acc=grad_acc,
+                          **sums), applied
 
   def _k_now(self, hp, t):
     """The member's accumulation factor at tick ``t``: ``k`` times its growth factor per
@@ -266,48 +346,22 @@ class Program:
     phase = sum((t >= g).astype(jnp.int32) for g in self.plan.growth_ticks)
     return hp["k"] * hp["growth"] ** phase
 
-  def _noise_step(self, state: MemberState, grads, grad_acc, k, done, single: bool) -> dict:
-    """The noise-scale sums after this tick (``noise.accumulate``)."""
-    b = float(self.plan.micro_batch * self.settings.multiplicity)
-    return noise.accumulate(state, grads, grad_acc, k, done, b, single)
-
-  def _inputs(self, t, c: Constants):
-    """Every input group's micro-batch at tick ``t``: x (G, b*M, H, W, C), y (G, b*M, K)."""
-    return jax.vmap(self._group_inputs, in_axes=(None, None, 0, 0, 0))(
-        t, c, c.seed_index, c.aug_keys, c.aug_mags)
-
+  # -- a block's segment: lax.map over slices, each scanned over the ticks ----------------
   def _block_scan(self, state: MemberState, hp, block: Block, ticks, c: Constants,
-                  inputs=None, group=None, single=False):
-    """Scans one block (or one slice of its members) over a segment's ticks.
+                  cached, members: Slice):
+    """Scans one slice of a block over a segment's ticks; returns ``(state, losses)``,
+    losses per tick when ``settings.record_tick_loss`` (else None).
 
-    ``inputs``: the segment's precomputed (x, y) per tick for every group, or None
-    to build them at each tick. ``group``: when the slice holds members of one
-    input group only (leading axes (1, width)), that group's index. ``single``:
-    the slice is one member of ``group`` with no member axes at all.
+    ``cached``: the segment's precomputed ``inputs`` for every tick, or None to
+    build them at each tick.
     """
-    keep = not single  # a (1, ...) group axis for the vmapped path
-    one = lambda a: jax.lax.dynamic_index_in_dim(a, group, axis=0, keepdims=keep)
-
     def tick(s, t_xy):
       t, xy = t_xy
-      if xy is not None:
-        x, y = xy if group is None else jax.tree.map(one, xy)
-      elif group is None:
-        x, y = self._inputs(t, c)
-      else:
-        x, y = self._group_inputs(t, c, c.seed_index[group], c.aug_keys[group],
-                                  jax.tree.map(lambda m: m[group], c.aug_mags))
-        x, y = (x, y) if single else (x[None], y[None])
-      # Dropout keys: from the seed and the tick, common to the members of a group.
-      fold = lambda key: jax.random.fold_in(key, t)
-      rng = jax.vmap(fold)(c.dropout_keys) if group is None else fold(c.dropout_keys[group])
-      rng = rng if group is None or single else rng[None]
-      (loss, model_state), grads = self._losses_and_grads(
-          s.params, s.model_state, x, y, rng, hp.get("label_smoothing"), single)
-      recorded = loss if self.settings.record_tick_loss else None
-      return self._block_tick(s, t, loss, grads, hp, block, single, model_state), recorded
+      batch = self._slice_inputs(t, c, xy, members)
+      s, loss = self._tick(s, t, batch, hp, block, members)
+      return s, loss if self.settings.record_tick_loss else None
 
-    return jax.lax.scan(tick, state, (ticks, inputs))
+    return jax.lax.scan(tick, state, (ticks, cached))
 
   def map_width(self, size: int, num_groups: int) -> tuple[int, bool]:
     """How ``lax.map`` slices a block of ``num_groups x size`` members: ``(width, per_group)``.
@@ -318,41 +372,63 @@ class Program:
     False); otherwise slices of ``width`` inner members of a single group
     (``per_group`` True), ``width`` the largest divisor of ``size`` that is at
     most ``vmap_width``.
+
+    Example:
+      >>> from lrjax import data, grid, models
+      >>> from lrjax.engine import build_run
+      >>> run = build_run(models.get_model("mlp", 10), data.load("digits"),
+      ...                 grid.make_grid({"lr": (0.1, 0.2), "batch_size": (32,)}))
+      >>> Program(run, vmap_width=2).map_width(4, 3), Program(run, vmap_width=16).map_width(4, 3)
+      ((2, True), (4, False))
     """
     target = self.vmap_width
     if 1 < num_groups * size <= target:
       return size, False
-    # A lone member takes the per-group path too (``single``: no member axes), so it
-    # compiles to the same step as one member of a larger grid's slices.
+    # A lone member takes the per-group path too (no member axes), so it compiles to
+    # the same step as one member of a larger grid's slices.
     fits = [w for w in range(1, size + 1) if size % w == 0 and w <= target]
     return max(fits, default=1), True
 
-  def _block_segment(self, state: MemberState, hp, block: Block, ticks, c: Constants,
-                     inputs=None):
-    """A block's segment: ``lax.map`` over slices of its members, each scanned over ticks.
+  def block_segment(self, state: MemberState, hp, block: Block, ticks, c: Constants,
+                    cached=None):
+    """A block's training over ``ticks``: ``lax.map`` over slices of its members, each
+    scanned over the ticks (``map_width``).
 
-    Training one member at a time is fastest on CPU (see ``default_vmap_width``):
-    a slice then holds one group's members only, and reads that group's inputs.
+    A slice of one group's members reads that group's inputs; a slice of one member
+    has no member axes at all (size-1 vmaps are slower on CPU, benchmarks/NOTES.md).
+
+    Args:
+      state: the block's ``MemberState``, leaves (G, I, ...) (this device's share).
+      hp: the block's hyperparameters, name -> (G, I).
+      block: the ``Block``.
+      ticks: the ticks to train, int32 (T,).
+      c: the chunk's ``Constants``.
+      cached: ``inputs`` for every tick, stacked (T, G, ...), or None to build them
+        per tick.
+
+    Returns:
+      ``(state, losses)``: losses (G, I, T) per tick with ``settings.record_tick_loss``,
+      else None.
     """
     groups, size = state.updates.shape
     width, per_group = self.map_width(size, groups)
     if not per_group:
-      state, losses = self._block_scan(state, hp, block, ticks, c, inputs)
+      state, losses = self._block_scan(state, hp, block, ticks, c, cached, Slice())
       return state, None if losses is None else jnp.moveaxis(losses, 0, -1)
     n = size // width
-    single = width == 1  # no member axes at all: size-1 vmaps measured ~8% slower on CPU
-    # (G, I, ...) -> (G * n, 1, width, ...), or (G * I, ...) when single:
+    batched = width > 1
+    # (G, I, ...) -> (G * n, 1, width, ...), or (G * I, ...) without member axes:
     # slice j holds group j // n.
-    lead = (groups * n,) if single else (groups * n, 1, width)
+    lead = (groups * n, 1, width) if batched else (groups * n,)
     split = lambda a: a.reshape(lead + a.shape[2:])
     merge = lambda a: a.reshape((groups, size) + a.shape[len(lead):])
     group_of = jnp.repeat(jnp.arange(groups, dtype=jnp.int32), n)
     out, losses = jax.lax.map(
-        lambda sh: self._block_scan(sh[0], sh[1], block, ticks, c, inputs, group=sh[2],
-                                    single=single),
+        lambda sh: self._block_scan(sh[0], sh[1], block, ticks, c, cached,
+                                    Slice(sh[2], batched)),
         (jax.tree.map(split, state), jax.tree.map(split, hp), group_of))
     if losses is not None:  # (slices, T[, 1, width]) -> (G, I, T)
-      losses = losses if single else jnp.moveaxis(losses, 1, -1)
+      losses = jnp.moveaxis(losses, 1, -1) if batched else losses
       losses = losses.reshape((groups, size, -1))
     return jax.tree.map(merge, out), losses
 
@@ -363,8 +439,8 @@ class Program:
     ``variables`` is a tuple over blocks of ``(params, model_state)``; returns a dict
     ``{"loss", "acc", <metrics>}`` of per-block tuples of (G, I_block) sums (the
     host divides: ``per_example``). Members go through ``lax.map`` in slices of
-    ``vmap_width`` like training: one 64-wide vmap spent 20% of a CPU run's time on
-    6% of its FLOPs (batched matmuls).
+    ``vmap_width`` like training: a whole-grid vmap of the evaluation is slow on CPU
+    (batched matmuls, benchmarks/NOTES.md).
     """
     # Splits are padded to a multiple of min(eval_batch, real size).
     n_batches = images.shape[0] // min(self.settings.eval_batch, images.shape[0])
@@ -432,42 +508,51 @@ class Program:
 
   def _local_segment(self, states, segment_index, c: Constants):
     """One device's share: train each block over the segment's ticks, evaluate,
-    step plateau schedules; returns (states, per-block metrics), where ``val_loss``
-    and ``val_acc`` are sums over the split (the host divides, ``mean_metrics``)."""
+    step plateau schedules; returns (states, per-block metrics), where the ``val_*``
+    metrics are sums over the split (the host divides, ``mean_metrics``)."""
     t0 = segment_index * self.plan.ticks_per_segment
     ticks = t0 + jnp.arange(self.plan.ticks_per_segment, dtype=jnp.int32)
-    inputs = None
+    cached = None
     if self._precompute_inputs(states, c):  # build each tick's inputs once, not per slice
-      inputs = jax.lax.map(lambda t: self._inputs(t, c), ticks)
-    trained = [self._block_segment(state, hp, block, ticks, c, inputs)
+      cached = jax.lax.map(lambda t: self.inputs(t, c), ticks)
+    trained = [self.block_segment(state, hp, block, ticks, c, cached)
                for state, hp, block in zip(states, c.hparams, self.blocks)]
     states = tuple(s for s, _ in trained)
     val = self._evaluate(tuple((s.params, s.model_state) for s in states), c.eval_images,
                          c.eval_labels, c.eval_weights)  # per-block sums
-    val_loss = val["loss"]
     if self.spec.plateau is not None:  # torch ReduceLROnPlateau.step(val_loss), per member
       examples = jnp.sum(c.eval_weights)
       states = tuple(self._plateau_step(s, hp, loss / examples)
-                     for s, hp, loss in zip(states, c.hparams, val_loss))
-    lr_of = lambda h, u, sc: self._member_optimizer(h, sc)[1](u)
-    nan = jnp.float32(jnp.nan)
-    per_block = []
-    for i, (hp, s) in enumerate(zip(c.hparams, states)):
-      bad = s.diverged
-      lr_now = jax.vmap(jax.vmap(lr_of))(hp, s.updates,
-                                        None if s.plateau is None else s.plateau.scale)
-      per_block.append({
-          "updates": s.updates,
-          "lr_now": lr_now.astype(jnp.float32),
-          "train_loss": jnp.where(bad, nan, s.loss_sum / self.plan.ticks_per_segment),
-          **{f"val_{n}": jnp.where(bad, nan, v[i]) for n, v in val.items()},
-          "noise_scale": noise.segment_noise_scale(s),
-          "diverged": bad,
-          **({} if trained[i][1] is None else {"tick_loss": trained[i][1]}),
-      })
+                     for s, hp, loss in zip(states, c.hparams, val["loss"]))
+    per_block = tuple(
+        self._block_metrics(s, hp, {n: v[i] for n, v in val.items()}, trained[i][1])
+        for i, (hp, s) in enumerate(zip(c.hparams, states)))
     states = tuple(s._replace(loss_sum=jnp.zeros_like(s.loss_sum),
                               **({} if s.noise_g2 is None else dict(
                                   noise_trace=jnp.zeros_like(s.noise_trace),
                                   noise_g2=jnp.zeros_like(s.noise_g2))))
                    for s in states)
-    return states, tuple(per_block)
+    return states, per_block
+
+  def _block_metrics(self, s: MemberState, hp, val: dict, tick_losses) -> dict:
+    """One block's segment metrics, keyed and ordered as ``metric_names``
+    (``state.segment_metrics``): NaN for diverged members, except ``updates``,
+    ``lr_now`` and ``tick_loss``."""
+    bad = s.diverged
+    nan = jnp.float32(jnp.nan)
+    lr_of = lambda h, u, sc: self._member_optimizer(h, sc)[1](u)
+    lr_now = jax.vmap(jax.vmap(lr_of))(hp, s.updates,
+                                      None if s.plateau is None else s.plateau.scale)
+    values = {
+        "updates": s.updates,
+        "lr_now": lr_now.astype(jnp.float32),
+        "train_loss": jnp.where(bad, nan, s.loss_sum / self.plan.ticks_per_segment),
+        **{f"val_{n}": jnp.where(bad, nan, v) for n, v in val.items()},
+        "noise_scale": noise.segment_noise_scale(s),
+        "diverged": bad,
+        **({} if tick_losses is None else {"tick_loss": tick_losses}),
+    }
+    if set(values) != set(self.metric_names):  # at trace time: the two lists agree
+      raise AssertionError(f"segment metrics {sorted(values)} are not "
+                           f"state.segment_metrics {sorted(self.metric_names)}")
+    return {name: values[name] for name in self.metric_names}

@@ -30,9 +30,8 @@ class Progress:
     isatty = getattr(self.stream, "isatty", None)
     self.mode = ("off" if not enabled else
                  "bar" if isatty is not None and isatty() else "lines")
-    the_plan = run.plan
-    self.seg_examples = the_plan.ticks_per_segment * the_plan.micro_batch
-    self.total_segments = num_chunks * the_plan.num_segments
+    self.seg_examples = run.plan.examples_per_segment
+    self.total_segments = num_chunks * run.plan.num_segments
     self.bar = None
     self.t0 = None  # start of training (after compiling)
     self.trained = 0  # member-examples trained in this process (not resumed ones)

@@ -133,8 +133,8 @@ class TrainSettings:
   epochs: float = _setting(10.0, _positive_number, doc="examples budget, in epochs")
   eval_every: int = _setting(0, _nonnegative_int,
                              doc="examples between evaluations; 0 = one epoch")
-  # 5: a save writes every member's parameters and optimizer state (240 MB for the main
-  # job's 360 MLPs); saving at all 20 of its evaluations made it 1.7x slower.
+  # A save writes every member's parameters and optimizer state: saving at every
+  # evaluation can cost as much as training (benchmarks/NOTES.md).
   checkpoint_every: int = _setting(
       5, _positive_int, doc="with a run directory, save a checkpoint every this many "
                             "evaluations (and at each chunk's end and on SIGTERM/SIGINT), "

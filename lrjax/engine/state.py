@@ -47,7 +47,8 @@ class Constants(NamedTuple):
 INPUT_CACHE_BYTES = 256 << 20
 
 
-# What each segment reports per member (see Program._segment).
+# What each segment reports per member, in this order; the program builds its metrics
+# from this list (``segment_metrics``) and checks that it computed exactly these.
 SEGMENT_METRICS = ("updates", "lr_now", "train_loss", "val_loss", "val_acc", "noise_scale",
                    "diverged")
 

@@ -23,7 +23,6 @@ def result_tables(run: Run, hist, tests, final_state) -> tuple[pd.DataFrame, pd.
   lay, the_plan, table = run.layout, run.plan, run.table
   per_member = lambda a: grid_lib.from_slots(np.asarray(a), lay)
   n_seg = the_plan.num_segments
-  seg_ex = the_plan.ticks_per_segment * the_plan.micro_batch
   rows = []
   # final state has "diverged"; tick losses are not history (GridResult.tick_loss)
   metric_names = tuple(n for n in segment_metrics(run.settings)
@@ -32,7 +31,7 @@ def result_tables(run: Run, hist, tests, final_state) -> tuple[pd.DataFrame, pd.
              for n in metric_names}
   for s in range(n_seg):
     frame = pd.DataFrame({"member": table["member"].to_numpy(),
-                          "examples_seen": np.int64((s + 1) * seg_ex)})
+                          "examples_seen": np.int64((s + 1) * the_plan.examples_per_segment)})
     for n in metric_names:
       frame[n] = stacked[n][:, s]
     rows.append(frame)
