@@ -13,8 +13,9 @@
   (``TrainSettings.record_tick_loss``), so the curve is the objective a run trains.
 * ``vectorised_test``: many fixed-LR copies trained for a short budget as one
   lrjax grid; suggests the LR with the lowest validation loss among the stable
-  members (``status == "trained"``, ``lrjax.outcomes``) and reports the smallest
-  unstable LR.
+  members (status ``trained`` or ``slow``, ``lrjax.outcomes``) and reports the
+  smallest unstable LR (failed above its cell's optimum, or diverged) and the
+  largest LR too slow to learn in the budget (slow, or failed at or below the optimum).
 
 ``batch_size_test`` runs both for one batch size of a resolved ``Run`` and
 ``summarise`` turns them into ``lr_find.json`` (what ``lrjax find`` writes);
@@ -35,6 +36,7 @@ from matplotlib.figure import Figure
 from lrjax import augment
 from lrjax import callables
 from lrjax import grid as grid_lib
+from lrjax import outcomes
 from lrjax.data import Dataset
 from lrjax.engine import Run, TrainSettings, train_grid
 from lrjax.errors import ConfigError
@@ -210,6 +212,11 @@ def range_test(model: ModelAdapter, dataset: Dataset, *, optimizer: Any = None,
   One grid member per seed, all in one program (``lrjax.engine.train_grid``), with
   ``settings`` as a run would train them except the schedule (``ramp_settings``).
 
+  The keyword arguments are those of the usual ``lr_find`` (fastai,
+  pytorch-lr-finder: start and end LR, steps, divergence threshold, smoothing), so a
+  user names only the ones they change; the run's own settings travel as one
+  ``settings``.
+
   Args:
     model: a ``ModelAdapter``.
     dataset: from ``lrjax.data.load``.
@@ -265,8 +272,12 @@ def vectorised_test(model: ModelAdapter, dataset: Dataset, *, lrs: Sequence[floa
                     settings: TrainSettings | None = None, **overrides) -> dict[str, Any]:
   """Trains every row at every fixed LR of ``lrs`` for a short budget, as one grid.
 
-  A member is stable when its status is ``"trained"`` (``lrjax.outcomes``: neither
-  diverged nor failed to learn); the suggestions read stable members only.
+  A member is stable when its status is ``"trained"`` or ``"slow"``
+  (``lrjax.outcomes``: neither diverged nor failed to learn); the suggestions read
+  stable members only. Against its cell's optimum (``outcomes.cell_best_lr``: every
+  row but its seed is a cell), a member is unstable when it diverged, or failed above
+  the optimum; it is too slow when it is slow, or failed at or below the optimum (an
+  LR too small to learn anything in the budget).
 
   Args:
     model, dataset: as ``range_test``'s.
@@ -281,9 +292,10 @@ def vectorised_test(model: ModelAdapter, dataset: Dataset, *, lrs: Sequence[floa
 
   Returns:
     ``{"members": DataFrame, "best_lr", "best_lr_by_aug": {aug: lr},
-    "smallest_unstable_lr"}``: the stable LR with the lowest final validation loss
-    (NaN when no member is stable), the same per augmentation strength, and the
-    smallest LR of an unstable member (None when all are stable).
+    "smallest_unstable_lr", "largest_too_slow_lr"}``: the stable LR with the lowest
+    final validation loss (NaN when no member is stable), the same per augmentation
+    strength, the smallest LR of an unstable member and the largest LR of a too slow
+    one (`stability_limits`).
 
   Example:
     >>> from lrjax import data, models
@@ -299,13 +311,42 @@ def vectorised_test(model: ModelAdapter, dataset: Dataset, *, lrs: Sequence[floa
   settings = dataclasses.replace(settings or TrainSettings(), epochs=epochs, **overrides)
   members = train_grid(model, dataset, table, _with_policy(settings, table, dataset),
                        progress=False).members
-  stable = members[members.status == "trained"]
+  stable = members[members.status.isin(outcomes.LEARNED)]
   lowest = lambda m: float(m.loc[m.final_val_loss.idxmin(), "lr"])
-  unstable = members[members.status != "trained"]
   return {"members": members,
           "best_lr": lowest(stable) if len(stable) else float("nan"),
           "best_lr_by_aug": {float(a): lowest(g) for a, g in stable.groupby("aug")},
-          "smallest_unstable_lr": float(unstable.lr.min()) if len(unstable) else None}
+          **stability_limits(members)}
+
+
+def stability_limits(members: pd.DataFrame) -> dict[str, float | None]:
+  """The smallest unstable and the largest too slow LR of a members table.
+
+  Against each member's cell optimum (``lrjax.outcomes.cell_best_lr``): unstable is
+  diverged, or failed above the optimum; too slow is slow, or failed at or below the
+  optimum (it learned nothing: too small an LR, not too large).
+
+  Args:
+    members: a members table with ``status`` (``lrjax.outcomes.STATUSES``), ``lr``,
+      ``final_val_loss`` and the cell columns.
+
+  Returns:
+    ``{"smallest_unstable_lr", "largest_too_slow_lr"}``, each None when no member is.
+
+  Example:
+    >>> t = pd.DataFrame({"lr": [1e-4, 1e-3, 1e-2, 1e-1, 1.0], "batch_size": 32,
+    ...                   "final_val_loss": [2.3, 1.0, 0.3, 1.5, 2.3], "diverged": False,
+    ...                   "status": ["failed", "slow", "trained", "trained", "failed"]})
+    >>> stability_limits(t)
+    {'smallest_unstable_lr': 1.0, 'largest_too_slow_lr': 0.001}
+  """
+  status, lr = members["status"].astype(str), members["lr"].astype(float)
+  above = (lr > outcomes.cell_best_lr(members)).to_numpy()
+  failed = (status == "failed").to_numpy()
+  unstable = lr[(status == "diverged").to_numpy() | (failed & above)]
+  too_slow = lr[(status == "slow").to_numpy() | (failed & ~above)]
+  return {"smallest_unstable_lr": float(unstable.min()) if len(unstable) else None,
+          "largest_too_slow_lr": float(too_slow.max()) if len(too_slow) else None}
 
 
 def _ramp_hparams(run: Run, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -362,14 +403,15 @@ def summarise(settings: TrainSettings, tests: Sequence[Mapping[str, Any]]) -> di
   Example:
     >>> t = {"batch_size": 32, "range_test": {"suggestions": {"valley": 0.01}},
     ...      "vectorised": {"best_lr": 0.1, "best_lr_by_aug": {0.0: 0.1},
-    ...                     "smallest_unstable_lr": None}}
+    ...                     "smallest_unstable_lr": None, "largest_too_slow_lr": None}}
     >>> summarise(TrainSettings(), [t])["suggested_grid_lr"][3]
     0.1
   """
   per_batch = [{"batch_size": t["batch_size"], "range_test": t["range_test"]["suggestions"],
                 "vectorised_best_lr": t["vectorised"]["best_lr"],
                 "vectorised_best_lr_by_aug": t["vectorised"]["best_lr_by_aug"],
-                "smallest_unstable_lr": t["vectorised"]["smallest_unstable_lr"]}
+                "smallest_unstable_lr": t["vectorised"]["smallest_unstable_lr"],
+                "largest_too_slow_lr": t["vectorised"]["largest_too_slow_lr"]}
                for t in tests]
   bests = [p["vectorised_best_lr"] for p in per_batch if math.isfinite(p["vectorised_best_lr"])]
   if not bests:

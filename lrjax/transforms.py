@@ -73,6 +73,9 @@ def plateau_step(state, value, factor=0.1, patience=10, threshold=1e-4,
                  threshold_mode="rel", cooldown=0, min_scale=0.0, mode="min", eps=1e-8):
   """One evaluation of torch ``ReduceLROnPlateau.step(value)``, as a pure function.
 
+  The keyword arguments are torch's, one for one (``min_lr`` as ``min_scale``), so a
+  config written against torch's documentation carries over.
+
   Copied semantics: ``value`` improves on ``best`` if ``value < best * (1 -
   threshold)`` (``mode="min"``, ``threshold_mode="rel"``), ``value < best -
   threshold`` (min, abs), ``value > best * (1 + threshold)`` (max, rel) or ``value >
