@@ -25,6 +25,8 @@ def get_config(arg: str | None = None):
   config.grid.lr = log_space(1e-4, 0.1, 12)
   config.grid.batch_size = (32, 64, 128, 256, 512, 1024)
   config.grid.seed = (0, 1, 2)
+  # The primary questions: one family, Holm-corrected (lrjax.analysis.questions).
+  config.analysis.questions = ("scaling",)
   if arg == "runlocal":
     config.model_kwargs = {"hidden": (32,)}
     config.epochs = 1.0

@@ -28,6 +28,8 @@ def get_config(arg: str | None = None):
   config.grid.batch_size = (32, 256)
   config.grid.aug = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
   config.grid.seed = (0, 1, 2)
+  # The primary questions: one family, Holm-corrected (lrjax.analysis.questions).
+  config.analysis.questions = ("aug_effect",)
   if arg == "runlocal":
     config.model_kwargs = {"hidden": (32,)}
     config.epochs = 1.0

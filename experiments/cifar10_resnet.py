@@ -75,6 +75,8 @@ def get_config(arg: str | None = None):
   config.grid.batch_size = (128, 256, 512, 1024)
   config.grid.aug = (0.0, 1.0)
   config.grid.seed = (0, 1)
+  # The primary questions: one family, Holm-corrected (lrjax.analysis.questions).
+  config.analysis.questions = ("best_lr", "scaling", "aug_effect")
   if arg == "runlocal":
     config.dataset = "digits"
     config.model = "resnet"

@@ -31,6 +31,8 @@ def get_config(arg: str | None = None):
   config.grid.batch_size = (16, 32, 64, 128, 256, 512, 1024)
   config.grid.aug = (0.0, 1.0)
   config.grid.seed = (0, 1, 2)
+  # The primary questions: one family, Holm-corrected (lrjax.analysis.questions).
+  config.analysis.questions = ("b_crit", "scaling")
   if arg == "runlocal":
     config.model_kwargs = {"hidden": (32,)}
     config.epochs = 1.0

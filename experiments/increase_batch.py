@@ -33,6 +33,8 @@ def get_config(arg: str | None = None):
   config.grid.lr = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
   config.grid.batch_size = (64,)
   config.grid.seed = (0, 1, 2)
+  # The primary questions: one family, Holm-corrected (lrjax.analysis.questions).
+  config.analysis.questions = ("arms:schedule", "arms:batch_growth")
   if arg == "runlocal":
     config.model_kwargs = {"hidden": (32,)}
     config.epochs = 2.0

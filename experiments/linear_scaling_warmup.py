@@ -31,6 +31,8 @@ def get_config(arg: str | None = None):
   config.grid.lr_scaling = (0.0, 0.5, 1.0)
   config.grid.warmup_fraction = (0.0, 0.1)
   config.grid.seed = (0, 1, 2)
+  # The primary questions: one family, Holm-corrected (lrjax.analysis.questions).
+  config.analysis.questions = ("arms:lr_scaling", "arms:warmup_fraction")
   if arg == "runlocal":
     config.model_kwargs = {"hidden": (32,)}
     config.epochs = 2.0

@@ -28,6 +28,8 @@ def get_config(arg: str | None = None):
   config.grid.lr = log_space(1e-4, 1.0, 13)
   config.grid.batch_size = (32, 256)
   config.grid.seed = (0, 1, 2)
+  # The primary questions: one family, Holm-corrected (lrjax.analysis.questions).
+  config.analysis.questions = ("arms:optimizer",)
   if arg == "runlocal":
     config.model_kwargs = {"hidden": (32,)}
     config.epochs = 1.0

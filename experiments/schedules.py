@@ -33,6 +33,8 @@ def get_config(arg: str | None = None):
   config.grid.lr = (0.01, 0.03, 0.1, 0.3, 0.6, 1.0)
   config.grid.batch_size = (64,)
   config.grid.seed = (0, 1, 2)
+  # The primary questions: one family, Holm-corrected (lrjax.analysis.questions).
+  config.analysis.questions = ("arms:schedule",)
   if arg == "runlocal":
     config.model_kwargs = {"hidden": (32,)}
     config.epochs = 2.0

@@ -81,6 +81,15 @@ examples:
 """
 
 
+def _print_headline(summary_path: str) -> None:
+  """The run's answer first: the headline of its ``summary.json``, wrapped."""
+  with open(summary_path) as f:
+    lines = summary_lib.headline_lines(json.load(f))
+  if lines:
+    print("\n" + "\n".join(textwrap.fill(l, width=100, subsequent_indent="  ")
+                            for l in lines))
+
+
 def _run(args, overrides) -> int:
   config = load_config(args.config, overrides, prog="lrjax run")
   experiment.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
@@ -90,6 +99,7 @@ def _run(args, overrides) -> int:
   if not first:  # process 0 wrote the run directory and says so
     return 0
   workdir = os.path.abspath(args.workdir)
+  _print_headline(os.path.join(workdir, "summary.json"))
   print(f"\nResults in {workdir}:\n"
         f"  report:   {os.path.join(workdir, 'report.html')}\n"
         f"  figures:  {os.path.join(workdir, '*.png')}\n"

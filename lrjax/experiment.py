@@ -24,6 +24,7 @@ from lrjax import data as data_lib
 from lrjax import grid as grid_lib
 from lrjax import lr_finder
 from lrjax import models as models_lib
+from lrjax.analysis import analysis_settings
 from lrjax.engine import GridResult, Run, TrainSettings, build_run, train
 from lrjax.engine import devices
 from lrjax.engine.run import uses_augmentation
@@ -43,6 +44,13 @@ DEFAULTS: dict[str, Any] = {
     "model_kwargs": {},
     **config_fields(),
     "grid": {"lr": (0.1,), "batch_size": (32,), "aug": (0.0,), "seed": (0,)},
+    # What the analysis may claim, fixed before the run: the margins of equivalence
+    # claims, the reference arm of each axis and the primary questions (None: chosen
+    # from the grid). Checked against the grid by resolve_runs; see
+    # lrjax.analysis.analysis_settings.
+    "analysis": {"equivalence_margin": analysis_settings.DEFAULT_MARGIN,
+                 "lr_equivalence_factor": analysis_settings.DEFAULT_LR_FACTOR,
+                 "reference": {}, "questions": None},
 }
 
 
@@ -145,6 +153,7 @@ def resolve_runs(config) -> list[Run]:
   if unknown:
     raise ConfigError(f"config: unknown fields {unknown}. Known fields: {sorted(DEFAULTS)}.")
   cfg = {**DEFAULTS, **cfg}
+  analysis_settings.resolve_settings(cfg["analysis"], cfg["grid"])
   optimizer_axis = tuple(cfg["grid"].get("optimizer", ()))
   if optimizer_axis:
     per_optimizer = _per_optimizer_kwargs(cfg, optimizer_axis)

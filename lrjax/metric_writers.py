@@ -34,12 +34,17 @@ import pandas as pd
 from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams
 
+from lrjax import outcomes
 from lrjax.errors import ConfigError
 
 # The per-member scalars written at every evaluation.
 SCALARS = ("val_loss", "val_acc", "train_loss", "lr_now", "noise_scale")
 # Final results written once per member, beside the HParams session.
 FINAL_SCALARS = ("test_loss", "test_acc", "best_val_loss", "best_val_acc")
+# The member's status (`lrjax.outcomes`) as the HParams metric ``status``: the
+# dashboard's metrics are numbers (a string hparam is fixed when the session starts,
+# before the status is known), so 0 trained, 1 slow, 2 failed, 3 diverged.
+STATUS_CODES = {s: i for i, s in enumerate(outcomes.STATUSES)}
 _SHORT = {"batch_size": "bs"}
 _FIRST = ("lr", "batch_size", "aug", "seed")  # then the grid's other columns
 
@@ -94,6 +99,37 @@ def member_run_name(row: Mapping[str, Any]) -> str:
   return re.sub(r"[^A-Za-z0-9._=+-]", "-", "_".join(parts))
 
 
+def session_end(failed: bool):
+  """The HParams ``session_end_info`` summary: status failure or success.
+
+  Example:
+    >>> from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+    >>> v = session_end(True).value[0]
+    >>> HParamsPluginData.FromString(v.metadata.plugin_data.content).session_end_info.status
+    2
+  """
+  from tensorboardX.proto.api_pb2 import Status
+  from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
+  from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+  _, _, summary = hparams({}, {})  # tensorboardX's tag and plugin name; status success
+  info = SessionEndInfo(status=Status.Value("STATUS_FAILURE" if failed else
+                                            "STATUS_SUCCESS"))
+  content = HParamsPluginData(session_end_info=info, version=0).SerializeToString()
+  value = summary.value[0]
+  metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
+      plugin_name=value.metadata.plugin_data.plugin_name, content=content))
+  return Summary(value=[Summary.Value(tag=value.tag, metadata=metadata)])
+
+
+def _member_status(row: Mapping[str, Any]) -> str | None:
+  """A final members row's status: its ``status``, else from the ``diverged`` flag."""
+  if isinstance(row.get("status"), str):
+    return row["status"]
+  if "diverged" in row:
+    return "diverged" if bool(row["diverged"]) else None
+  return None
+
+
 class TensorBoardWriter(MetricWriter):
   """One TensorBoard run per member under ``logdir``, plus the HParams table.
 
@@ -101,7 +137,9 @@ class TensorBoardWriter(MetricWriter):
   (``SCALARS``, step = examples seen by that member) and an HParams session with its
   hyperparameters; ``logdir`` itself holds the HParams experiment (hyperparameter
   and metric names), so TensorBoard's HParams dashboard lists the grid with the
-  latest (finally, the final) metrics.
+  latest (finally, the final) metrics. At the end each member gets the metric
+  ``status`` (`STATUS_CODES`: 0 trained, 1 slow, 2 failed, 3 diverged) and its
+  session ends with status failure when it failed or diverged, success otherwise.
   """
 
   def __init__(self, logdir: str):
@@ -118,7 +156,7 @@ class TensorBoardWriter(MetricWriter):
     return self._writers[member]
 
   def start(self, run) -> None:
-    metric_names = {name: 0.0 for name in SCALARS + FINAL_SCALARS}
+    metric_names = {name: 0.0 for name in SCALARS + FINAL_SCALARS + ("status",)}
     for row in run.table.to_dict("records"):
       experiment, session_start, _ = hparams(hyperparameters(row), metric_names)
       if self._root is None:
@@ -139,15 +177,16 @@ class TensorBoardWriter(MetricWriter):
           w.add_scalar(name, value, int(examples_seen))
 
   def finish(self, members: pd.DataFrame) -> None:
-    from tensorboardX.summary import hparams
     for row in members.to_dict("records"):
       w = self._member_writer(row)
       step = self._last_step.get(int(row["member"]))
       for name in FINAL_SCALARS:
         if name in row and np.isfinite(float(row[name])):
           w.add_scalar(name, float(row[name]), step)
-      _, _, session_end = hparams({}, {})
-      w.file_writer.add_summary(session_end)
+      status = _member_status(row)
+      if status in STATUS_CODES:
+        w.add_scalar("status", float(STATUS_CODES[status]), step)
+      w.file_writer.add_summary(session_end(status in ("failed", "diverged")))
 
   def flush(self) -> None:
     for w in [self._root, *self._writers.values()]:

@@ -25,7 +25,7 @@ from lrjax.analysis import report
 from lrjax.engine import GridResult, devices
 from lrjax.errors import ConfigError
 from lrjax.metric_writers import MetricWriter
-from lrjax.outcomes import member_status
+from lrjax.outcomes import member_status, status_arguments
 
 
 def plain(value):
@@ -127,7 +127,7 @@ class PartialTables(MetricWriter):
   def start(self, run) -> None:
     self._status_args = dict(num_classes=run.dataset.num_classes,
                              num_val=len(run.dataset.validation),
-                             loss_ratio=run.settings.failed_loss_ratio)
+                             **status_arguments(run.settings))
 
   def write(self, members, examples_seen, metrics, replayed=False) -> None:
     names = [n for n in metrics if n != "diverged"]

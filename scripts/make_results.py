@@ -12,8 +12,12 @@ then
   .venv/bin/python scripts/make_results.py [--runs runs/studies] [--out docs/results]
 
 It copies each study's key figures from its report into docs/results/, draws the
-arm comparisons the reports do not (best validation loss per arm, over the LR grid,
-with seed-bootstrap intervals), and prints every number RESULTS.md quotes.
+best validation loss per arm over the LR grid, and prints every number RESULTS.md
+quotes. Every number with an interval comes from lrjax's own analysis: each arm's best
+LR and its seed-mean metric with a t interval (`lrjax.analysis.comparisons.best_lrs`)
+and the paired arm-vs-reference differences with their verdicts
+(`lrjax.analysis.comparisons.compare_arms`, the run's own analysis settings); this
+script only selects, prints and draws them.
 """
 
 from __future__ import annotations
@@ -28,73 +32,34 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lrjax import analysis
-from lrjax.analysis.stats import small_sample_factor
-
-N_BOOT = 2000
-RNG_SEED = 0
+from lrjax.analysis import comparisons
+from lrjax.analysis import summary as summary_lib
 
 
 def load(runs: str, name: str):
+  """A study's run directory: its path, members (with status), history, summary, run."""
   d = os.path.join(runs, name)
-  members = pd.read_parquet(os.path.join(d, "members.parquet"))
-  history = pd.read_parquet(os.path.join(d, "history.parquet"))
+  run = analysis.load_run(d)
+  members, _ = analysis.analysis_members(run)
   with open(os.path.join(d, "summary.json")) as f:
     summary = json.load(f)
-  return d, members, history, summary
+  return d, members, run.history, summary, run
 
 
-def _widen(reps: np.ndarray, n_seeds: int):
-  """95% percentile interval of replicates, widened for few seeds about the median."""
-  lo, med, hi = np.nanpercentile(reps, [2.5, 50, 97.5], axis=0)
-  f = small_sample_factor(n_seeds)
-  return med - f * (med - lo), med + f * (hi - med)
+def arms(members: pd.DataFrame, by: list[str], metric: str = "final_val_loss") -> pd.DataFrame:
+  """Per arm (``by``): the best grid LR, and the seed-mean metric there with its 95% t
+  interval (``best``, ``lo``, ``hi``), from `comparisons.best_lrs`."""
+  table = comparisons.best_lrs(members, metric, by)
+  return table.rename(columns={"mean": "best"})[[*by, "best", "lo", "hi", "n", "best_lr",
+                                                 "edge"]]
 
 
-def arms(members: pd.DataFrame, by: list[str], metric: str = "final_val_loss",
-         reference: tuple | None = None) -> pd.DataFrame:
-  """Per arm: the best (over lr) mean-over-seeds metric, with a seed-bootstrap interval,
-  and its difference from ``reference`` (same seed resamples for every arm: paired).
-
-  Only LRs at which every seed of the arm trained compete.
-  """
-  seeds = sorted(members.seed.unique())
-  lrs = sorted(members.lr.unique())
-  keys = sorted(members.groupby(by).groups)
-  keys = [k if isinstance(k, tuple) else (k,) for k in keys]
-  cube = np.full((len(keys), len(lrs), len(seeds)), np.nan)
-  for (i, key) in enumerate(keys):
-    sub = members[np.logical_and.reduce([members[c] == v for c, v in zip(by, key)])]
-    for r in sub.itertuples():
-      if r.status == "trained":
-        cube[i, lrs.index(r.lr), seeds.index(r.seed)] = getattr(r, metric)
-  sign = 1.0 if "loss" in metric else -1.0
-
-  def best(c):
-    mean = c.mean(axis=-1)  # NaN when any seed did not train: that LR is out
-    mean = np.where(np.isnan(mean), np.inf, sign * mean)
-    arg = mean.argmin(axis=-1)
-    val = np.take_along_axis(mean, arg[..., None], -1)[..., 0]
-    return np.where(np.isfinite(val), sign * val, np.nan), arg
-
-  point, arg = best(cube)
-  rng = np.random.default_rng(RNG_SEED)
-  draws = rng.integers(0, len(seeds), size=(N_BOOT, len(seeds)))
-  reps = np.stack([best(cube[..., d])[0] for d in draws])  # (R, arms)
-  lo, hi = _widen(reps, len(seeds))
-  out = pd.DataFrame(keys, columns=by)
-  out["best"], out["lo"], out["hi"] = point, lo, hi
-  out["best_lr"] = [lrs[a] for a in arg]
-  if reference is not None:
-    ref = keys.index(tuple(reference))
-    diff = reps - reps[:, [ref]]
-    dlo, dhi = _widen(diff, len(seeds))
-    out["diff"], out["diff_lo"], out["diff_hi"] = point - point[ref], dlo, dhi
-  return out
-
-
-def _fmt(row, col="best"):
-  return f"{row[col]:.3f} [{row[col + '_lo' if col != 'best' else 'lo']:.3f}, " \
-         f"{row[col + '_hi' if col != 'best' else 'hi']:.3f}]"
+def differences(run, members: pd.DataFrame) -> pd.DataFrame:
+  """Every arm against its reference, paired over seeds, with lrjax's verdicts."""
+  settings = summary_lib.run_settings(run, members)
+  return comparisons.compare_arms(members, settings, config=run.config)[
+      ["axis", "arm", "reference", "cell", "metric", "arm_lr", "reference_lr", "mean", "lo",
+       "hi", "n", "p", "text"]]
 
 
 def _errorbar_figure(table, x, series, path, xlabel, ylabel, title, logx=True):
@@ -147,13 +112,19 @@ def main(argv=None) -> int:
     if not os.path.exists(os.path.join(args.runs, study, "summary.json")):
       print(f"\n## {study}: not run")
       continue
-    d, members, history, summary = load(args.runs, study)
+    d, members, history, summary, run = load(args.runs, study)
     info = json.load(open(os.path.join(d, "run_info.json")))
     seconds = sum(r.get("train_seconds", 0) + r.get("compile_seconds", 0)
                   for r in info.get("runs", [info]))
     print(f"\n# {study}: {len(members)} members, compile+train {seconds:.0f} s")
     for line in summary["findings"]:
       print("-", line)
+    diffs = differences(run, members)
+    if not diffs.empty:
+      show("arm - reference, paired over seeds, each arm at its best LR", diffs)
+      for line in comparisons.disagreements(comparisons.compare_arms(
+          members, summary_lib.run_settings(run, members), config=run.config)):
+        print("-", line)
     if study == "aug_lr":
       for metric in ("final_val_loss", "best_val_loss"):
         pooled = analysis.aug_effect_pooled(members, metric=metric, n_boot=1000)
@@ -176,10 +147,9 @@ def main(argv=None) -> int:
                        os.path.join(args.out, "linear_scaling_warmup.png"), "batch size",
                        "best final val loss", "LR scaling rule × warmup at 30 epochs")
     if study == "increase_batch":
-      t = arms(members, ["schedule", "batch_growth"], reference=("constant", 1))
+      t = arms(members, ["schedule", "batch_growth"])
       upd = members.groupby(["schedule", "batch_growth"]).updates.median().reset_index()
-      show("best final val loss per arm (diff vs constant LR, constant batch)",
-           t.merge(upd, on=["schedule", "batch_growth"]))
+      show("best final val loss per arm", t.merge(upd, on=["schedule", "batch_growth"]))
       fig = Figure(figsize=(6.4, 4.2), layout="constrained")
       ax = fig.add_subplot()
       h = history.merge(members[["member", "schedule", "batch_growth", "lr", "seed"]],
@@ -199,7 +169,7 @@ def main(argv=None) -> int:
       ax.legend(fontsize=7)
       fig.savefig(os.path.join(args.out, "increase_batch_curves.png"), dpi=110)
     if study == "optimizers":
-      t = arms(members, ["optimizer", "batch_size"], reference=None)
+      t = arms(members, ["optimizer", "batch_size"])
       acc = arms(members, ["optimizer", "batch_size"], metric="final_val_acc")
       fit = members[members.status == "trained"].merge(
           t[["optimizer", "batch_size", "best_lr"]].rename(columns={"best_lr": "lr"}),
@@ -220,8 +190,8 @@ def main(argv=None) -> int:
                        os.path.join(args.out, "optimizers.png"), "batch size",
                        "best final val loss", "Optimizers: best final val loss over LR")
     if study == "schedules":
-      t = arms(members, ["schedule"], reference=("constant",))
-      show("best final val loss per schedule (diff vs constant)", t)
+      t = arms(members, ["schedule"])
+      show("best final val loss per schedule", t)
   return 0
 
 

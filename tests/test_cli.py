@@ -31,7 +31,12 @@ def test_run_writes_run_directory_when_config_is_runlocal(tmp_path, capsys):
               "val_acc"):
     assert col in history.columns
   assert json.loads((workdir / "config.json").read_text())["grid"]["aug"] == [0.0, 1.0]
-  assert str(workdir) in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert str(workdir) in out
+  # It ends with the headline of summary.json: the best configuration first.
+  headline = json.loads((workdir / "summary.json").read_text())["headline"]["sentences"]
+  assert headline and out.index("Best configuration") < out.index("Results in")
+  assert " ".join(out.split()).count(" ".join(headline[0].split())) == 1
   # `lrjax report` regenerates the figures from the tables.
   os.remove(workdir / "heatmap_val_acc.png")
   assert run(["report", str(workdir)]) == 0

@@ -1,4 +1,7 @@
 """Tests for lrjax.analysis.critical_batch: steps to target and the critical batch size."""
+import importlib.util
+import pathlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,14 +12,22 @@ from steps_helpers import history_for, synthetic_steps
 N_BOOT = 300
 
 
-def test_steps_to_target_first_evaluation_at_or_past_target():
-  m = pd.DataFrame({"member": [0, 1, 2], "lr": 0.1, "batch_size": [8, 8, 16],
-                    "seed": [0, 1, 0], "diverged": [False, False, True]})
-  s = cb.steps_to_target(history_for(m, [35, 500, 20]), m, target=1.0)
-  assert s["steps"].tolist()[0] == 40          # first evaluation past step 35
-  assert s["examples"].tolist()[0] == 40 * 8
+def test_steps_to_target_interpolates_the_crossing_between_evaluations():
+  m = pd.DataFrame({"member": [0, 1, 2, 3], "lr": 0.1, "batch_size": [8, 8, 16, 8],
+                    "seed": [0, 1, 0, 2], "diverged": [False, False, True, False]})
+  s = cb.steps_to_target(history_for(m, [35, 500, 20, 5]), m, target=1.0)
+  # val_loss = need / step is 35/30 at step 30 and 35/40 at step 40: the metric,
+  # linear between them, reaches 1.0 at a fraction (35/30 - 1) / (35/30 - 35/40) = 4/7
+  # of the way, taken on the log scale of steps.
+  frac = (35 / 30 - 1) / (35 / 30 - 35 / 40)
+  assert s["steps"][0] == pytest.approx(30 * (40 / 30) ** frac)
+  assert 30 < s["steps"][0] < 40 and abs(s["steps"][0] - 35) < 1
+  assert s["examples"][0] == pytest.approx(8 * s["steps"][0])
+  assert not s[cb.FIRST_EVAL][0]
   assert np.isnan(s["steps"][1])               # never reached within the horizon
   assert np.isnan(s["steps"][2])               # diverged members never count
+  # Past the target at the first evaluation: that evaluation's count, flagged.
+  assert s["steps"][3] == 10 and s[cb.FIRST_EVAL][3]
   assert (s["target"] == 1.0).all()
 
 
@@ -39,7 +50,10 @@ def test_best_steps_per_batch_skips_lr_where_a_seed_never_reaches():
   s = pd.DataFrame({"lr": [0.1, 0.1, 0.2, 0.2], "batch_size": 32, "seed": [0, 1, 0, 1],
                     "steps": [100.0, 120.0, 50.0, np.nan]})
   r = cb.best_steps_per_batch(s, n_boot=0).iloc[0]
-  assert r["best_steps"] == 110.0 and r["best_lr"] == 0.1 and r["best_examples"] == 3520.0
+  # The geometric mean over seeds at lr 0.1; lr 0.2 lost a seed, so it is not used.
+  assert r["best_steps"] == pytest.approx(np.sqrt(100.0 * 120.0))
+  assert r["best_lr"] == 0.1 and not r["lr_refined"]
+  assert r["best_examples"] == pytest.approx(32 * r["best_steps"])
 
 
 def test_fit_critical_batch_recovers_planted_b_crit():
@@ -68,18 +82,61 @@ def test_fit_critical_batch_end_to_end_from_history():
 
 def test_fit_critical_batch_not_settled_with_two_batch_sizes():
   r = cb.fit_critical_batch(synthetic_steps(batch_sizes=(32, 64)), n_boot=50).iloc[0]
-  assert np.isnan(r["b_crit"]) and r["reason"].startswith("not settled")
+  assert np.isnan(r["b_crit"]) and r["verdict"] == "not settled"
+  assert "need ≥ 3" in r["reason"]
 
 
-def test_fit_critical_batch_not_settled_when_intercept_negative():
+def test_fit_critical_batch_not_identifiable_when_intercept_negative():
   b = np.array([16, 32, 64, 128, 256])
   s = pd.DataFrame({"lr": 0.1, "batch_size": b, "seed": 0, "steps": 1e5 / b - 50})
   r = cb.fit_critical_batch(s, n_boot=0).iloc[0]
-  assert np.isnan(r["b_crit"]) and "S_min ≤ 0" in r["reason"]
+  assert np.isnan(r["b_crit"]) and np.isnan(r["s_min"]) and r["verdict"] == "not identifiable"
+  assert r["reason"].startswith("not identifiable from batch sizes 16–256")
 
 
-def test_fit_critical_batch_flags_extrapolation():
+@pytest.mark.parametrize("b_crit, verdict", [(600.0, "extrapolated"), (150.0, "identified"),
+                                             (5.0, "extrapolated")])
+def test_fit_critical_batch_reports_within_the_identifiable_range(b_crit, verdict):
   b = np.array([16, 32, 64, 128, 256])
-  s = pd.DataFrame({"lr": 0.1, "batch_size": b, "seed": 0, "steps": 10 * (1 + 5000 / b)})
+  s = pd.DataFrame({"lr": 0.1, "batch_size": b, "steps": 10 * (1 + b_crit / b)})
+  s = pd.concat([s.assign(seed=0), s.assign(seed=1, steps=s["steps"] * 1.01)])
+  r = cb.fit_critical_batch(s, n_boot=50).iloc[0]
+  assert r["b_crit"] == pytest.approx(b_crit, rel=0.05) and r["verdict"] == verdict
+  assert ("extrapolated" in r["reason"]) == (verdict == "extrapolated")
+
+
+@pytest.mark.parametrize("b_crit", [5000.0, 1e7])
+def test_fit_critical_batch_never_prints_an_unidentifiable_b_crit(b_crit):
+  b = np.array([16, 32, 64, 128, 256])
+  s = pd.DataFrame({"lr": 0.1, "batch_size": b, "seed": 0, "steps": 10 * (1 + b_crit / b)})
   r = cb.fit_critical_batch(s, n_boot=0).iloc[0]
-  assert r["b_crit"] == pytest.approx(5000) and "extrapolation" in r["reason"]
+  assert r["verdict"] == "not identifiable" and np.isnan(r["b_crit"])
+  assert "above 1.02e+03" in r["reason"] or "above 1024" in r["reason"]
+
+
+# ---------------------------------------------------------------- planted coverage
+
+
+def _coverage_module():
+  path = pathlib.Path(__file__).parents[1] / "benchmarks" / "coverage_bcrit.py"
+  spec = importlib.util.spec_from_file_location("coverage_bcrit", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_planted_coverage_bcrit_few_replications():
+  cov = _coverage_module()
+  t = cov.coverage_table(10, [128.0], [3], sigma=0.1, evals=4, n_boot=200)
+  assert t["coverage"].iloc[0] >= 0.9 and t["identified"].iloc[0] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sigma, evals", [(0.1, 4.0), (0.2, 4.0), (0.1, 2.0)])
+def test_planted_coverage_bcrit_200_replications(sigma, evals):
+  cov = _coverage_module()
+  t = cov.coverage_table(200, list(cov.B_CRITS), [3, 5], sigma=sigma, evals=evals,
+                         n_boot=1000)
+  assert (t["coverage"] >= 0.9).all(), cov.markdown(t)
+  # Far beyond the batch sizes no number is reported.
+  assert (t.loc[t["b_crit"] == max(cov.B_CRITS), "not identifiable"] == 1.0).all()

@@ -7,6 +7,8 @@ import optax
 import pytest
 
 from lrjax import experiment
+from lrjax.analysis import analysis_settings
+from lrjax.errors import ConfigError
 from lrjax.engine import train
 from plain_training import plain_train
 from tree_helpers import assert_trees_allclose
@@ -68,3 +70,45 @@ def test_find_lr_writes_summary_with_its_keys_when_config_augments(tmp_path):
   assert set(entry["vectorised_best_lr_by_aug"]) <= {0.0, 1.0}
   for name in ("lr_find.png", "lr_find_bs64.png", "lr_find.csv"):
     assert (tmp_path / "find" / name).exists()
+
+
+def _with_analysis(**analysis):
+  c = experiment.default_config().to_dict()
+  c["dataset"] = "no-such-dataset"  # the analysis is checked before any data is loaded
+  c["grid"] = {"lr": (0.01, 0.1), "batch_size": (32, 64, 128), "aug": (0.0,), "seed": (0,),
+               "schedule": ("constant", "cosine")}
+  c["analysis"] = {**c["analysis"], **analysis}
+  return c
+
+
+@pytest.mark.parametrize("analysis, field", [
+    ({"equivalence_margin": "big"}, "analysis.equivalence_margin"),
+    ({"equivalence_margin": 0.0}, "analysis.equivalence_margin"),
+    ({"equivalence_margin": -0.1}, "analysis.equivalence_margin"),
+    ({"lr_equivalence_factor": 1.0}, "analysis.lr_equivalence_factor"),
+    ({"questions": "best_lr"}, "analysis.questions"),
+    ({"questions": ("best_lr", "fastest")}, "analysis.questions"),
+    ({"questions": ("arms:optimizer",)}, "analysis.questions"),
+    ({"questions": ("aug_effect",)}, "analysis.questions"),  # one aug level
+    ({"questions": ("scaling", "scaling")}, "analysis.questions"),
+    ({"reference": {"optimizer": "adam"}}, "analysis.reference"),
+    ({"reference": {"schedule": "onecycle"}}, "analysis.reference.schedule"),
+    ({"reference": ["schedule"]}, "analysis.reference"),
+    ({"margin": 0.1}, "analysis: unknown keys ['margin']"),
+])
+def test_bad_analysis_settings_raise_config_error_naming_the_field(analysis, field):
+  with pytest.raises(ConfigError) as e:
+    experiment.resolve_runs(_with_analysis(**analysis))
+  assert str(e.value).startswith(field)
+
+
+def test_analysis_settings_default_to_questions_from_the_grid_and_are_in_the_config():
+  assert experiment.config_to_dict(experiment.default_config())["analysis"] == {
+      "equivalence_margin": 0.02, "lr_equivalence_factor": 2.0, "reference": {},
+      "questions": None}
+  c = _with_analysis()
+  settings = analysis_settings.resolve_settings(c["analysis"], c["grid"])
+  assert settings.questions == ("scaling", "arms:schedule")
+  c = _with_analysis(questions=("arms:schedule",), reference={"schedule": "cosine"})
+  with pytest.raises(ConfigError, match="no-such-dataset"):  # past the analysis check
+    experiment.resolve_runs(c)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pandas as pd
 import pytest
 
 from lrjax import data, lr_finder, models
@@ -160,12 +161,30 @@ def test_range_test_normalises_ghost_batches_when_bn_batch_is_set(digits):
   assert abs(first_loss(8) - first_loss(32)) > 1e-4
 
 
-def test_vectorised_test_counts_only_trained_members_as_stable(mlp, digits):
+def test_vectorised_test_tells_too_slow_lrs_from_unstable_ones(mlp, digits):
   out = lr_finder.vectorised_test(mlp, digits, lrs=(1e-6, 0.1, 1e3), epochs=1,
-                                  rows=[{"aug": 0.0}, {"aug": 1.0}])
+                                  rows=[{"aug": 0.0}, {"aug": 1.0}], failed_loss_ratio=1.0)
   status = dict(zip(zip(out["members"].aug, out["members"].lr), out["members"].status))
-  assert status[(0.0, 1e-6)] == "failed" and status[(0.0, 1e3)] == "diverged"
+  # 1e-6 learns (next to) nothing in the budget: too slow, below the optimum.
+  assert status[(0.0, 1e-6)] in ("slow", "failed") and status[(0.0, 1e3)] == "diverged"
   assert status[(0.0, 0.1)] == "trained"
   assert out["best_lr"] == 0.1
   assert out["best_lr_by_aug"] == {a: 0.1 for a in (0.0, 1.0) if status[(a, 0.1)] == "trained"}
-  assert out["smallest_unstable_lr"] == 1e-6
+  assert out["smallest_unstable_lr"] == 1e3
+  assert out["largest_too_slow_lr"] == 1e-6
+
+
+def test_stability_limits_count_failed_members_by_their_side_of_the_optimum():
+  t = pd.DataFrame({"lr": [1e-4, 1e-3, 1e-2, 1e-1, 1.0] * 2, "batch_size": 32,
+                    "aug": [0.0] * 5 + [1.0] * 5, "diverged": False,
+                    "final_val_loss": [2.3, 1.0, 0.3, 1.5, 2.3, 2.3, 1.5, 1.0, 0.3, 2.3],
+                    "status": ["failed", "slow", "trained", "trained", "failed",
+                               "failed", "failed", "slow", "trained", "trained"]})
+  # aug 1's optimum is 0.1: its failed 1e-3 is too slow; aug 0's failed 1.0 unstable.
+  assert lr_finder.stability_limits(t) == {"smallest_unstable_lr": 1.0,
+                                           "largest_too_slow_lr": 0.01}
+  t.loc[8, ["status", "final_val_loss"]] = ["diverged", np.nan]
+  t.loc[7, "status"] = "trained"
+  # A diverged member is unstable on either side; aug 1's optimum moves to 0.01.
+  assert lr_finder.stability_limits(t) == {"smallest_unstable_lr": 0.1,
+                                           "largest_too_slow_lr": 0.001}

@@ -106,3 +106,43 @@ def test_wandb_is_imported_only_when_asked_and_logs_per_member(monkeypatch, tmp_
   evals = [d for _, d in logged[:-2]]
   assert len(evals) == result.history.examples_seen.nunique()
   assert "member0001_lr0.2_bs32_aug0_seed0/val_acc" in evals[0]
+
+
+def test_status_is_an_hparams_metric_and_failures_end_as_failures(tmp_path):
+  from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+  from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+  from lrjax import grid
+  from lrjax.metric_writers import STATUS_CODES
+
+  table = grid.make_grid({"lr": (0.001, 0.1, 1.0, 10.0), "batch_size": (32,)})
+  writer = TensorBoardWriter(str(tmp_path))
+  writer.start(types.SimpleNamespace(table=table))
+  writer.write(table, 64, {"val_loss": np.ones(4), "diverged": np.zeros(4, bool)})
+  statuses = ["slow", "trained", "failed", "diverged"]
+  writer.finish(table.assign(status=statuses, diverged=[False, False, False, True]))
+  writer.close()
+
+  def read(directory):
+    scalars, plugin = {}, {}
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+      for event in EventFileLoader(path).Load():
+        for v in event.summary.value:
+          if v.metadata.plugin_data.plugin_name == "hparams":
+            plugin[v.tag] = plugin_data_pb2.HParamsPluginData.FromString(
+                v.metadata.plugin_data.content)
+          elif v.HasField("tensor"):
+            scalars[v.tag] = (event.step, float(v.tensor.float_val[0]))
+          else:
+            scalars[v.tag] = (event.step, v.simple_value)
+    return scalars, plugin
+
+  _, root = read(str(tmp_path))
+  assert "status" in {m.name.tag for m in root["_hparams_/experiment"].experiment.metric_infos}
+  assert STATUS_CODES == {"trained": 0, "slow": 1, "failed": 2, "diverged": 3}
+  for row, status in zip(table.to_dict("records"), statuses):
+    scalars, plugin = read(str(tmp_path / member_run_name(row)))
+    assert scalars["status"] == (64, STATUS_CODES[status])
+    end = plugin["_hparams_/session_end_info"].session_end_info.status
+    assert end == (api_pb2.STATUS_FAILURE if status in ("failed", "diverged")
+                   else api_pb2.STATUS_SUCCESS)

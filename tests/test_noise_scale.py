@@ -64,3 +64,87 @@ def test_noise_scale_curve_from_synthetic_run_grows_over_training():
   c = ns_lib.noise_scale_curve(run.history, run.members)
   first, last = (c.groupby("aug")["median"].agg(k) for k in ("first", "last"))
   assert (last > 2 * first).all() and last[1.0] > last[0.0]
+
+
+# ------------------------------------------------------------ multiplicity
+
+
+def test_engine_estimator_counts_distinct_examples_with_multiplicity():
+  """Planted per-example gradients g_i = G + e_i, each in M augmented copies
+  g_i + u_ij: a micro-batch gradient is the mean over b·M rows, whose covariance is
+  (Σ_e + Σ_u / M) / b. The engine's two-batch sums with b distinct examples recover
+  tr(Σ_e + Σ_u / M) / |G|^2; counting b·M rows would give M times that."""
+  import jax.numpy as jnp
+  from lrjax.engine import noise
+  rng = np.random.default_rng(0)
+  d, b, m, k, steps = 20, 4, 4, 4, 4000
+  g = np.full(d, 0.5)
+  sd_e, sd_u = 1.0, 2.0
+  truth = d * (sd_e ** 2 + sd_u ** 2 / m) / (g @ g)
+  zero = jnp.float32(0.0)
+  sums = {"small_sq": zero, "noise_trace": zero, "noise_g2": zero}
+  for _ in range(steps):
+    acc = np.zeros(d)
+    for t in range(k):
+      e = sd_e * rng.normal(size=(b, 1, d)) + sd_u * rng.normal(size=(b, m, d))
+      micro = (g + e).reshape(b * m, d).mean(0)
+      acc = acc + micro
+      sums = noise.accumulate(sums, {"w": jnp.asarray(micro, jnp.float32)},
+                              {"w": jnp.asarray(acc, jnp.float32)}, k,
+                              jnp.bool_(t == k - 1), float(b))
+      if t == k - 1:
+        sums = {**sums, "small_sq": zero}
+  estimate = float(sums["noise_trace"]) / float(sums["noise_g2"])
+  assert estimate == pytest.approx(truth, rel=0.1)
+  assert abs(estimate - truth) < abs(estimate * m - truth) / 10
+
+
+# ------------------------------------------------------- at equal progress
+
+
+def _progress_tables(b_simple_by_aug, seeds=(0, 1, 2), sigma=0.05, rng_seed=0):
+  """Members at two LRs per (batch, aug, seed); val_loss falls 2 -> 0.5 over 10
+  evaluations, reaching 1.0 at the 5th; the noise scale is the planted value of its
+  aug at that evaluation (times seed noise), 10x larger elsewhere."""
+  rng = np.random.default_rng(rng_seed)
+  rows, hist = [], []
+  for aug, b_simple in b_simple_by_aug.items():
+    seed_factor = {s: math.exp(sigma * rng.normal()) for s in seeds}
+    for batch in (64, 128):
+      for lr, final in ((0.1, 0.5), (0.01, 0.9)):
+        for s in seeds:
+          member = len(rows)
+          rows.append(dict(member=member, lr=lr, batch_size=batch, aug=aug, seed=s,
+                           diverged=False, final_val_loss=final))
+          loss = np.linspace(2.0, final, 10) if lr == 0.1 else np.linspace(2.0, 1.5, 10)
+          ns = np.full(10, 10 * b_simple)
+          ns[np.argmax(loss <= 1.0)] = b_simple * seed_factor[s]
+          hist += [dict(member=member, examples_seen=(i + 1) * 1000, val_loss=loss[i],
+                        noise_scale=ns[i]) for i in range(10)]
+  return pd.DataFrame(rows), pd.DataFrame(hist)
+
+
+def test_noise_scale_at_target_reads_best_lr_members_at_the_crossing():
+  members, history = _progress_tables({0.0: 100.0, 1.0: 300.0})
+  per_seed = ns_lib.noise_scale_per_seed(history, members, target=1.0)
+  t = ns_lib.noise_scale_at_target(per_seed)
+  assert t["aug"].tolist() == [0.0, 1.0] and (t["n_seeds"] == 3).all()
+  assert (t["n_members"] == 6).all()                 # 2 batch sizes x 3 seeds, best LR only
+  for planted, (_, r) in zip((100.0, 300.0), t.iterrows()):
+    assert r["lo"] <= planted <= r["hi"] and r["noise_scale"] == pytest.approx(planted, rel=0.1)
+
+
+def test_noise_scale_aug_effect_paired_by_seed():
+  members, history = _progress_tables({0.0: 100.0, 1.0: 300.0})
+  r = ns_lib.noise_scale_aug_effect(ns_lib.noise_scale_per_seed(history, members, 1.0)).iloc[0]
+  # Each aug draws its own seed factors, so the per-seed ratios scatter about 3.
+  assert r["lo"] <= 3.0 <= r["hi"] and r["verdict"] == "higher" and r["n_seeds"] == 3
+  members, history = _progress_tables({0.0: 100.0, 1.0: 100.0})
+  same = ns_lib.noise_scale_per_seed(history, members, 1.0)
+  assert ns_lib.noise_scale_aug_effect(same).iloc[0]["verdict"] == "not settled"
+
+
+def test_noise_scale_per_seed_default_target_every_group_reaches():
+  members, history = _progress_tables({0.0: 100.0, 1.0: 300.0})
+  per_seed = ns_lib.noise_scale_per_seed(history, members)
+  assert per_seed["target"].nunique() == 1 and set(per_seed["aug"]) == {0.0, 1.0}

@@ -96,6 +96,35 @@ def test_heatmap_marks_failed_and_diverged_cells_differently(tmp_path):
   assert cells.set_index("lr")["n_failed"].to_dict() == {0.0025: 2, 0.01: 0, 0.04: 0, 0.32: 0}
 
 
+def _orange_pixels(path):
+  from matplotlib.colors import to_rgb
+  flat = image.imread(path)[..., :3].reshape(-1, 3)
+  return int((np.abs(flat - np.array(to_rgb(plots.SLOW_STYLE["edgecolor"]))).max(1)
+              < 0.08).sum())
+
+
+def test_heatmap_marks_slow_cells_apart_from_failed_ones(tmp_path):
+  import pandas as pd
+  # LR 0.001: slow on both seeds; 0.003: one slow, one trained; 1.0: failed.
+  status = ["slow", "slow", "slow", "trained", "trained", "trained", "failed", "failed"]
+  members = pd.DataFrame({"member": range(8), "lr": np.repeat([0.001, 0.003, 0.1, 1.0], 2),
+                          "batch_size": 32, "aug": 0.0, "seed": [0, 1] * 4,
+                          "diverged": False, "status": status,
+                          "final_val_acc": [0.6, 0.62, 0.85, 0.8, 0.95, 0.96, 0.1, 0.12]})
+  path = plots.heatmaps(members, "final_val_acc", str(tmp_path / "h.png"))
+  cells = analysis.lr_cells(members, "final_val_acc").set_index("lr")
+  # The slow cells keep their values (and colours), under the orange hatch.
+  assert cells.loc[0.001, "value"] == pytest.approx(0.61)
+  assert _orange_pixels(path) > 200
+  img = image.imread(path)[..., :3].reshape(-1, 3)
+  from matplotlib.colors import to_rgb
+  light = np.array(to_rgb(plots.FAILED_STYLE["facecolor"]))
+  assert (np.abs(img - light).max(1) < 0.02).sum() > 200  # the failed cell, grey
+  no_slow = members.assign(status=["trained"] * 6 + ["failed"] * 2)
+  assert _orange_pixels(plots.heatmaps(no_slow, "final_val_acc", str(tmp_path / "n.png"))) \
+      < _orange_pixels(path) / 10
+
+
 def test_seed_bands_span_seeds_per_setting():
   run = synthetic_run(lrs=(0.01,), batch_sizes=(32,), augs=(0.0,), seeds=(0, 1, 2),
                       noise=0.01, n_evals=4)

@@ -36,7 +36,7 @@ def test_non_tty_progress_prints_compile_line_then_one_line_per_evaluation(digit
   assert len(evals) == n_seg > 1
   for i, line in enumerate(evals, 1):
     assert re.fullmatch(
-        rf"eval {i}/{n_seg}  examples [\d,]+  alive 2/2  at chance \d  best val_acc \d\.\d{{3}}  "
+        rf"eval {i}/{n_seg}  examples [\d,]+  alive 2/2  failed \d  slow \d  best val_acc \d\.\d{{3}}  "
         r"val_loss \d+\.\d{3}  [\d,]+ ex/s", line), line
   best = result.history.groupby("examples_seen").val_acc.max().cummax().iloc[-1]
   assert f"best val_acc {best:.3f}" in evals[-1]
@@ -63,13 +63,13 @@ def test_tty_bar_starts_after_compiling_and_shows_alive_diverged_best(digits):
   p.compiled(12.34)
   assert "compiling 2 members ... 12.3 s" in stream.getvalue()
   assert p.bar is not None and p.bar.n == 0 and p.bar.unit == "ex"
-  p.step(0, 0, 2, {"diverged": [False, True], "val_acc": [0.5, 0.9],
-                   "val_loss": [1.0, 0.2]})
+  p.step(0, 0, run.table, {"diverged": [False, True], "val_acc": [0.5, 0.9],
+                           "val_loss": [1.0, 0.2], "train_loss": [1.5, 0.3]})
   seg_ex = run.plan.examples_per_segment
   assert p.bar.n == 2 * seg_ex
   assert p.bar.total == 2 * seg_ex * run.plan.num_segments
   postfix = p.bar.postfix
-  assert "alive 1/2" in postfix and "diverged 1" in postfix
+  assert "alive 1/2" in postfix and "diverged 1" in postfix and "failed 0" in postfix
   assert "best val_acc 0.500" in postfix and "val_loss 1.000" in postfix  # diverged left out
   p.close()
 
@@ -81,4 +81,20 @@ def test_resumed_segments_count_as_done_not_in_rate(digits):
   p.skip(2, 1)
   seg_ex = run.plan.examples_per_segment
   assert p.bar.n == p.bar.initial == 2 * seg_ex and p.trained == 0
+  p.close()
+
+
+def test_progress_counts_failed_and_slow_by_the_outcomes_rule(digits):
+  table = grid.make_grid({"lr": (0.001, 0.01, 0.1, 1.0), "batch_size": (32,)})
+  run = build_run(_model(), digits, table, TrainSettings(epochs=1, eval_every=320))
+  p = Progress(run, 1, True, stream=_Terminal())
+  p.compiled(0.1)
+  first = {"diverged": [False] * 4, "val_acc": [0.1, 0.1, 0.1, 0.1],
+           "val_loss": [2.3] * 4, "train_loss": [2.3] * 4}
+  assert p.status_now(run.table, first)["failed"] == 4   # all at chance
+  # lr 0.001 learned a little (slow), 0.1 is the optimum, 1.0 oscillates at 15%.
+  now = {"diverged": [False] * 4, "val_acc": [0.6, 0.8, 0.95, 0.15],
+         "val_loss": [1.9, 0.9, 0.2, 2.2], "train_loss": [2.0, 0.9, 0.2, 2.1]}
+  p.step(0, 1, run.table, now)
+  assert "failed 1" in p.bar.postfix and "slow 1" in p.bar.postfix
   p.close()

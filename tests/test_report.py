@@ -1,6 +1,7 @@
 """Tests for lrjax.analysis.report: the run report regenerates figures, summary and HTML."""
 import json
 import os
+import re
 import time
 
 import pytest
@@ -72,8 +73,11 @@ def test_write_report_failed_member_counted_and_drawn(tmp_path):
   summary = json.loads((tmp_path / "summary.json").read_text())
   # LR 0.0025 is below half the optimum at both batch sizes (0.01, 0.02): 2 x 2 seeds.
   assert summary["status_counts"]["failed"] == 4 and "chance" in summary["status_source"]
-  assert summary["findings"][0].startswith("Of 12 members, 8 trained, 0 diverged and "
-                                           "4 failed")
+  # The findings lead with the headline; the member status is the first note.
+  assert summary["findings"][0] == summary["headline"]["sentences"][0]
+  assert summary["findings_sections"]["notes"][0].startswith(
+      "Of 12 members, 8 trained, 0 slow (learned, far from converged), 4 failed and 0 "
+      "diverged (failed at chance")
   html = (tmp_path / "report.html").read_text()
   assert "failed" in html
 
@@ -151,7 +155,7 @@ def test_report_interactive_view_is_self_contained(tmp_path):
                                 seeds=(0, 1), status_columns=True)
   report.write_report(synthetic.save_run(run, str(tmp_path)), n_boot=0)
   html = (tmp_path / "report.html").read_text()
-  assert _sections(html)[:3] == ["Findings", "Interactive view", "Figures"]
+  assert _sections(html)[:4] == ["Headline", "Findings", "Interactive view", "Figures"]
   # Everything inline: no script, stylesheet or image is fetched from anywhere.
   page = _outside_scripts(html)
   assert page.count("<script") >= 4 and not re.search(r"<script[^>]*\bsrc=", page)
@@ -181,7 +185,8 @@ def test_report_leads_with_schedule_and_title_says_what_varied(tmp_path):
   written = [os.path.basename(p) for p in report.write_report(run_dir, n_boot=0)]
   html = (tmp_path / "report.html").read_text()
   assert "<title>lrjax report: synthetic / none / sgd / schedule × lr</title>" in html
-  assert _sections(html)[:3] == ["Findings", "Schedule comparison", "Interactive view"]
+  assert _sections(html)[:4] == ["Headline", "Findings", "Schedule comparison",
+                                "Interactive view"]
   assert html.index("by_schedule_final_val_loss.png") < html.index("<h2>Figures</h2>")
   # One batch size: the scaling figure is still written, but no empty section shows it.
   assert report.SCALING_FIGURE in written
@@ -195,5 +200,64 @@ def test_report_title_with_optimizer_axis(tmp_path):
   html = (tmp_path / "report.html").read_text()
   assert ("<title>lrjax report: synthetic / none / optimizer × lr × batch_size</title>"
           in html)
-  assert _sections(html)[:3] == ["Findings", "Optimizer comparison", "Interactive view"]
+  assert _sections(html)[:4] == ["Headline", "Findings", "Optimizer comparison",
+                                "Interactive view"]
   assert "LR-batch scaling" in html
+
+
+@pytest.fixture(scope="module")
+def schedules_run(tmp_path_factory):
+  """experiments/schedules.py:runlocal, trained (12 members, a few seconds after compiling)."""
+  import importlib.util
+  from lrjax import experiment
+  path = os.path.join(os.path.dirname(__file__), "..", "experiments", "schedules.py")
+  spec = importlib.util.spec_from_file_location("schedules_experiment", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  run_dir = str(tmp_path_factory.mktemp("schedules") / "run")
+  experiment.train_and_evaluate(module.get_config("runlocal"), run_dir, progress=False,
+                                writers=())
+  return run_dir
+
+
+def test_schedules_runlocal_comparisons_in_summary_and_the_same_numbers_in_report(
+    schedules_run):
+  with open(os.path.join(schedules_run, "config.json")) as f:
+    assert json.load(f)["analysis"]["questions"] == ["arms:schedule"]
+  with open(os.path.join(schedules_run, "summary.json")) as f:
+    summary = json.load(f)
+  rows = summary["comparisons"]
+  arms = ["cosine", "onecycle", "cyclic", "exponential", "plateau"]
+  assert [r["arm"] for r in rows if r["metric"] == "final_val_loss"] == arms
+  assert {r["metric"] for r in rows} == {"final_val_loss", "best_val_loss"}
+  assert all(r["axis"] == "schedule" and r["reference"] == "constant" and r["n"] == 1
+             and r["verdict"] == "not settled" for r in rows)  # one seed
+  html = (lambda p: open(p).read())(os.path.join(schedules_run, "report.html"))
+  section = html[html.index("<section id='by-schedule'>"):]
+  section = section[:section.index("</section>")]
+  for r in rows:
+    for col in ("mean", "arm_lr", "reference_lr", "arm_mean"):
+      assert f"{r[col]:.4g}" in section, (r["arm"], col)
+    assert r["text"] in section
+  assert _sections(html)[:3] == ["Headline", "Findings", "Schedule comparison"]
+
+
+def test_schedules_runlocal_headline_and_primary_family(schedules_run):
+  with open(os.path.join(schedules_run, "summary.json")) as f:
+    summary = json.load(f)
+  head = summary["headline"]
+  assert head["family"] == {"questions": ["arms:schedule"], "size": 5,
+                            "level": pytest.approx(0.99), "method": "Holm"}
+  assert head["best"]["setting"]["schedule"] in (
+      "constant", "cosine", "onecycle", "cyclic", "exponential", "plateau")
+  assert head["sentences"][0].startswith("Best configuration (final_val_loss")
+  assert "test_acc" in head["sentences"][0]
+  assert head["sentences"][1].startswith("schedule against constant")
+  assert "at least 3 seeds would settle it" in head["sentences"][1]
+  html = open(os.path.join(schedules_run, "report.html")).read()
+  assert html.index("<h2>Headline</h2>") < html.index("<h2>Findings</h2>")
+  import html as html_lib
+  start = html.index("<section id='headline'>")
+  first = html[start:html.index("</section>", start)]
+  assert [html_lib.unescape(p) for p in re.findall(r"<p>(.*?)</p>", first)] == head[
+      "sentences"]

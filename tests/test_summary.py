@@ -7,6 +7,7 @@ import pytest
 
 from lrjax.analysis import optima, stability, summary, tables
 from lrjax.analysis.synthetic import synthetic_run
+from lrjax.errors import ConfigError
 
 LRS = tuple(0.01 * 2.0 ** k for k in range(-2, 7))
 N_BOOT = 200
@@ -56,8 +57,9 @@ def test_summarize_derives_status_from_train_losses_when_column_absent():
                       seeds=(0,), fail_below=0.5, train_loss_columns=True)
   assert "status" not in run.members
   s = summary.summarize(run, n_boot=0)
-  assert s["status_counts"] == {"trained": 2, "failed": 1, "diverged": 0}
-  assert s["status_source"].startswith("derived: training loss fell < 10% or accuracy")
+  assert s["status_counts"] == {"trained": 2, "slow": 0, "failed": 1, "diverged": 0}
+  assert s["status_source"].startswith("derived: failed at chance, without a training-loss "
+                                       "fall, or under 2x chance above the cell optimum")
   assert s["max_stable_lr"][0]["max_stable_lr"] == 0.02
   assert s["best_lr"][0]["grid_best_lr"] == 0.01 and s["best_lr"][0]["edge"]
 
@@ -88,3 +90,63 @@ def test_summarize_reads_engine_table_without_aug_and_seed_columns():
   s = summary.summarize(tables.RunTables({"grid": {"lr": [0.1, 1.0]}}, m, pd.DataFrame(), ""),
                         metric="final_val_acc", n_boot=0)
   assert s["best_member"]["lr"] == 0.1 and s["n_diverged"] == 1
+
+
+def test_summary_leads_with_headline_of_best_configuration_and_primary_answers():
+  run = synthetic_run(lrs=LRS, batch_sizes=(32, 64, 128), augs=(0.0, 1.0), seeds=(0, 1, 2),
+                      noise=0.003, aug_shift=1.0)
+  s = summary.summarize(run, n_boot=N_BOOT)
+  json.dumps(s, allow_nan=False)
+  head = s["headline"]
+  best = head["best"]
+  assert best["setting"]["lr"] in LRS and best["metric"] == "final_val_loss"
+  for name in ("final_val_loss", "best_val_loss", "test_loss", "test_acc"):
+    v = best["metrics"][name]
+    assert v["n"] == 3 and v["lo"] < v["mean"] < v["hi"]
+  lines = summary.headline_lines(s)
+  assert lines == head["sentences"] and lines[0].startswith("Best configuration")
+  assert head["family"]["questions"] == ["scaling", "aug_effect"]  # from the grid
+  assert lines[1].startswith("LR–batch-size exponent") and lines[2].startswith(
+      "Augmentation effect on the best LR")
+  assert "Holm-corrected, family-wise 95%" in lines[-1]
+  assert s["findings"][:len(lines)] == lines
+  parts = s["findings_sections"]
+  assert s["findings"] == [x for k in ("headline", "primary", "exploratory", "notes")
+                           for x in parts[k]]
+  assert parts["exploratory"][0].startswith("The findings below are exploratory")
+  assert parts["notes"][0].startswith("Of 162 members")
+  primary = [d for d in s["decisions"] if d["role"] == "primary"]
+  assert len(primary) == head["family"]["size"] == 3
+  assert all(d["level"] == pytest.approx(1 - 0.05 / 3) for d in primary)
+  assert {d["role"] for d in s["decisions"]} == {"primary", "exploratory", "check"}
+
+
+def test_summary_reads_analysis_settings_from_config_and_defaults_without_them():
+  run = synthetic_run(lrs=LRS, batch_sizes=(32,), augs=(0.0,), seeds=(0, 1, 2),
+                      extra_axes={"schedule": ("constant", "cosine")})
+  s = summary.summarize(run, n_boot=0)
+  assert s["analysis"]["questions"] == ["arms:schedule"]
+  assert s["analysis"]["equivalence_margin"] == 0.02
+  assert s["analysis"]["companion_metric"] == "best_val_loss"
+  assert {r["reference"] for r in s["comparisons"]} == {"constant"}
+  config = {**run.config, "analysis": {"equivalence_margin": 0.05, "questions": ["best_lr"],
+                                       "reference": {"schedule": "cosine"}}}
+  s = summary.summarize(run._replace(config=config), n_boot=0)
+  assert s["analysis"]["questions"] == ["best_lr"]
+  assert {r["reference"] for r in s["comparisons"]} == {"cosine"}
+  assert {r["margin"] for r in s["comparisons"]} == {0.05}
+  bad = {**run.config, "analysis": {"questions": ["arms:optimizer"]}}
+  with pytest.raises(ConfigError, match="analysis.questions"):
+    summary.summarize(run._replace(config=bad), n_boot=0)
+
+
+def test_warnings_advise_refining_at_a_stability_edge_and_widening_at_the_grid_edge():
+  # Batch 32: LRs above 0.01 diverge (stability edge at 0.01, the next LR 0.02 fails);
+  # batch 64: the grid stops at 0.02, below its optimum 0.04 (grid edge).
+  run = synthetic_run(lrs=(0.0025, 0.005, 0.01, 0.02), batch_sizes=(32, 64), augs=(0.0,),
+                      seeds=(0, 1), exponent=2.0, diverge_above=1.5)
+  s = summary.summarize(run, n_boot=0)
+  (stable,) = [w for w in s["warnings"] if w.startswith("batch_size=32")]
+  (grid,) = [w for w in s["warnings"] if w.startswith("batch_size=64")]
+  assert "refine grid.lr between 0.01 and 0.02" in stable and "widen grid.lr" not in stable
+  assert "widen grid.lr above 0.02" in grid

@@ -6,6 +6,7 @@ import numpy as np
 
 from lrjax.analysis import (critical_batch, cube, noise_scale, optima, stability, stats,
                             synthetic)
+from lrjax.analysis import verdicts as verdicts_module
 from lrjax.analysis.verdicts import estimate, findings, findings_from
 from lrjax.analysis.synthetic import synthetic_members, synthetic_run
 from steps_helpers import history_for, synthetic_steps
@@ -22,7 +23,7 @@ def test_findings_state_sqrt_verdict_with_interval():
   assert len(scaling) == 2 and all("consistent with square-root scaling" in s and "[" in s
                                    for s in scaling)
   aug = [s for s in text if s.startswith("Aug 1")]
-  assert len(aug) == 1 and "max stable LR ×2 [2, 2] — higher" in aug[0]
+  assert len(aug) == 1 and "max stable LR ×2 [1.56, 2.56] (paired by seed, over 6 batch sizes) — higher" in aug[0]
   ratio = float(aug[0].split("best LR ×")[1].split()[0])
   assert 1.8 < ratio < 2.2 and "— higher; max stable" in aug[0]
   assert any("only 3 seeds" in s for s in text)
@@ -47,7 +48,8 @@ def test_findings_report_status_and_critical_batch():
   assert text[0].startswith(f"Of {len(m)} members, {len(m)} trained")
   crit = [s for s in text if s.startswith("Critical batch size")]
   assert len(crit) == 1 and "B_crit ≈" in crit[0]
-  assert any("noise scale" in s and "median 100" in s for s in text)
+  assert any("noise scale" in s and "first reaches val_loss 1: 100 [100, 100]" in s
+             for s in text), text
 
 
 def test_findings_name_grid_edge_cells():
@@ -63,8 +65,9 @@ def test_findings_count_failed_members_from_status_column():
   n = run.members["status"].value_counts()
   text = findings(run.members, run.history, n_boot=50)
   assert text[0] == (f"Of {len(run.members)} members, {n['trained']} trained, "
-                     f"{n['diverged']} diverged and {n['failed']} failed; only trained "
-                     "members count.")
+                     f"{n.get('slow', 0)} slow (learned, far from converged), "
+                     f"{n['failed']} failed and {n['diverged']} diverged; trained and slow "
+                     "members count as stable, and the estimates use both.")
 
 
 def test_estimate_shares_best_lr_with_scaling_and_aug_effect():
@@ -103,3 +106,47 @@ def test_docstring_examples_pass():
   results = [doctest.testmod(m, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
              for m in modules]
   assert sum(r.attempted for r in results) > 20 and sum(r.failed for r in results) == 0
+
+
+def test_findings_advise_refining_below_failing_lrs_not_widening_the_grid():
+  # The optimum (0.04) lies above LRs that diverge (> 1.5 x 0.01 at batch 64): the best
+  # usable LR sits just below failing ones, a stability edge, not a grid edge.
+  t = synthetic_members(batch_sizes=(64,), lrs=(0.0025, 0.005, 0.01, 0.02, 0.04),
+                        seeds=(0, 1, 2), diverge_factor=1.5)
+  text = findings(t, n_boot=50)
+  (edge,) = [s for s in text if s.startswith(("Stability edge", "Grid edge"))]
+  assert edge.startswith("Stability edge: in 1 of 1 cells")
+  assert "refine grid.lr between 0.01 and 0.02" in edge and "widen grid.lr" not in edge
+  # The same optimum beyond a grid that ends at 0.01: widen.
+  text = findings(synthetic_members(batch_sizes=(64,), lrs=(0.0025, 0.005, 0.01),
+                                    lr_ref=0.04, seeds=(0, 1, 2)), n_boot=50)
+  (edge,) = [s for s in text if s.startswith(("Stability edge", "Grid edge"))]
+  assert edge.startswith("Grid edge") and "widen grid.lr above 0.01" in edge
+
+
+def test_edge_advice_names_both_sides_when_one_lr_trained():
+  assert verdicts_module.edge_advice("stability_high,grid_low", 0.01, 0.02) == (
+      "the next LR up, 0.02, fails: refine grid.lr between 0.01 and 0.02 (widening it "
+      "would not help); 0.01 is the grid's smallest LR: widen grid.lr below 0.01")
+
+
+def test_findings_code_says_match_or_no_effect_only_through_equivalence():
+  # "match", "no effect", "indistinguishable" are claims of equivalence: only the
+  # equivalence test (comparisons, questions) may make them, in its own words.
+  import pathlib
+  import re
+  root = pathlib.Path(verdicts_module.__file__).parent
+  words = re.compile(r"\b(match(es|ed)?|no effect|indistinguishable|same as)\b", re.I)
+  for name in ("verdicts.py", "questions.py", "comparisons.py", "summary.py", "report.py"):
+    hits = [line for line in (root / name).read_text().splitlines() if words.search(line)]
+    assert not hits, (name, hits)
+
+
+def test_with_metric_redoes_best_lr_on_the_other_metric():
+  t = synthetic_members(batch_sizes=(64, 128, 256))
+  t = t.assign(best_val_loss=t["final_val_loss"].where(t["lr"] > 0.02, t["final_val_loss"] + 1))
+  e = estimate(t, n_boot=50)
+  other = verdicts_module.with_metric(e, "best_val_loss")
+  assert other.metric == "best_val_loss" and other.max_stable is e.max_stable
+  assert (other.best_lr["grid_best_lr"] > 0.02).all()
+  assert (e.best_lr["grid_best_lr"] <= 0.02).any()

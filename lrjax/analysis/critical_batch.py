@@ -4,6 +4,24 @@ McCandlish et al. 2018, "An Empirical Model of Large-Batch Training": the steps 
 batch size B needs to reach a target follow ``S = S_min (1 + B_crit / B)``. Below
 B_crit doubling the batch nearly halves the steps; above it, it barely helps. See
 `lrjax.analysis.stats` for the conventions (cells, the seed bootstrap).
+
+Two resolutions limit the steps a grid measures. Both depend on the batch size (an
+evaluation interval is fixed in examples, so it holds fewer steps at a larger batch;
+the best LR moves with the batch), so left alone they bias B_crit in a way the seed
+bootstrap cannot see:
+
+* **Evaluations.** `steps_to_target` interpolates the crossing between the two
+  evaluations around it (the metric linear between them; steps and examples
+  interpolated on the log scale) instead of counting the first evaluation past the
+  target.
+* **The LR grid.** `best_steps_fit` fits a parabola in log LR to the seed-mean log
+  steps at the best grid LR and its two neighbours and takes its minimum (as
+  `lrjax.analysis.optima` refines the best LR), in the estimate and in every
+  bootstrap replicate alike.
+
+B_crit is reported per target (`default_targets`: the hardest target every batch size
+reaches, and easier ones), and only where the batch sizes tried can identify it
+(`IDENTIFIABLE_FACTOR`).
 """
 from __future__ import annotations
 
@@ -18,6 +36,22 @@ from lrjax.analysis.stats import (check_n_boot, not_diverged_mask, prepare_membe
                                   require_columns)
 from lrjax.errors import ConfigError
 from lrjax.grid import CORE_AXES
+
+# Columns `steps_to_target` adds besides `stats.STEPS_COLUMNS`: which target (0 the
+# hardest, larger ranks easier) and whether the member was already past it at its
+# first evaluation (its steps are then that evaluation's, an upper bound).
+TARGET_RANK = "target_rank"
+FIRST_EVAL = "first_eval_past"
+STEPS_OUTPUT_COLUMNS = (*stats.STEPS_COLUMNS, TARGET_RANK, FIRST_EVAL)
+# How many easier targets `default_targets` adds to the default one.
+N_EASIER = 2
+# B_crit is identifiable within [B_min / 4, 4 B_max] of the batch sizes fitted. Outside
+# it the curvature of S(1/B) that separates S_min from S_min B_crit is lost in the
+# noise: at B_crit = 4 B_max the steps over the whole range are within 25% of ∝ 1/B.
+IDENTIFIABLE_FACTOR = 4.0
+
+
+# ------------------------------------------------------------------------ targets
 
 
 def _history_best(history: pd.DataFrame, members: pd.DataFrame, metric: str) -> pd.Series:
@@ -67,49 +101,154 @@ def default_target(history: pd.DataFrame, members: pd.DataFrame,
   return float(per_batch.agg(worst_of))
 
 
-def _target_levels(history: pd.DataFrame, members: pd.DataFrame, target: float | None,
-                   metric: str, by: Sequence[str] | None) -> np.ndarray:
-  """Each member's target: ``target``, else `default_target` of its ``by`` group."""
+def default_targets(history: pd.DataFrame, members: pd.DataFrame,
+                    metric: str = "val_loss", n_easier: int = N_EASIER) -> list[float]:
+  """`default_target` and up to ``n_easier`` easier targets, hardest first.
+
+  Rule: the easier targets divide the way from the default target ``T`` to ``F``,
+  the best value any non-diverged member had at its *first* evaluation, into
+  ``n_easier + 1`` equal steps: equal ratios when both are positive (losses), else
+  equal differences; ``F`` itself is left out. So no member is already past an
+  easier target at its first evaluation (its steps to it are interpolated, never a
+  bound), and every setting that reaches ``T`` reaches them. When ``F`` is no easier
+  than ``T`` (some member was past the hardest target at its first evaluation),
+  there are no easier targets.
+
+  Args:
+    history: the history table.
+    members: the members table.
+    metric: the history column.
+    n_easier: how many easier targets at most.
+
+  Returns:
+    The targets, the default first; empty when no member has history.
+
+  Example:
+    >>> m = pd.DataFrame({"member": [0, 1], "lr": [0.1, 0.1], "batch_size": [32, 64],
+    ...                   "seed": [0, 0], "diverged": [False, False]})
+    >>> h = pd.DataFrame({"member": [0, 0, 1, 1], "examples_seen": [32, 64, 64, 128],
+    ...                   "updates": [1, 2, 1, 2], "val_loss": [8.0, 1.0, 8.0, 1.0]})
+    >>> [round(t, 6) for t in default_targets(h, m)]
+    [1.0, 2.0, 4.0]
+  """
+  target = default_target(history, members, metric)
+  if not np.isfinite(target):
+    return []
+  members = prepare_members(members)
+  keep = members.loc[not_diverged_mask(members), "member"]
+  h = history[history["member"].isin(keep)].sort_values("examples_seen", kind="stable")
+  first = h.groupby("member")[metric].first()
+  minimise = stats.metric_mode(metric) == "min"
+  f = float(first.min() if minimise else first.max())
+  if not np.isfinite(f) or (f <= target if minimise else f >= target):
+    return [target]
+  k = np.arange(1, n_easier + 1) / (n_easier + 1)
+  easier = target * (f / target) ** k if target > 0 and f > 0 else target + (f - target) * k
+  return [target, *map(float, easier)]
+
+
+def _target_levels(history: pd.DataFrame, members: pd.DataFrame,
+                   target: float | Sequence[float] | None, metric: str,
+                   by: Sequence[str] | None, n_easier: int) -> np.ndarray:
+  """(members, K) targets of each member, hardest first; NaN where its group has fewer."""
   if target is not None:
-    levels = np.full(len(members), float(target))
-  elif by:
+    levels = np.sort(np.atleast_1d(np.asarray(target, float)))
+    levels = levels if stats.metric_mode(metric) == "min" else levels[::-1]
+    return np.tile(levels, (len(members), 1))
+  if by:
     require_columns(members, by, "members")
-    levels = np.full(len(members), np.nan)
-    for _, g in members.groupby(list(by), dropna=False, sort=True):
-      sub = history[history["member"].isin(g["member"])]
-      levels[g.index.to_numpy()] = default_target(sub, g, metric)
-  else:
-    levels = np.full(len(members), default_target(history, members, metric))
+  groups = ([g for _, g in members.groupby(list(by), dropna=False, sort=True)]
+            if by else [members])
+  found = [(g.index.to_numpy(),
+            default_targets(history[history["member"].isin(g["member"])], g, metric,
+                            n_easier)) for g in groups]
+  levels = np.full((len(members), max(1, *(len(t) for _, t in found))), np.nan)
+  for rows, t in found:
+    levels[np.ix_(rows, np.arange(len(t)))] = t
   if not np.isfinite(levels).any():
     raise ConfigError(
         f"target: no finite target for {metric!r} (no member has history); pass target=.")
   return levels
 
 
-def steps_to_target(history: pd.DataFrame, members: pd.DataFrame,
-                    target: float | None = None, metric: str = "val_loss",
-                    by: Sequence[str] | None = None) -> pd.DataFrame:
-  """Updates and examples each member needed to first reach a target.
+# ---------------------------------------------------------------- steps to target
 
-  A member reaches the target at its first evaluation with ``metric <= target``
-  (``>=`` for metrics that are maximised). Diverged members, and members that never
-  reach it, get NaN. Resolution is the evaluation interval: the count is that of the
-  first evaluation at or past the target.
+
+def _log_interp(a: np.ndarray, b: np.ndarray, frac: np.ndarray) -> np.ndarray:
+  """``frac`` of the way from ``a`` to ``b`` on the log scale (linear where a ≤ 0)."""
+  with np.errstate(invalid="ignore", divide="ignore"):
+    log = np.exp(np.log(a) + frac * (np.log(b) - np.log(a)))
+  return np.where(a > 0, log, a + frac * (b - a))
+
+
+def _crossings(h: pd.DataFrame, level: np.ndarray, metric: str,
+               batch: np.ndarray) -> pd.DataFrame:
+  """Where each member of ``h`` first reaches its level, refined between evaluations.
+
+  Args:
+    h: history rows sorted by member, then examples.
+    level: (rows,) the target of each row's member.
+    metric: the history column.
+    batch: (rows,) each row's batch size (steps are examples / batch without an
+      ``updates`` column).
+
+  Returns:
+    Indexed by the members that reach their level: ``steps``, ``examples`` and
+    `FIRST_EVAL` (no earlier finite evaluation to interpolate from: the count is the
+    first evaluation's).
+  """
+  y = h[metric].to_numpy(float)
+  member = h["member"].to_numpy()
+  examples = h["examples_seen"].to_numpy(float)
+  steps = h["updates"].to_numpy(float) if "updates" in h.columns else examples / batch
+  with np.errstate(invalid="ignore"):
+    reached = y <= level if stats.metric_mode(metric) == "min" else y >= level
+  pos = np.flatnonzero(reached)
+  pos = pos[np.r_[True, member[pos][1:] != member[pos][:-1]]] if len(pos) else pos
+  prev = np.maximum(pos - 1, 0)
+  has_prev = (pos > 0) & (member[prev] == member[pos]) & np.isfinite(y[prev])
+  with np.errstate(invalid="ignore", divide="ignore"):
+    # Where the metric, linear between the two evaluations, equals the level.
+    frac = np.clip((y[prev] - level[pos]) / (y[prev] - y[pos]), 0.0, 1.0)
+  frac = np.where(np.isfinite(frac), frac, 1.0)
+  return pd.DataFrame({
+      "steps": np.where(has_prev, _log_interp(steps[prev], steps[pos], frac), steps[pos]),
+      "examples": np.where(has_prev, _log_interp(examples[prev], examples[pos], frac),
+                           examples[pos]),
+      FIRST_EVAL: ~has_prev}, index=member[pos])
+
+
+def steps_to_target(history: pd.DataFrame, members: pd.DataFrame,
+                    target: float | Sequence[float] | None = None,
+                    metric: str = "val_loss", by: Sequence[str] | None = None,
+                    n_easier: int = 0) -> pd.DataFrame:
+  """Updates and examples each member needed to first reach each target.
+
+  A member reaches a target between its last evaluation short of it and its first
+  evaluation at or past it (``metric <= target``; ``>=`` for metrics that are
+  maximised). The metric is taken as linear between the two, and steps and
+  examples are interpolated on the log scale to where it equals the target. A
+  member already past the target at its first evaluation keeps that evaluation's
+  count and is flagged (`FIRST_EVAL`). Diverged members, and members that never
+  reach the target, get NaN.
 
   Args:
     history: the history table (``member``, ``examples_seen``, ``metric``;
       ``updates``, or else steps are ``examples_seen / batch_size``).
     members: the members table.
-    target: the level to reach; default `default_target`.
+    target: the level to reach, or several; default `default_targets`.
     metric: the history column.
-    by: with ``target`` None, a default target per group of these member columns
+    by: with ``target`` None, default targets per group of these member columns
       (e.g. ``["aug"]``: each aug level gets the hardest target all its batch sizes
       reach, since stronger augmentation usually ends at a higher loss); None: one
-      default target for the whole table.
+      set of default targets for the whole table.
+    n_easier: with ``target`` None, how many easier targets to add to the default
+      one (`default_targets`).
 
   Returns:
-    One row per member: ``member``, the grid axes, ``steps``, ``examples`` and
-    ``target`` (the level used for the member's group).
+    One row per member and target, by target (hardest first): ``member``, the grid
+    axes, ``steps``, ``examples``, ``target`` (the level used for the member's
+    group), `TARGET_RANK` (0 the hardest) and `FIRST_EVAL`.
 
   Raises:
     ConfigError: a column is missing, or no target can be set.
@@ -119,46 +258,134 @@ def steps_to_target(history: pd.DataFrame, members: pd.DataFrame,
     ...                   "seed": [0, 0], "diverged": [False, False]})
     >>> h = pd.DataFrame({"member": [0, 0, 1, 1], "examples_seen": [32, 64, 64, 128],
     ...                   "updates": [1, 2, 1, 2], "val_loss": [2.0, 1.0, 2.0, 1.5]})
-    >>> steps_to_target(h, m)[["member", "steps", "examples", "target"]].values.tolist()
-    [[0.0, 2.0, 64.0, 1.5], [1.0, 2.0, 128.0, 1.5]]
+    >>> s = steps_to_target(h, m)     # member 0 crosses 1.5 halfway from step 1 to 2
+    >>> s[["member", "steps", "target"]].round(3).values.tolist()
+    [[0.0, 1.414, 1.5], [1.0, 2.0, 1.5]]
   """
   members = prepare_members(members)
   require_columns(members, ("member",), "members")
   require_columns(history, ("member", "examples_seen", metric), "history")
-  levels = _target_levels(history, members, target, metric, by)
-  h = history.sort_values(["member", "examples_seen"])
-  level = pd.Series(levels, index=members["member"].to_numpy())
-  level_h = level.reindex(h["member"].to_numpy()).to_numpy()
-  with np.errstate(invalid="ignore"):
-    reached = (h[metric].to_numpy(float) <= level_h if stats.metric_mode(metric) == "min"
-               else h[metric].to_numpy(float) >= level_h)
-  first = h[reached].groupby("member").first()
+  levels = _target_levels(history, members, target, metric, by, n_easier)
+  h = history[history["member"].isin(members["member"])].sort_values(
+      ["member", "examples_seen"], kind="stable")
+  row = pd.Index(members["member"]).get_indexer(h["member"])
+  batch = members["batch_size"].to_numpy(float)[row]
   axes = ["member", *CORE_AXES, *stats.extra_axes(members)]
-  extra = [c for c in ("diverged", "status") if c in members.columns]
-  out = members[axes + extra].copy()
-  hit = first.reindex(out["member"].to_numpy())
-  examples = hit["examples_seen"].to_numpy(float)
-  if "updates" in hit.columns:
-    steps = hit["updates"].to_numpy(float)
-  else:
-    steps = examples / out["batch_size"].to_numpy(float)
-  not_diverged = not_diverged_mask(members)
-  out["steps"] = np.where(not_diverged, steps, np.nan)
-  out["examples"] = np.where(not_diverged, examples, np.nan)
-  out["target"] = levels
-  return out
+  base = members[axes + [c for c in ("diverged", "status") if c in members.columns]]
+  counted = not_diverged_mask(members)
+  parts = []
+  for k in range(levels.shape[1]):
+    hit = _crossings(h, levels[row, k], metric, batch).reindex(members["member"].to_numpy())
+    part = base.assign(
+        steps=np.where(counted, hit["steps"].to_numpy(float), np.nan),
+        examples=np.where(counted, hit["examples"].to_numpy(float), np.nan),
+        target=levels[:, k], **{TARGET_RANK: k},
+        **{FIRST_EVAL: counted & hit[FIRST_EVAL].fillna(False).to_numpy(bool)})
+    parts.append(part if k == 0 else part[np.isfinite(levels[:, k])])
+  return pd.concat(parts, ignore_index=True)
+
+
+# ------------------------------------------------------------- best steps per cell
+
+
+# Replicates per chunk keep the (chunk, cells, LRs) arrays near this many elements.
+_CHUNK_ELEMENTS = 2_000_000
+
+
+class _Best(NamedTuple):
+  """Per (replicate, cell): the fewest seed-mean log steps over LRs, refined."""
+  value: np.ndarray     # (R, C) refined minimum of the mean log steps; NaN if no LR
+  log_lr: np.ndarray    # (R, C) where it is (the grid LR where not refined)
+  idx: np.ndarray       # (R, C) grid index of the best usable LR; -1 if none
+  refined: np.ndarray   # (R, C) the parabola refined it
+
+
+def _neighbours(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(C, L) index of the nearest LR in each cell's grid below / above; -1 / L if none."""
+  n_l = present.shape[-1]
+  ar = np.arange(n_l)
+  below = np.maximum.accumulate(np.where(present, ar, -1), axis=-1)
+  below = np.concatenate([np.full(below.shape[:-1] + (1,), -1), below[..., :-1]], -1)
+  above = np.minimum.accumulate(np.where(present, ar, n_l)[..., ::-1], axis=-1)[..., ::-1]
+  above = np.concatenate([above[..., 1:], np.full(above.shape[:-1] + (1,), n_l)], -1)
+  return below, above
+
+
+def parabola_min(x: tuple, y: tuple) -> tuple[np.ndarray, np.ndarray]:
+  """Minimum ``(x, y)`` of the parabola through three points, x0 < x1 < x2, y1 lowest.
+
+  The vertex is clamped to [x0, x2]; where the parabola is not convex (three points
+  on a line) the middle point stands. Arrays broadcast.
+
+  Example:
+    >>> xm, ym = parabola_min((0.0, 1.0, 2.0), (1.0, 0.0, 3.0))
+    >>> float(xm), float(ym)
+    (0.75, -0.125)
+  """
+  (x0, x1, x2), (y0, y1, y2) = x, y
+  with np.errstate(invalid="ignore", divide="ignore"):
+    d01 = (y1 - y0) / (x1 - x0)
+    a = ((y2 - y1) / (x2 - x1) - d01) / (x2 - x0)
+    v = np.clip((x0 + x1) / 2 - d01 / (2 * a), x0, x2)
+    yv = y0 + d01 * (v - x0) + a * (v - x0) * (v - x1)
+  ok = (a > 0) & np.isfinite(yv)
+  return np.where(ok, v, x1), np.where(ok, np.minimum(yv, y1), y1)
+
+
+def _best_over_lr(means: np.ndarray, usable: np.ndarray, cube: cube_lib.Cube) -> _Best:
+  """The usable LR with the fewest mean log steps, refined where both neighbours of
+  it in the cell's grid are usable."""
+  has = usable.any(-1)
+  idx = np.where(usable, means, np.inf).argmin(-1)
+  take = lambda a, i: np.take_along_axis(a, i[..., None], -1)[..., 0]
+  below, above = (np.broadcast_to(n, means.shape) for n in _neighbours(cube.present))
+  n_l = means.shape[-1]
+  i0, i2 = take(below, idx), take(above, idx)
+  j0, j2 = np.clip(i0, 0, n_l - 1), np.clip(i2, 0, n_l - 1)
+  both = has & (i0 >= 0) & (i2 < n_l) & take(usable, j0) & take(usable, j2)
+  x, y = cube.log_lrs, means
+  xm, ym = parabola_min((x[j0], x[idx], x[j2]), (take(y, j0), take(y, idx), take(y, j2)))
+  value = np.where(both, ym, np.where(has, take(y, idx), np.nan))
+  log_lr = np.where(both, xm, np.where(has, x[idx], np.nan))
+  return _Best(value, log_lr, np.where(has, idx, -1), both)
+
+
+def _best_per_replicate(cube: cube_lib.Cube, counts: np.ndarray) -> _Best:
+  """`_best_over_lr` of `cube_lib.replicate_means`, in chunks of replicates."""
+  n_c, n_l = cube.present.shape
+  step = max(1, _CHUNK_ELEMENTS // max(n_c * n_l, 1))
+  parts = [_best_over_lr(*cube_lib.replicate_means(cube, counts[i:i + step]), cube)
+           for i in range(0, max(counts.shape[0], 1), step)]
+  return _Best(*(np.concatenate(f) for f in zip(*parts)))
 
 
 class BestStepsFit(NamedTuple):
   """`best_steps_per_batch` with its bootstrap replicates.
 
   Attributes:
-    table: the `best_steps_per_batch` table, one row per cell.
-    reps: (n_boot, cells) best mean steps per replicate (columns follow ``table``'s
-      rows).
+    table: the `best_steps_per_batch` table, one row per cell (and target).
+    reps: (n_boot, cells) best steps per replicate, refined across LRs (columns
+      follow ``table``'s rows).
   """
   table: pd.DataFrame
   reps: np.ndarray
+
+
+def _step_cells(steps: pd.DataFrame) -> list[str]:
+  """The cell columns of a steps table, with `TARGET_RANK` when it has one."""
+  cols = stats.cell_columns(steps, exclude=STEPS_OUTPUT_COLUMNS)
+  return [*cols, TARGET_RANK] if TARGET_RANK in steps.columns else cols
+
+
+def _first_eval_at(steps: pd.DataFrame, cols: list[str], cube: cube_lib.Cube,
+                   idx: np.ndarray) -> np.ndarray:
+  """(C,) whether a member at each cell's grid best LR was past the target at once."""
+  if FIRST_EVAL not in steps.columns:
+    return np.zeros(len(idx), bool)
+  flag = steps[FIRST_EVAL].fillna(False).to_numpy(bool)
+  flags = cube_lib.make_cube(steps, cols, flag.astype(float), np.ones(len(steps), bool))
+  at = flags.value[np.arange(len(idx)), np.maximum(idx, 0)].max(-1) > 0
+  return at & (idx >= 0)
 
 
 def best_steps_fit(steps: pd.DataFrame, n_boot: int = 1000,
@@ -178,42 +405,50 @@ def best_steps_fit(steps: pd.DataFrame, n_boot: int = 1000,
     >>> s = pd.DataFrame({"lr": 0.1, "batch_size": [16, 32, 64], "seed": 0,
     ...                   "steps": [300.0, 200.0, 150.0]})
     >>> fit = best_steps_fit(s, n_boot=10)
-    >>> fit.table["best_steps"].tolist(), fit.reps.shape
+    >>> fit.table["best_steps"].round(6).tolist(), fit.reps.shape
     ([300.0, 200.0, 150.0], (10, 3))
   """
   steps = prepare_members(steps)
   require_columns(steps, ("steps",), "steps")
   check_n_boot(n_boot)
-  cols = stats.cell_columns(steps, exclude=stats.STEPS_COLUMNS)
-  value = steps["steps"].to_numpy(float)
+  cols = _step_cells(steps)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    value = np.log(steps["steps"].to_numpy(float))
   cube = cube_lib.make_cube(steps, cols, value, np.isfinite(value))
-  point = cube_lib.best_per_replicate(cube, cube_lib.data_counts(cube), refine=False)
-  reps = cube_lib.best_per_replicate(cube, stats.seed_counts(cube.n_seeds, n_boot, rng_seed),
-                                     refine=False)
+  point = _best_per_replicate(cube, cube_lib.data_counts(cube))
+  reps = _best_per_replicate(cube, stats.seed_counts(cube.n_seeds, n_boot, rng_seed))
   n_seeds = cube.in_cell.sum(-1)
-  has_interval = (n_seeds >= 2) & (n_boot > 0) & point.has[0]
+  has_interval = (n_seeds >= 2) & (n_boot > 0) & (point.idx[0] >= 0)
   # Steps are positive with roughly multiplicative seed noise: widen on the log scale,
   # so a small-sample interval never reaches below zero.
-  with np.errstate(divide="ignore", invalid="ignore"):
-    lo, hi = np.exp(stats.interval(np.log(reps.value), n_seeds, has_interval))
+  lo, hi = np.exp(stats.interval(reps.value, n_seeds, has_interval))
+  best = np.exp(point.value[0])
+  grid_best = cube_lib.grid_value(cube.lrs, point.idx[0])
   table = cube.cells.assign(
-      best_steps=point.value[0], best_steps_lo=lo, best_steps_hi=hi,
-      best_examples=point.value[0] * cube.cells["batch_size"].to_numpy(float),
-      best_lr=cube_lib.grid_value(cube.lrs, point.idx[0]), n_seeds=n_seeds,
-      has_interval=has_interval)
+      best_steps=best, best_steps_lo=lo, best_steps_hi=hi,
+      best_examples=best * cube.cells["batch_size"].to_numpy(float),
+      best_lr=np.where(point.refined[0], np.exp(point.log_lr[0]), grid_best),
+      grid_best_lr=grid_best, lr_refined=point.refined[0],
+      **{FIRST_EVAL: _first_eval_at(steps, cols, cube, point.idx[0])},
+      n_seeds=n_seeds, has_interval=has_interval)
   if "target" in steps.columns:
     table["target"] = steps.groupby(cols, dropna=False, sort=True)["target"].first().to_numpy()
-  return BestStepsFit(table, reps.value)
+  return BestStepsFit(table, np.exp(reps.value))
 
 
 def best_steps_per_batch(steps: pd.DataFrame, n_boot: int = 1000,
                          rng_seed: int = 0) -> pd.DataFrame:
   """Fewest steps to the target per cell, over LRs where every seed reaches it.
 
-  Per (batch_size, aug, extra axes): the minimum over LRs of the mean over seeds of
-  ``steps``, counting only LRs where all seeds reached the target; interval from the
-  seed bootstrap, widened on the log scale (steps are positive). (Min over noisy
-  means is biased low, equally at every batch size.)
+  Per (batch_size, aug, extra axes, target): the mean over seeds of log ``steps``
+  at each LR where all seeds reached the target; the fewest over LRs, refined by a
+  parabola in log LR through the best grid LR and its two neighbours in the cell's
+  grid (its minimum, clamped between the neighbours). At the edge of the grid, or
+  when a neighbour is missing or lost a seed, there is no bracket and the grid value
+  stands (``lr_refined`` False; an overestimate by up to the grid's resolution). The
+  interval is the seed bootstrap of all of this, widened on the log scale (steps are
+  positive). (The minimum over noisy means is biased low, about equally at every
+  batch size.)
 
   Args:
     steps: the output of `steps_to_target`.
@@ -221,18 +456,24 @@ def best_steps_per_batch(steps: pd.DataFrame, n_boot: int = 1000,
     rng_seed: seed of the bootstrap draws.
 
   Returns:
-    One row per cell: cell columns, ``best_steps``, ``best_steps_lo``,
-    ``best_steps_hi``, ``best_examples`` (best_steps × batch_size), ``best_lr`` (the
-    grid LR achieving it), ``n_seeds``, ``has_interval`` and, when ``steps`` has
-    one, ``target``. NaN where no LR reaches.
+    One row per cell (and `TARGET_RANK`): cell columns, ``best_steps`` (geometric
+    mean over seeds, refined), ``best_steps_lo``, ``best_steps_hi``,
+    ``best_examples`` (best_steps × batch_size), ``best_lr`` (refined),
+    ``grid_best_lr``, ``lr_refined``, `FIRST_EVAL` (a seed at the grid best LR was
+    past the target at its first evaluation: the steps are an upper bound),
+    ``n_seeds``, ``has_interval`` and, when ``steps`` has one, ``target``. NaN where
+    no LR reaches.
 
   Example:
     >>> s = pd.DataFrame({"lr": [0.1, 0.1, 0.2, 0.2], "batch_size": 32,
-    ...                   "seed": [0, 1, 0, 1], "steps": [100.0, 120.0, 80.0, np.nan]})
-    >>> best_steps_per_batch(s, n_boot=0)[["best_steps", "best_lr"]].values.tolist()
+    ...                   "seed": [0, 1, 0, 1], "steps": [100.0, 121.0, 80.0, np.nan]})
+    >>> best_steps_per_batch(s, n_boot=0)[["best_steps", "best_lr"]].round(6).values.tolist()
     [[110.0, 0.1]]
   """
   return best_steps_fit(steps, n_boot, rng_seed).table
+
+
+# --------------------------------------------------------------- critical batch
 
 
 def _wls_line(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -257,15 +498,74 @@ def _b_crit(intercept: np.ndarray, slope: np.ndarray) -> np.ndarray:
   return np.where(np.isfinite(intercept) & np.isfinite(slope), b, np.nan)
 
 
-def _b_crit_interval(x: np.ndarray, reps: np.ndarray, w: np.ndarray,
-                     n_seeds: int) -> tuple[float, float]:
-  """95% interval of B_crit from the replicate fits of steps ``reps`` (R, n) on ``x``."""
+def identifiable_range(batch_sizes: Sequence[float]) -> tuple[float, float]:
+  """The B_crit values batch sizes can identify: [B_min, B_max] widened by
+  `IDENTIFIABLE_FACTOR` on each side.
+
+  Example:
+    >>> identifiable_range([32, 64, 128, 256, 512])
+    (8.0, 2048.0)
+  """
+  b = np.asarray(batch_sizes, float)
+  return float(b.min() / IDENTIFIABLE_FACTOR), float(b.max() * IDENTIFIABLE_FACTOR)
+
+
+def _b_crit_interval(x: np.ndarray, reps: np.ndarray, w: np.ndarray, n_seeds: int,
+                     limits: tuple[float, float]) -> tuple[float, float]:
+  """95% interval of B_crit from the replicate fits of steps ``reps`` (R, n) on ``x``.
+
+  The batch sizes cannot tell values beyond ``limits`` (`identifiable_range`) apart:
+  a lower bound below them becomes 0 and an upper bound above them ∞ (open), and a
+  bound on the far side of them is pulled back to the limit it passed.
+  """
   b_crit = _b_crit(*_wls_line(x, reps, w))
-  # B_crit is in [0, ∞]: widen on the log scale (0 -> -inf, ∞ -> inf), so the
-  # interval stays within [0, ∞].
+  # B_crit is in [0, ∞]: widen on the log scale (0 -> -inf, ∞ -> inf).
   with np.errstate(divide="ignore", invalid="ignore"):
     lo, hi = (float(np.exp(v[0])) for v in stats.interval(np.log(b_crit)[:, None], n_seeds))
+  lo = 0.0 if lo < limits[0] else min(lo, limits[1])
+  hi = np.inf if hi > limits[1] else max(hi, limits[0])
   return lo, hi
+
+
+def _verdict(b_crit: float, b: np.ndarray, has_interval: bool) -> tuple[str, str]:
+  """The verdict on a fitted B_crit from batch sizes ``b``, and its reason."""
+  lo_lim, hi_lim = identifiable_range(b)
+  tried = f"{int(b.min())}–{int(b.max())}"
+  if not lo_lim <= b_crit <= hi_lim:
+    why = (f"steps still fall nearly ∝ 1/B up to the largest batch size, so B_crit "
+           f"lies above {stats.fmt(hi_lim)} ({IDENTIFIABLE_FACTOR:g}× the largest)"
+           if b_crit > hi_lim else
+           f"steps barely fall as the batch grows, so B_crit lies below "
+           f"{stats.fmt(lo_lim)} (the smallest / {IDENTIFIABLE_FACTOR:g})"
+           if b_crit < lo_lim else "the fit failed")
+    return "not identifiable", f"not identifiable from batch sizes {tried}: {why}"
+  outside = not b.min() <= b_crit <= b.max()
+  where = (f"extrapolated: outside the batch sizes tried ({tried}), within what they "
+           f"identify ({stats.fmt(lo_lim)}–{stats.fmt(hi_lim)})" if outside
+           else f"fit over {len(b)} batch sizes ({tried})")
+  if not has_interval:
+    return "not settled", f"one seed: no interval; {where}"
+  return ("extrapolated" if outside else "identified"), where
+
+
+def _cell_notes(g: pd.DataFrame, lo: float, hi: float) -> list[str]:
+  """Caveats of a fit: unbounded interval sides, unrefined or bounded cells."""
+  notes = []
+  if hi == np.inf:
+    notes.append("upper bound open: in some resamples B_crit lies beyond what the batch "
+                 "sizes identify")
+  if lo == 0.0:
+    notes.append("lower bound open: in some resamples B_crit lies below what the batch "
+                 "sizes identify")
+  bs = lambda mask: ", ".join(str(int(v)) for v in g["batch_size"].to_numpy()[mask])
+  if "lr_refined" in g.columns and not g["lr_refined"].all():
+    notes.append(f"at batch size {bs(~g['lr_refined'].to_numpy(bool))} the best LR is at "
+                 "the grid's edge or lacks a usable neighbour, so its steps are not "
+                 "refined across LRs")
+  if FIRST_EVAL in g.columns and g[FIRST_EVAL].any():
+    notes.append(f"at batch size {bs(g[FIRST_EVAL].to_numpy(bool))} a seed was past the "
+                 "target at its first evaluation, so its steps are an upper bound")
+  return notes
 
 
 def _critical_batch_row(g: pd.DataFrame, label: dict, reps: np.ndarray) -> dict:
@@ -273,38 +573,30 @@ def _critical_batch_row(g: pd.DataFrame, label: dict, reps: np.ndarray) -> dict:
   reached = np.isfinite(g["best_steps"].to_numpy())
   n = int(reached.sum())
   row = {**label, "b_crit": np.nan, "b_crit_lo": np.nan, "b_crit_hi": np.nan,
-         "s_min": np.nan, "e_min": np.nan, "n_batch_sizes": n,
+         "s_min": np.nan, "e_min": np.nan, "verdict": "not settled", "n_batch_sizes": n,
          "n_seeds": int(g["n_seeds"].min())}
   if "target" in g.columns:
     row["target"] = float(g["target"].iloc[0])
-  b = g["batch_size"].to_numpy(float)[reached]
   if n < 3:
-    return {**row, "reason": f"not settled: only {n} of {len(g)} batch sizes reach "
-                             "the target at some LR on every seed (need ≥ 3)"}
+    return {**row, "reason": f"only {n} of {len(g)} batch sizes reach the target at some "
+                             "LR on every seed (need ≥ 3)"}
+  b = g["batch_size"].to_numpy(float)[reached]
   s = g["best_steps"].to_numpy()[reached]
   x, w = 1.0 / b, 1.0 / s**2
-  a, slope = (v[0] for v in _wls_line(x, s[None], w))
-  if not a > 0:
-    return {**row, "reason": "not settled: fitted S_min ≤ 0 — steps still fall ∝ 1/B up "
-                             "to the largest batch size, so B_crit lies above the range "
-                             "tried"}
-  if not slope > 0:
-    return {**row, "reason": "not settled: steps do not fall as the batch grows, so "
-                             "B_crit lies below the range tried"}
-  bc = slope / a
-  row.update(b_crit=bc, s_min=a, e_min=slope)
-  notes = [f"fit over {n} batch sizes ({int(b.min())}–{int(b.max())})"]
-  if g["has_interval"].to_numpy()[reached].all():
+  a, slope = (float(v[0]) for v in _wls_line(x, s[None], w))
+  bc = float(_b_crit(np.array(a), np.array(slope)))
+  has_interval = bool(g["has_interval"].to_numpy()[reached].all())
+  lo = hi = np.nan
+  if has_interval:
     lo, hi = _b_crit_interval(x, reps[:, g.index.to_numpy()[reached]], w,
-                              g["n_seeds"].to_numpy()[reached].min())
-    row.update(b_crit_lo=lo, b_crit_hi=hi)
-    if hi == np.inf:
-      notes.append("upper bound unbounded: in some resamples steps keep falling ∝ 1/B")
-  else:
-    notes.append("one seed: no interval")
-  if not b.min() <= bc <= b.max():
-    notes.append("B_crit is outside the batch sizes tried (an extrapolation)")
-  return {**row, "reason": "; ".join(notes)}
+                              int(g["n_seeds"].to_numpy()[reached].min()),
+                              identifiable_range(b))
+  verdict, reason = _verdict(bc, b, has_interval)
+  if verdict != "not identifiable":
+    row.update(b_crit=bc, s_min=a, e_min=slope)
+  notes = _cell_notes(g[reached], lo, hi)
+  return {**row, "b_crit_lo": lo, "b_crit_hi": hi, "verdict": verdict,
+          "reason": "; ".join([reason, *notes])}
 
 
 def critical_batch_from_fit(fit: BestStepsFit) -> pd.DataFrame:
@@ -339,15 +631,26 @@ def fit_critical_batch(steps: pd.DataFrame, n_boot: int = 1000,
 
   The model ``S = S_min (1 + B_crit / B)`` is linear in 1/B: ``S = S_min +
   (S_min B_crit) / B``; equivalently ``E = S B = E_min (1 + B / B_crit)`` with
-  ``E_min = S_min B_crit``. Per (aug, extra axes) it fits ``S`` on ``1/B`` by least
-  squares weighted by ``1 / S**2`` (seed noise in steps is roughly proportional to
-  steps, so this fits relative error and keeps the small batch sizes, with many
-  steps, from dominating), over the batch sizes where `best_steps_per_batch` found
-  an LR that reaches the target; ``B_crit = slope / intercept``. The interval
-  re-fits each joint seed-bootstrap replicate; a replicate with ``S_min ≤ 0`` (steps
-  still falling ∝ 1/B over the whole range) counts as ``B_crit = ∞``, so the upper
-  bound can be infinite; the small-sample widening acts on log B_crit, so the
-  interval stays within [0, ∞].
+  ``E_min = S_min B_crit``. Per (aug, extra axes, target) it fits ``S`` on ``1/B`` by
+  least squares weighted by ``1 / S**2`` (seed noise in steps is roughly
+  proportional to steps, so this fits relative error and keeps the small batch
+  sizes, with many steps, from dominating), over the batch sizes where
+  `best_steps_per_batch` found an LR that reaches the target; ``B_crit = slope /
+  intercept``. The interval re-fits each joint seed-bootstrap replicate of the
+  refined best steps; a replicate with ``S_min ≤ 0`` (steps still falling ∝ 1/B over
+  the whole range) counts as ``B_crit = ∞``; the small-sample widening acts on log
+  B_crit.
+
+  Only what the batch sizes can identify is reported (`identifiable_range`):
+
+  * ``"identified"``: B_crit within the batch sizes tried;
+  * ``"extrapolated"``: outside them, within ``[B_min / 4, 4 B_max]``;
+  * ``"not identifiable"``: beyond that (including ``S_min ≤ 0`` or a slope ≤ 0);
+    ``b_crit``, ``s_min`` and ``e_min`` are NaN, the interval is kept;
+  * ``"not settled"``: fewer than 3 batch sizes reach the target (all NaN), or one
+    seed (no interval).
+
+  An interval bound beyond ``[B_min / 4, 4 B_max]`` is reported as 0 or ∞.
 
   Args:
     steps: the output of `steps_to_target`.
@@ -355,11 +658,9 @@ def fit_critical_batch(steps: pd.DataFrame, n_boot: int = 1000,
     rng_seed: seed of the bootstrap draws.
 
   Returns:
-    One row per group: group columns, ``b_crit``, ``b_crit_lo``, ``b_crit_hi``,
-    ``s_min``, ``e_min``, ``n_batch_sizes``, ``n_seeds``, ``target`` (when ``steps``
-    has one), ``reason``; ``reason``
-    starts with ``"not settled"`` (and the estimates are NaN) when fewer than 3
-    batch sizes reach the target or the fitted ``S_min`` or slope is ≤ 0.
+    One row per group: group columns (with `TARGET_RANK` when ``steps`` has it),
+    ``b_crit``, ``b_crit_lo``, ``b_crit_hi``, ``s_min``, ``e_min``, ``verdict``,
+    ``n_batch_sizes``, ``n_seeds``, ``target`` (when ``steps`` has one), ``reason``.
 
   Example:
     >>> b = np.array([16, 32, 64, 128, 256])
@@ -368,5 +669,7 @@ def fit_critical_batch(steps: pd.DataFrame, n_boot: int = 1000,
     >>> r = fit_critical_batch(s, n_boot=0)
     >>> r[["b_crit", "s_min", "n_batch_sizes"]].round(6).values.tolist()
     [[100.0, 1000.0, 5.0]]
+    >>> r["verdict"].tolist()    # one seed: no interval
+    ['not settled']
   """
   return critical_batch_from_fit(best_steps_fit(steps, n_boot, rng_seed))

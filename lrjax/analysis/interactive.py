@@ -23,6 +23,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from lrjax import outcomes
+from lrjax.analysis import stats
+
 # Points drawn in the curves chart at most; longer histories are thinned per member
 # (first and last evaluation kept) so the page stays light.
 MAX_CURVE_POINTS = 12_000
@@ -89,10 +92,9 @@ def javascript_bundle() -> str:
   return js
 
 
-def _status(members: pd.DataFrame) -> pd.Series:
-  if "status" in members:
-    return members["status"].astype(str)
-  return np.where(members["diverged"].astype(bool), "diverged", "trained")
+def _status(members: pd.DataFrame) -> np.ndarray:
+  """Each member's status (`lrjax.analysis.stats.status_labels`)."""
+  return stats.status_labels(members)
 
 
 def _panel_label(df: pd.DataFrame, axes: Sequence[str]) -> pd.Series:
@@ -121,14 +123,32 @@ def _with_data(chart, name: str, df: pd.DataFrame) -> dict:
   return spec
 
 
+# Cell marks of the heatmap, by the statuses of its seeds: (text, text colour).
+# Diverged and failed cells are grey (dark, light) behind their mark; slow cells keep
+# their colour under an orange "slow".
+CELL_MARKS = {"diverged": ("×", "white"), "failed": ("failed", "#333333"),
+              "slow": ("slow", "#e66101")}
+
+
+def _cell_outcomes(cells: pd.DataFrame) -> np.ndarray:
+  """Per heatmap cell: ``"diverged"`` (every seed), ``"failed"`` (no seed learned,
+  some failed), ``"slow"`` (some seed slow) or ``""``."""
+  learned = cells["trained"] + cells["slow"]
+  return np.select([cells["diverged"] >= cells["seeds"],
+                    (learned == 0) & (cells["failed"] > 0), cells["slow"] > 0],
+                   ["diverged", "failed", "slow"], "")
+
+
 def heatmap_spec(members: pd.DataFrame, axes: Sequence[str],
                  metric: str = "final_val_loss") -> dict:
   """Vega-Lite spec: ``metric`` (mean over seeds) over LR × batch size, a panel per aug.
 
   Extra grid axes (schedule, ...) get their own panels. The mean is over the seeds
   that did not diverge; hover shows mean, standard deviation over seeds and the
-  member status counts. Cells with no value (every seed diverged) are grey and
-  marked "×".
+  member status counts (`lrjax.outcomes`). Cells where every seed diverged are dark
+  grey and marked "×"; cells where no seed learned (trained or slow) but some failed
+  are light grey and marked "failed"; cells with slow seeds (learned, far from
+  converged) keep their colour and are marked "slow" in orange (`CELL_MARKS`).
   """
   import altair as alt
   df = members.copy()
@@ -139,27 +159,32 @@ def heatmap_spec(members: pd.DataFrame, axes: Sequence[str],
   g = df.groupby(keys, sort=True, dropna=False)
   cells = g[metric].agg(["mean", "std", "count"]).reset_index()
   counts = (df.groupby([*keys, "status"], dropna=False).size().unstack(fill_value=0)
-            .reindex(columns=["trained", "failed", "diverged"], fill_value=0)
+            .reindex(columns=list(outcomes.STATUSES), fill_value=0)
             .reset_index())
   cells = cells.merge(counts, on=keys)
-  cells["seeds"] = cells[["trained", "failed", "diverged"]].sum(axis=1)
+  cells["seeds"] = cells[list(outcomes.STATUSES)].sum(axis=1)
   cells["panel"] = _panel_label(cells, panel_axes)
-  cells["mark"] = np.where(cells["mean"].isna(), "×", "")
+  cells["outcome"] = _cell_outcomes(cells)
+  cells["mark"] = cells["outcome"].map(lambda o: CELL_MARKS[o][0] if o else "")
   cells = cells.rename(columns={"count": "n_values"})
   tooltip = [alt.Tooltip("lr:Q", format=".4g"), alt.Tooltip("batch_size:O"),
              *[alt.Tooltip(f"{a}:N") for a in panel_axes],
              alt.Tooltip("mean:Q", title=f"{metric} mean", format=".4g"),
              alt.Tooltip("std:Q", title="std over seeds", format=".3g"),
-             alt.Tooltip("seeds:Q"), alt.Tooltip("trained:Q"), alt.Tooltip("failed:Q"),
-             alt.Tooltip("diverged:Q")]
+             alt.Tooltip("seeds:Q"), *[alt.Tooltip(f"{s}:Q") for s in outcomes.STATUSES]]
   x = alt.X("lr:O", title="learning rate", axis=alt.Axis(format=".3~g", labelAngle=-45))
   y = alt.Y("batch_size:O", title="batch size", sort="descending")
   base = alt.Chart().encode(x=x, y=y, tooltip=tooltip)
-  empty = base.mark_rect(color="#9a9a9a")
+  empty = base.mark_rect().encode(color=alt.condition(
+      "datum.outcome == 'diverged'", alt.value("#5a5a5a"), alt.value("#cfcfcf")))
   filled = base.mark_rect().encode(
       color=alt.Color("mean:Q", title=f"{metric} (mean)",
-                      scale=alt.Scale(scheme="viridis", reverse="loss" in metric)))
-  text = base.mark_text(fontSize=14, color="white").encode(text="mark:N")
+                      scale=alt.Scale(scheme="viridis", reverse="loss" in metric))
+  ).transform_filter("datum.outcome != 'failed'")
+  text = base.mark_text(fontSize=10, fontWeight="bold").encode(
+      text="mark:N",
+      color=alt.Color("outcome:N", legend=None, scale=alt.Scale(
+          domain=list(CELL_MARKS), range=[c for _, c in CELL_MARKS.values()])))
   n_panels = cells["panel"].nunique()
   chart = alt.layer(empty, filled, text, data=alt.Data(name="cells")).properties(
       width=min(420, 34 * cells["lr"].nunique() + 40),
@@ -219,8 +244,9 @@ def curves_spec(history: pd.DataFrame, members: pd.DataFrame, axes: Sequence[str
       opacity=alt.condition(pick_lr, alt.value(0.85), alt.value(0.06)),
       strokeWidth=alt.condition(hover, alt.value(3.0), alt.value(1.2)),
       strokeDash=(alt.StrokeDash("status:N", title="status",
-                                 scale=alt.Scale(domain=["trained", "failed", "diverged"],
-                                                 range=[[1, 0], [2, 2], [6, 3]]))
+                                 scale=alt.Scale(domain=list(outcomes.STATUSES),
+                                                 range=[[1, 0], [8, 2, 2, 2], [2, 2],
+                                                        [6, 3]]))
                   if df["status"].nunique() > 1 else alt.value([1, 0])),
   ).add_params(pick_lr)
   points = base.mark_point(size=70, filled=True).encode(

@@ -4,7 +4,17 @@ McCandlish et al. 2018, "An Empirical Model of Large-Batch Training", Appendix A
 noise scale predicts the critical batch size; it can be estimated during training
 from squared gradient norms at two batch sizes. The engine may write a per-evaluation
 ``noise_scale`` column in the history; `noise_scale_curve` and `noise_scale_summary`
-read it.
+read it: the spread over training (`noise_scale_summary`), and B_simple per
+augmentation strength at matched training progress with a 95% interval over seeds
+(`noise_scale_per_seed`, `noise_scale_at_target`, `noise_scale_aug_effect`).
+
+The engine's estimate is in units of distinct examples: with ``multiplicity`` M, a
+micro-batch holds b examples, each in M augmented copies, and its gradient is the
+mean over the b·M rows. The copies of one example are correlated, so the micro-batch
+gradient's covariance is Σ_M / b, where Σ_M is the covariance of one example's
+gradient averaged over its M copies; the two-batch estimator therefore counts b (and
+k·b) examples, not b·M independent draws, and estimates tr(Σ_M). Counting b·M
+would inflate tr(Σ) and B_simple M-fold.
 """
 from __future__ import annotations
 
@@ -13,7 +23,9 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from lrjax.analysis.stats import prepare_members, require_columns, trained_mask
+from lrjax import outcomes
+from lrjax.analysis import critical_batch, inference, stats
+from lrjax.analysis.stats import prepare_members, require_columns, usable_mask
 from lrjax.errors import ConfigError
 
 
@@ -104,7 +116,7 @@ def _values(history: pd.DataFrame, members: pd.DataFrame, by: list[str]) -> pd.D
   require_columns(history, ("member", "examples_seen", "noise_scale"), "history")
   members = prepare_members(members)
   require_columns(members, ("member", *by), "members")
-  ok = members.loc[trained_mask(members), ["member", *by]]
+  ok = members.loc[usable_mask(members), ["member", *by]]
   h = history[["member", "examples_seen", "noise_scale"]].merge(ok, on="member")
   return h[np.isfinite(h["noise_scale"].to_numpy(float))]
 
@@ -181,3 +193,136 @@ def noise_scale_summary(history: pd.DataFrame, members: pd.DataFrame,
                  "last": float(v[-1]), "n_evals": len(v), "n_members": int(n_members)})
   return pd.DataFrame(rows, columns=[*by, "noise_scale", "spread_lo", "spread_hi", "first",
                                      "last", "n_evals", "n_members"])
+
+
+# ------------------------------------------------------- at matched progress
+
+
+def _loosest_target(history: pd.DataFrame, members: pd.DataFrame, metric: str,
+                    by: list[str]) -> float:
+  """The easiest of the groups' `critical_batch.default_target`: every group reaches it."""
+  groups = members.groupby(by, dropna=False, sort=True) if by else [((), members)]
+  targets = np.array([critical_batch.default_target(
+      history[history["member"].isin(g["member"])], g, metric) for _, g in groups], float)
+  targets = targets[np.isfinite(targets)]
+  if not len(targets):
+    return np.nan
+  return float(targets.max() if stats.metric_mode(metric) == "min" else targets.min())
+
+
+def noise_scale_per_seed(history: pd.DataFrame, members: pd.DataFrame,
+                         target: float | None = None, metric: str = "val_loss",
+                         by: Sequence[str] = ("aug",)) -> pd.DataFrame:
+  """B_simple per group and seed at matched training progress: where the loss first
+  reaches ``target``.
+
+  Each member that learned (`lrjax.analysis.stats.usable_mask`) at its cell's best LR
+  (`lrjax.outcomes.cell_best_lr`) gives its ``noise_scale`` at its first evaluation
+  with ``metric`` at or past ``target``; per (group, seed), the geometric mean over
+  those members (the group's batch sizes and other axes). So every group is compared
+  at the same loss, at its own best LR, not pooled over LRs and training stages.
+
+  Args:
+    history: the history table (``member``, ``examples_seen``, ``noise_scale``,
+      ``metric``).
+    members: the members table.
+    target: the level; default the easiest of the groups' default targets
+      (`lrjax.analysis.critical_batch.default_target`), which every group reaches.
+    metric: the history column that marks progress.
+    by: the member columns to group by.
+
+  Returns:
+    One row per (group, seed): the group columns, ``seed``, ``log_noise_scale``,
+    ``n_members`` and ``target``.
+
+  Example:
+    >>> m = pd.DataFrame({"member": [0, 1], "lr": 0.1, "batch_size": 64, "seed": [0, 1],
+    ...                   "diverged": False, "final_val_loss": 0.5})
+    >>> h = pd.DataFrame({"member": [0, 0, 1, 1], "examples_seen": [64, 128] * 2,
+    ...                   "val_loss": [2.0, 0.5, 2.0, 0.4], "noise_scale": [9., 20., 9., 40.]})
+    >>> t = noise_scale_per_seed(h, m, target=1.0)
+    >>> np.exp(t["log_noise_scale"]).round(6).tolist(), t["target"].tolist()
+    ([20.0, 40.0], [1.0, 1.0])
+  """
+  by = list(by)
+  members = prepare_members(members)
+  require_columns(history, ("member", "examples_seen", "noise_scale", metric), "history")
+  require_columns(members, ("member", "lr", "final_val_loss", *by), "members")
+  at_best = members["lr"].to_numpy(float) == outcomes.cell_best_lr(members).to_numpy(float)
+  keep = members[usable_mask(members) & at_best]
+  if target is None:
+    target = _loosest_target(history, members, metric, by)
+  h = history[history["member"].isin(keep["member"])].sort_values(
+      ["member", "examples_seen"], kind="stable")
+  with np.errstate(invalid="ignore"):
+    y = h[metric].to_numpy(float)
+    reached = y <= target if stats.metric_mode(metric) == "min" else y >= target
+  first = h[reached].groupby("member", sort=True).head(1)
+  value = first[["member", "noise_scale"]].merge(keep[["member", "seed", *by]], on="member")
+  value = value[np.isfinite(value["noise_scale"]) & (value["noise_scale"] > 0)]
+  out = (value.assign(log_noise_scale=np.log(value["noise_scale"].to_numpy(float)))
+         .groupby([*by, "seed"], sort=True)
+         .agg(log_noise_scale=("log_noise_scale", "mean"), n_members=("member", "size"))
+         .reset_index())
+  return out.assign(target=float(target))
+
+
+def noise_scale_at_target(per_seed: pd.DataFrame, by: Sequence[str] = ("aug",)
+                          ) -> pd.DataFrame:
+  """B_simple per group at matched progress, with a 95% interval over seeds.
+
+  The geometric mean over seeds of `noise_scale_per_seed`, with the Student-t
+  interval of the mean log value (seeds are the replicates), exponentiated.
+
+  Example:
+    >>> t = pd.DataFrame({"aug": 0.0, "seed": [0, 1, 2], "n_members": 2, "target": 1.0,
+    ...                   "log_noise_scale": np.log([40.0, 50.0, 62.5])})
+    >>> r = noise_scale_at_target(t).iloc[0]
+    >>> round(float(r["noise_scale"]), 3), int(r["n_seeds"]), bool(r["lo"] < 50 < r["hi"])
+    (50.0, 3, True)
+  """
+  by = list(by)
+  rows = []
+  for key, g in per_seed.groupby(by, sort=True):
+    key = key if isinstance(key, tuple) else (key,)
+    mean, lo, hi, n = inference.mean_interval(g["log_noise_scale"].to_numpy(float))
+    rows.append({**dict(zip(by, key)), "noise_scale": np.exp(mean), "lo": np.exp(lo),
+                 "hi": np.exp(hi), "n_seeds": n, "n_members": int(g["n_members"].sum()),
+                 "target": float(g["target"].iloc[0])})
+  return pd.DataFrame(rows, columns=[*by, "noise_scale", "lo", "hi", "n_seeds",
+                                     "n_members", "target"])
+
+
+def noise_scale_aug_effect(per_seed: pd.DataFrame, reference_aug: float | None = None
+                           ) -> pd.DataFrame:
+  """How each augmentation strength changes B_simple at matched progress, paired by seed.
+
+  Per seed, the ratio of its B_simple at that strength to the reference strength's
+  (`noise_scale_per_seed`, grouped by ``aug``); the geometric mean ratio over seeds
+  with its paired t interval (`lrjax.analysis.inference.paired_difference` on log
+  values). ``verdict``: "higher" or "lower" when the interval excludes 1, else "not
+  settled".
+
+  Example:
+    >>> t = pd.DataFrame({"aug": [0.0] * 3 + [1.0] * 3, "seed": [0, 1, 2] * 2,
+    ...                   "log_noise_scale": np.log([40., 50., 60., 80., 100., 120.])})
+    >>> r = noise_scale_aug_effect(t).iloc[0]
+    >>> float(r["aug"]), round(float(r["ratio"]), 2), r["verdict"]
+    (1.0, 2.0, 'higher')
+  """
+  wide = per_seed.pivot_table(index="seed", columns="aug", values="log_noise_scale")
+  if wide.shape[1] < 2:
+    return pd.DataFrame(columns=["aug", "reference_aug", "ratio", "lo", "hi", "n_seeds",
+                                 "p_value", "verdict"])
+  ref = float(wide.columns.min() if reference_aug is None else reference_aug)
+  rows = []
+  for aug in wide.columns:
+    if aug == ref or ref not in wide.columns:
+      continue
+    d = inference.paired_difference(wide[aug].to_numpy(), wide[ref].to_numpy())
+    verdict = ("not settled" if not (np.isfinite(d.lo) and (d.lo > 0 or d.hi < 0))
+               else "higher" if d.lo > 0 else "lower")
+    rows.append({"aug": float(aug), "reference_aug": ref, "ratio": np.exp(d.mean),
+                 "lo": np.exp(d.lo), "hi": np.exp(d.hi), "n_seeds": d.n,
+                 "p_value": d.p_value, "verdict": verdict})
+  return pd.DataFrame(rows)

@@ -14,7 +14,7 @@ import pandas as pd
 from lrjax.analysis import cube as cube_lib
 from lrjax.analysis import stats
 from lrjax.analysis.stats import (check_metric, check_n_boot, prepare_members,
-                                  require_columns, trained_mask)
+                                  require_columns, usable_mask)
 from lrjax.errors import ConfigError
 
 
@@ -62,7 +62,7 @@ def best_lr_fit(members: pd.DataFrame, metric: str = "final_val_loss", n_boot: i
   check_n_boot(n_boot)
   sign = 1.0 if stats.metric_mode(metric) == "min" else -1.0
   cube = cube_lib.make_cube(members, stats.cell_columns(members),
-                            sign * members[metric].to_numpy(float), trained_mask(members))
+                            sign * members[metric].to_numpy(float), usable_mask(members))
   point_means, point_usable = cube_lib.replicate_means(cube, cube_lib.data_counts(cube))
   point = cube_lib.best_over_lr(point_means, point_usable, cube.log_lrs)
   reps = cube_lib.best_per_replicate(cube, stats.seed_counts(cube.n_seeds, n_boot, rng_seed))

@@ -24,9 +24,11 @@ from lrjax.analysis import optima, stats, tables
 
 DPI = 110
 _ANNOTATE_MAX_CELLS = 96  # per panel; beyond this numbers become unreadable
-# Cell marks: diverged dark with '//', failed grey with '..'.
+# Cell marks: diverged dark with '//', failed grey with '..', slow (learned, far from
+# converged: `lrjax.outcomes`) keeps its colour under an orange '--'.
 DIVERGED_STYLE = dict(facecolor="0.28", edgecolor="0.05", hatch="//")
 FAILED_STYLE = dict(facecolor="0.82", edgecolor="0.45", hatch="..")
+SLOW_STYLE = dict(facecolor="none", edgecolor="#e66101", hatch="--")
 
 
 def format_lr(x: float) -> str:
@@ -102,11 +104,12 @@ def heatmaps(members: pd.DataFrame, metric: str = "final_val_acc",
   A cell is the mean over seeds (best over any extra grid axes, as in
   `lrjax.analysis.tables.lr_cells`), annotated with ``mean ± std`` over seeds when
   there are two or more. Cells where every seed diverged are dark, hatched ``//``
-  and marked "×"; cells where no seed trained but some failed (did not learn) are
+  and marked "×"; cells where no seed learned (trained or slow) but some failed are
   grey, hatched ``..``; cells where only some seeds diverged or failed keep the
-  survivors' colour under a thin hatch of the same kind. The best LR of each row
-  (mean over seeds of ``metric``) is outlined in red. Member status comes from the
-  ``status`` column, else the ``diverged`` flag.
+  survivors' colour under a thin hatch of the same kind. Cells with slow seeds
+  (learned, far from converged: too small an LR, `lrjax.outcomes`) keep their colour
+  under an orange ``--`` hatch. The best LR of each row (mean over seeds of
+  ``metric``) is outlined in red. Member status comes from `stats.status_labels`.
 
   Args:
     members: the members table.
@@ -180,7 +183,7 @@ def _draw_cells(ax, cells: pd.DataFrame, style: _HeatmapStyle) -> set[str]:
                   int(np.searchsorted(style.lrs, r.lr)))
   grid = np.full((len(style.bss), len(style.lrs)), np.nan)
   for r in cells.itertuples():
-    if r.n_trained > 0 or r.n_failed == 0:  # all-failed cells are drawn grey instead
+    if _n_learned(r) > 0 or r.n_failed == 0:  # cells where none learned are drawn grey
       grid[at(r)] = r.value
   ax.imshow(np.ma.masked_invalid(grid), cmap=style.cmap, norm=style.norm, origin="lower",
             aspect="auto", interpolation="nearest")
@@ -188,6 +191,10 @@ def _draw_cells(ax, cells: pd.DataFrame, style: _HeatmapStyle) -> set[str]:
   for r in cells.itertuples():
     seen |= _mark_cell(ax, r, *at(r), style)
   return seen
+
+
+def _n_learned(r) -> int:
+  return int(r.n_trained) + int(r.n_slow)
 
 
 def _mark_cell(ax, r, i: int, j: int, style: _HeatmapStyle) -> set[str]:
@@ -198,7 +205,7 @@ def _mark_cell(ax, r, i: int, j: int, style: _HeatmapStyle) -> set[str]:
     ax.text(j, i, "×", ha="center", va="center", fontsize=13, color="white",
             fontweight="bold")
     return {"diverged"}
-  if r.n_trained == 0 and r.n_failed > 0:
+  if _n_learned(r) == 0 and r.n_failed > 0:
     rect(**FAILED_STYLE)
     ax.text(j, i, "failed", ha="center", va="center", fontsize=6.5, color="0.2")
     return {"failed"}
@@ -209,6 +216,9 @@ def _mark_cell(ax, r, i: int, j: int, style: _HeatmapStyle) -> set[str]:
   if r.n_failed:
     rect(facecolor="none", edgecolor=FAILED_STYLE["edgecolor"], hatch="..")
     seen.add("some failed")
+  if r.n_slow:
+    rect(**SLOW_STYLE)
+    seen.add("slow")
   if style.annotate and np.isfinite(r.value):
     rgba = style.cmap(style.norm(r.value))
     dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
@@ -247,7 +257,10 @@ def _heatmap_legend(fig: Figure, seen: set[str]) -> None:
   if "diverged" in seen:
     handles.append(Patch(**DIVERGED_STYLE, label="× diverged (all seeds)"))
   if "failed" in seen:
-    handles.append(Patch(**FAILED_STYLE, label="failed: did not learn (no seed trained)"))
+    handles.append(Patch(**FAILED_STYLE, label="failed: did not learn (no seed learned)"))
+  if "slow" in seen:
+    handles.append(Patch(**{**SLOW_STYLE, "facecolor": "white"},
+                         label="slow seeds: learned, far from converged (LR too small)"))
   if "some diverged" in seen:
     handles.append(Patch(facecolor="white", edgecolor=DIVERGED_STYLE["edgecolor"],
                          hatch="//", label="some seeds diverged"))

@@ -242,13 +242,16 @@ def _html(run: tables.RunTables, summary: dict, est, figures, metric: str,
            f"<h1>{html.escape(title)}</h1>",
            f"<p class='subtitle'>{html.escape(subtitle)}; {summary['n_members']} "
            f"members</p>",
-           *_findings_html(summary, metric)]
-  # What the experiment varied besides LR, batch size and aug leads.
+           *_headline_html(summary), *_findings_html(summary, metric)]
+  # What the experiment varied besides LR, batch size and aug leads: the paired arm
+  # comparisons (summary.json's numbers), then the figures.
   for axis in varied:
     figs = [(n, c) for n, c, sec in figures if sec == f"axis:{axis}"]
-    if figs:
+    table = _comparisons_html(summary, axis)
+    if figs or table:
       parts.append(f"<section id='by-{html.escape(axis)}'><h2>{html.escape(axis.capitalize())}"
                    f" comparison</h2>")
+      parts += table
       parts += [_figure_html(run.run_dir, n, c) for n, c in figs]
       parts.append("</section>")
   parts += ["<section id='interactive'><h2>Interactive view</h2>",
@@ -263,7 +266,7 @@ def _html(run: tables.RunTables, summary: dict, est, figures, metric: str,
   parts += ["<h2>Tables</h2><h3>Run</h3>", _table_html(_headline(summary, metric)),
             "<h3 id='members'>Members (type to filter; click a column to sort)</h3>",
             interactive.members_table_html(members, axes), *_estimate_tables_html(est, metric),
-            "<h2>Config</h2>",
+            *_decisions_html(summary), "<h2>Config</h2>",
             f"<pre>{html.escape(json.dumps(run.config, indent=2, default=str))}</pre>"]
   info_path = os.path.join(run.run_dir, "run_info.json")
   if os.path.exists(info_path):  # timings and layout, written by the engine
@@ -273,10 +276,33 @@ def _html(run: tables.RunTables, summary: dict, est, figures, metric: str,
   return "\n".join(parts)
 
 
+def _headline_html(summary: dict) -> list[str]:
+  """The headline section: the best configuration and the answer to each primary
+  question (``summary["headline"]``)."""
+  sentences = (summary.get("headline") or {}).get("sentences") or []
+  if not sentences:
+    return []
+  return ["<section id='headline'><h2>Headline</h2>",
+          *[f"<p>{html.escape(s)}</p>" for s in sentences], "</section>"]
+
+
+# The parts of the findings after the headline, with their headings.
+FINDINGS_PARTS = (("primary", "Primary questions"), ("exploratory", "Exploratory"),
+                  ("notes", "Notes"))
+
+
 def _findings_html(summary: dict, metric: str) -> list[str]:
-  """The findings section: the sentences, how intervals were made, the warnings."""
+  """The findings section: the sentences by part (primary, exploratory, notes; the
+  headline is the section above), how intervals were made, the warnings."""
   parts = ["<section id='findings'><h2>Findings</h2>"]
-  parts += [f"<p>{html.escape(s)}</p>" for s in summary["findings"]]
+  sections = summary.get("findings_sections")
+  if sections:
+    for key, heading in FINDINGS_PARTS:
+      if sections.get(key):
+        parts.append(f"<h3>{heading}</h3>")
+        parts += [f"<p>{html.escape(s)}</p>" for s in sections[key]]
+  else:
+    parts += [f"<p>{html.escape(s)}</p>" for s in summary["findings"]]
   parts.append(f"<p class='note'>Best LRs minimise/maximise the mean over seeds of "
                f"{html.escape(metric)}; intervals are 95% seed-bootstrap intervals "
                f"({summary['n_boot']} replicates); member status: "
@@ -294,11 +320,12 @@ def _headline(summary: dict, metric: str) -> pd.DataFrame:
   best = summary["best_member"]
   return pd.DataFrame([
       ("members", summary["n_members"]), ("trained", counts["trained"]),
-      ("failed", counts["failed"]), ("diverged", counts["diverged"]),
+      ("slow", counts.get("slow", 0)), ("failed", counts["failed"]),
+      ("diverged", counts["diverged"]),
       ("seeds", summary["n_seeds"]), ("ranked by", metric),
       ("best single member (one seed; not an estimate)",
        "none (all diverged)" if best is None and counts["diverged"] == summary["n_members"]
-       else "none (no member trained)" if best is None else
+       else "none (no member learned)" if best is None else
        ", ".join(f"{a}={best[a]}" for a in summary["axes"])),
       *[(f"axis {a}", ", ".join(f"{v:g}" if isinstance(v, (int, float)) else str(v)
                                 for v in vals)) for a, vals in summary["axes"].items()],
@@ -313,8 +340,11 @@ def _estimate_tables_html(est, metric: str) -> list[str]:
   if est.members["batch_size"].nunique() > 1:  # one batch size: no slope to fit
     parts += ["<h3>LR-batch scaling: best LR ∝ batch size<sup>α</sup> (linear rule: "
               "α = 1; sqrt rule: α = 0.5)</h3>", _table_html(est.scaling)]
-  parts += ["<h3>Max stable LR (largest LR where every seed trained; the limit lies "
-            "below next_lr)</h3>", _table_html(est.max_stable)]
+  parts += ["<h3>Max stable LR (per seed, the limit lies between its largest stable LR "
+            "and the next grid LR; geometric mean over seeds with a 95% interval from the "
+            "seeds and the grid's resolution; bracket_lo–bracket_hi: the grid LRs around "
+            "it; an interval open at 0 or inf: seeds censored beyond the grid)</h3>",
+            _table_html(est.max_stable)]
   if est.aug_pooled is not None:
     parts += [f"<h3>Augmentation effect vs aug {est.reference_aug:g}, mean over batch "
               "sizes (ratios of LRs, difference of the metric)</h3>",
@@ -330,4 +360,58 @@ def _estimate_tables_html(est, metric: str) -> list[str]:
   if est.noise_summary is not None:
     parts += ["<h3>Gradient noise scale (median over training of the per-evaluation "
               "median; spread over training)</h3>", _table_html(est.noise_summary)]
+  if est.noise_at_target is not None:
+    parts += ["<h3>Gradient noise scale at equal progress (best-LR members where "
+              "they first reach the target; 95% interval over seeds)</h3>",
+              _table_html(est.noise_at_target)]
+    if est.noise_effect is not None and not est.noise_effect.empty:
+      parts += ["<h3>Augmentation effect on the noise scale (ratio to the reference, "
+                "paired by seed)</h3>", _table_html(est.noise_effect)]
+  return parts
+
+
+# The columns of an arm comparison shown in the report, in this order.
+COMPARISON_COLUMNS = ("metric", "cell", "arm", "reference", "arm_lr", "reference_lr",
+                      "arm_mean", "reference_mean", "mean", "lo", "hi", "n", "p",
+                      "p_equivalence", "text")
+
+
+def _comparisons_html(summary: dict, axis: str) -> list[str]:
+  """The arm comparisons along ``axis`` as a table (empty when there are none)."""
+  rows = [r for r in summary.get("comparisons") or [] if r["axis"] == axis]
+  if not rows:
+    return []
+  df = pd.DataFrame(rows)[list(COMPARISON_COLUMNS)].rename(columns={"text": "verdict"})
+  for col in ("mean", "lo", "hi", "arm_lr", "reference_lr", "arm_mean", "reference_mean",
+              "p", "p_equivalence"):
+    df[col] = df[col].astype(float)
+  margin = rows[0]["margin"]
+  return [f"<h3>{html.escape(axis)}: each arm − the reference arm, paired over shared "
+          f"seeds, each arm at its best grid LR (mean, lo, hi: 95% t interval; verdict: "
+          f"equivalent within ±{margin:g} by two one-sided tests, different when the "
+          "interval excludes 0, else not settled)</h3>", _table_html(df)]
+
+
+# The columns of a decision shown in the report, in this order.
+DECISION_COLUMNS = ("question", "cell", "metric", "estimate", "lo", "hi", "level", "n_seeds",
+                    "p", "p_holm", "verdict", "settle")
+
+
+def _decisions_html(summary: dict) -> list[str]:
+  """Every question's decisions: the primary family (Holm), exploratory and checks."""
+  rows = summary.get("decisions") or []
+  if not rows:
+    return []
+  df = pd.DataFrame(rows)
+  parts = []
+  for role, heading in (("primary", "Primary decisions (one family: Holm-corrected, "
+                         "family-wise 95%; intervals at the simultaneous level)"),
+                        ("exploratory", "Exploratory decisions (95%, uncorrected)"),
+                        ("check", "Checks on the companion metric (95%, uncorrected)")):
+    sub = df[df["role"] == role]
+    if not sub.empty:
+      sub = sub[list(DECISION_COLUMNS)].copy()
+      for col in ("estimate", "lo", "hi", "level", "p", "p_holm"):
+        sub[col] = sub[col].astype(float)
+      parts += [f"<h3>{heading}</h3>", _table_html(sub)]
   return parts

@@ -4,10 +4,11 @@ Conventions every estimator follows:
   * A *cell* is one setting of ``batch_size``, ``aug`` and every extra grid axis
     (`extra_axes`); within a cell the grid varies ``lr`` and ``seed``.
   * Metrics whose name contains ``loss`` are minimised, all others maximised.
-  * A member *counts* when its status is ``"trained"`` (the ``status`` column if the
-    table has one, see `lrjax.outcomes.member_status`; otherwise "not diverged") and
-    its metric is finite. A learning rate where any seed of the cell does not count
-    is never an optimum: an LR that blows up on one seed in three is not a usable
+  * A member *counts* (`usable_mask`) when its status is ``"trained"`` or ``"slow"``
+    (`status_labels`, the rule of `lrjax.outcomes`) and its metric is finite: a slow
+    member at a small LR is a real, if unconverged, measurement of that LR. Failed and
+    diverged members never count. A learning rate where any seed of the cell does not
+    count is never an optimum: an LR that blows up on one seed in three is not a usable
     choice.
   * Uncertainty comes from a percentile bootstrap over *seeds*: one replicate draws
     the seed labels with replacement and recomputes every estimate from the members
@@ -24,23 +25,20 @@ Conventions every estimator follows:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from lrjax import outcomes
 from lrjax.errors import ConfigError
-from lrjax.grid import CORE_AXES
+# Which columns are grid axes and which define a cell: `lrjax.outcomes` owns them (the
+# engine labels members by cell without importing the analysis); re-exported here.
+from lrjax.outcomes import (BOOKKEEPING_COLUMNS, RESULT_PREFIXES, RESULT_SUFFIXES,
+                            cell_columns, extra_axes, is_result_column)
 
 # A table without an aug or seed column ran at these values.
 AXIS_DEFAULTS = {"aug": 0.0, "seed": 0}
-# Per-member result and bookkeeping columns: never grid axes.
-RESULT_PREFIXES = ("final_", "best_", "test_", "first_", "train_", "val_", "n_", "wall")
-RESULT_SUFFIXES = ("_loss", "_acc", "_at", "_time", "_s")
-BOOKKEEPING_COLUMNS = frozenset(
-    ("member", "diverged", "diverged_at", "updates", "status", "examples_seen",
-     "lr_now", "noise_scale"))
 # Columns `lrjax.analysis.critical_batch.steps_to_target` adds; never grid axes.
 STEPS_COLUMNS = ("steps", "examples", "target")
 CI = (0.025, 0.975)
@@ -139,58 +137,6 @@ def check_metric(members: pd.DataFrame, metric: str) -> None:
 # ------------------------------------------------------------------------- columns
 
 
-def is_result_column(name: str) -> bool:
-  """Whether a members column is a result or bookkeeping column, never a grid axis.
-
-  Results start with ``final_``, ``best_``, ``test_``, ``first_``, ``train_``,
-  ``val_``, ``n_`` or ``wall``, or end with ``_loss``, ``_acc``, ``_at``, ``_time``
-  or ``_s``; bookkeeping is ``member``, ``diverged``, ``diverged_at``, ``updates``,
-  ``status``, ``examples_seen``, ``lr_now``, ``noise_scale``.
-
-  Example:
-    >>> [is_result_column(c) for c in ("momentum", "first_train_loss", "status")]
-    [False, True, True]
-  """
-  name = str(name)
-  return (name in BOOKKEEPING_COLUMNS or name.startswith(RESULT_PREFIXES)
-          or name.endswith(RESULT_SUFFIXES))
-
-
-def extra_axes(members: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
-  """Grid axes beyond lr, batch_size, aug and seed that vary in the table.
-
-  A column is an axis unless it is a core axis, a result or bookkeeping column
-  (`is_result_column`) or in ``exclude``; columns with a single value are not axes.
-
-  Args:
-    members: the members table.
-    exclude: more column names that are not axes.
-
-  Returns:
-    Column names, in table order.
-
-  Example:
-    >>> t = pd.DataFrame({"member": [0, 1], "lr": [0.1, 0.1], "batch_size": [32, 32],
-    ...                   "optimizer": ["sgd", "adam"], "schedule": ["cos", "cos"],
-    ...                   "final_val_loss": [1.0, 2.0], "diverged": [False, False]})
-    >>> extra_axes(t)
-    ['optimizer']
-  """
-  return [c for c in members.columns
-          if str(c) not in CORE_AXES and str(c) not in exclude
-          and not is_result_column(c) and members[c].nunique(dropna=False) > 1]
-
-
-def cell_columns(members: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
-  """The columns that define a cell: batch_size, aug and the extra grid axes.
-
-  Example:
-    >>> cell_columns(pd.DataFrame({"lr": [0.1], "batch_size": [32], "aug": [0.0]}))
-    ['batch_size', 'aug']
-  """
-  return ["batch_size", "aug", *extra_axes(members, exclude)]
-
-
 def metric_mode(metric: str) -> str:
   """``"min"`` for metrics whose name contains ``loss``, else ``"max"``.
 
@@ -201,87 +147,148 @@ def metric_mode(metric: str) -> str:
   return "min" if "loss" in metric else "max"
 
 
-def status_labels(members: pd.DataFrame) -> np.ndarray:
-  """Each member's status: the ``status`` column, else diverged / trained.
+def status_labels(members: pd.DataFrame, num_classes: int | None = None,
+                  num_val: int | None = None) -> np.ndarray:
+  """Each member's status, one of `lrjax.outcomes.STATUSES`.
+
+  With ``num_classes`` and ``num_val``, `with_status`'s labels (an older or missing
+  ``status`` column derived again by `lrjax.outcomes.member_status`); without them,
+  the ``status`` column as written, else ``diverged`` / ``trained`` from the
+  ``diverged`` flag (as `with_status` with ``loss_only=False``).
 
   Example:
     >>> status_labels(pd.DataFrame({"diverged": [False, True]})).tolist()
     ['trained', 'diverged']
   """
-  if "status" in members.columns:
+  if "status" not in members.columns:
+    require_columns(members, ("diverged",), "members")
+  elif num_classes is None or num_val is None or _current_status(members["status"]):
     return members["status"].astype(str).to_numpy()
-  require_columns(members, ("diverged",), "members")
-  diverged = members["diverged"].fillna(False).astype(bool).to_numpy()
-  return np.where(diverged, "diverged", "trained")
+  labelled, _ = with_status(members, num_classes, num_val, loss_only=False)
+  return labelled["status"].astype(str).to_numpy()
 
 
+# What `lrjax.outcomes.member_status` reads besides ``diverged`` and ``final_val_acc``.
+RULE_COLUMNS = ("lr", "first_train_loss", "final_train_loss", "final_val_loss")
 TRAIN_LOSS_COLUMNS = ("first_train_loss", "final_train_loss")
 
 
+def _current_status(status: pd.Series) -> bool:
+  """Whether a status column was written by the current rule: it has a ``slow`` label.
+
+  A column of only ``trained``/``failed``/``diverged`` may come from an older lrjax,
+  whose ``failed`` included members that learned slowly.
+  """
+  return bool((status.astype(str) == "slow").any())
+
+
 def with_status(members: pd.DataFrame, num_classes: int | None = None,
-                num_val: int | None = None, loss_only: bool = True
+                num_val: int | None = None, loss_only: bool = True,
+                thresholds: Mapping[str, float] | None = None
                 ) -> tuple[pd.DataFrame, str]:
   """The members table with a ``status`` column, and where the labels came from.
 
-  * A ``status`` column (the engine writes one) is kept as it is.
-  * Otherwise, with ``first_train_loss`` and ``final_train_loss`` columns, the labels
-    come from `lrjax.outcomes.member_status`: with ``num_classes`` and ``num_val``
-    both criteria apply (training loss fell < 10%, accuracy within 2 SE of chance);
-    without them only the training-loss one (unless ``loss_only`` is False).
+  * A ``status`` column with a ``slow`` label (this rule wrote it) is kept.
+  * A ``status`` column without one (an older lrjax wrote only ``trained``, ``failed``
+    and ``diverged``, or no member was slow) is derived again by
+    `lrjax.outcomes.member_status` when ``num_classes`` and ``num_val`` are known and
+    the table has the columns the rule reads (`RULE_COLUMNS`); otherwise it is kept.
+    With the same thresholds the rule gives a current column back unchanged.
+  * Without a ``status`` column, the labels come from `lrjax.outcomes.member_status`
+    where the table has `RULE_COLUMNS`: with ``num_classes`` and ``num_val`` the
+    whole rule; without them (if ``loss_only``) all but its accuracy criteria.
   * Otherwise only the ``diverged`` flag is known: ``diverged`` or ``trained``.
 
   Args:
     members: the members table.
     num_classes: classes of the dataset (sets chance accuracy), if known.
     num_val: validation examples behind ``final_val_acc``, if known.
-    loss_only: without ``num_classes``/``num_val``, whether to apply the
-      training-loss criterion alone (else fall back to the ``diverged`` flag).
+    loss_only: without ``num_classes``/``num_val``, whether to derive the labels
+      without the accuracy criteria (else fall back to the ``diverged`` flag).
+    thresholds: keyword arguments of `lrjax.outcomes.member_status` (``loss_ratio``,
+      ``failed_acc_factor``, ``slow_fraction``); default its defaults.
 
   Returns:
     ``(members with status, source)``, ``source`` a short phrase for the report.
 
   Example:
-    >>> t = pd.DataFrame({"diverged": [False, False, True],
-    ...                   "first_train_loss": [2.3, 2.3, 2.3],
-    ...                   "final_train_loss": [0.4, 2.2, np.nan],
-    ...                   "final_val_acc": [0.9, 0.5, np.nan]})
-    >>> m, source = with_status(t)
+    >>> t = pd.DataFrame({"lr": [0.001, 0.1, 1.0], "diverged": [False, False, True],
+    ...                   "first_train_loss": 2.3, "final_train_loss": [2.0, 0.3, np.nan],
+    ...                   "final_val_loss": [2.0, 0.4, np.nan],
+    ...                   "final_val_acc": [0.6, 0.9, np.nan]})
+    >>> m, source = with_status(t.assign(status=["failed", "trained", "diverged"]), 10, 250)
     >>> m["status"].tolist()
-    ['trained', 'failed', 'diverged']
-    >>> source
-    'derived: training loss fell < 10% (chance accuracy unknown)'
+    ['slow', 'trained', 'diverged']
+    >>> source.split(":")[0]
+    'derived again (older status column)'
   """
-  if "status" in members.columns:
+  has_status = "status" in members.columns
+  if has_status and _current_status(members["status"]):
     return members, "status column"
   if "diverged" not in members.columns:
     members = members.assign(diverged=False)
   known = num_classes is not None and num_val is not None and "final_val_acc" in members
-  if all(c in members.columns for c in TRAIN_LOSS_COLUMNS) and (known or loss_only):
+  derivable = all(c in members.columns for c in RULE_COLUMNS)
+  if derivable and (known or (loss_only and not has_status)):
     table = members if known else members.assign(final_val_acc=np.nan)
     status = outcomes.member_status(table, num_classes=int(num_classes) if known else 2,
-                                    num_val=int(num_val) if known else 1)
-    source = ("derived: training loss fell < 10% or accuracy within 2 SE of chance"
-              if known else "derived: training loss fell < 10% (chance accuracy unknown)")
+                                    num_val=int(num_val) if known else 1,
+                                    **dict(thresholds or {}))
+    rule = ("failed at chance, without a training-loss fall, or under 2x chance above "
+            "the cell optimum; slow below it" if known else
+            "failed without a training-loss fall; slow below the cell optimum "
+            "(chance accuracy unknown)")
+    source = f"derived again (older status column): {rule}" if has_status else \
+        f"derived: {rule}"
     return members.assign(status=status.to_numpy()), source
+  if has_status:
+    return members, "status column (older rule, kept: num_classes/num_val unknown)"
   diverged = members["diverged"].fillna(False).astype(bool).to_numpy()
-  why = ("num_classes/num_val unknown" if all(c in members.columns for c in TRAIN_LOSS_COLUMNS)
-         else "no training-loss columns")
+  why = ("num_classes/num_val unknown" if derivable
+         else f"no {'/'.join(c for c in RULE_COLUMNS if c not in members.columns)} column")
   return (members.assign(status=np.where(diverged, "diverged", "trained")),
           f"diverged flag only ({why})")
 
 
 def trained_mask(members: pd.DataFrame) -> np.ndarray:
-  """Whether each member counts as trained: status ``"trained"`` (`status_labels`).
+  """Whether each member trained to convergence: status ``"trained"`` (`status_labels`).
 
   Example:
-    >>> trained_mask(pd.DataFrame({"status": ["trained", "failed", "diverged"]})).tolist()
+    >>> trained_mask(pd.DataFrame({"status": ["trained", "slow", "failed"]})).tolist()
     [True, False, False]
   """
   return status_labels(members) == "trained"
 
 
+def usable_mask(members: pd.DataFrame) -> np.ndarray:
+  """Whether each member counts for the fits (best LR, ...): ``trained`` or ``slow``.
+
+  A slow member learned; its metric at a small LR is a real, if unconverged,
+  measurement of that LR. The same members as `stable_mask`, under the fits' name.
+
+  Example:
+    >>> usable_mask(pd.DataFrame({"status": ["trained", "slow", "failed", "diverged"]})
+    ...             ).tolist()
+    [True, True, False, False]
+  """
+  return np.isin(status_labels(members), outcomes.LEARNED)
+
+
+def stable_mask(members: pd.DataFrame) -> np.ndarray:
+  """Whether each member is stable at its LR: neither failed nor diverged.
+
+  Slow members are stable: their LR is too small, not too large.
+
+  Example:
+    >>> stable_mask(pd.DataFrame({"status": ["trained", "slow", "failed", "diverged"]})
+    ...             ).tolist()
+    [True, True, False, False]
+  """
+  return np.isin(status_labels(members), outcomes.LEARNED)
+
+
 def not_diverged_mask(members: pd.DataFrame) -> np.ndarray:
-  """Whether each member did not diverge: trained or failed (`status_labels`).
+  """Whether each member did not diverge: trained, slow or failed (`status_labels`).
 
   Example:
     >>> not_diverged_mask(pd.DataFrame({"status": ["trained", "failed", "diverged"]})).tolist()

@@ -159,7 +159,8 @@ def lr_cells(members: pd.DataFrame, metric: str = "final_val_loss",
   Returns:
     One row per (by..., lr) with ``value`` (mean over non-diverged seeds), ``std``
     (over seeds), ``lo``/``hi`` (range over seeds), ``n`` (members), ``n_trained``,
-    ``n_failed``, ``n_diverged``, ``stable`` (every seed trained) and the chosen value
+    ``n_slow``, ``n_failed``, ``n_diverged``, ``stable`` (every seed trained or slow)
+    and the chosen value
     of each extra axis: stable settings of the extra axes win over unstable ones, then
     the better mean. An all-diverged cell has ``value`` NaN.
 
@@ -182,15 +183,17 @@ def lr_cells(members: pd.DataFrame, metric: str = "final_val_loss",
   status = stats.status_labels(members)
   df = members[keys].assign(
       _v=members[metric].where(status != "diverged").astype(float),
-      _t=status == "trained", _f=status == "failed", _d=status == "diverged")
+      _t=status == "trained", _s=status == "slow", _f=status == "failed",
+      _d=status == "diverged")
   cells = (df.groupby(keys, dropna=False, sort=True)
            .agg(value=("_v", "mean"), std=("_v", "std"), lo=("_v", "min"), hi=("_v", "max"),
-                n=("_v", "size"), n_trained=("_t", "sum"), n_failed=("_f", "sum"),
-                n_diverged=("_d", "sum"))
+                n=("_v", "size"), n_trained=("_t", "sum"), n_slow=("_s", "sum"),
+                n_failed=("_f", "sum"), n_diverged=("_d", "sum"))
            .reset_index())
-  for c in ("n_trained", "n_failed", "n_diverged"):
+  for c in ("n_trained", "n_slow", "n_failed", "n_diverged"):
     cells[c] = cells[c].astype(int)
-  cells["stable"] = cells["n_trained"] == cells["n"]
+  # Slow members learned and stayed finite: stable (`lrjax.outcomes`).
+  cells["stable"] = cells["n_trained"] + cells["n_slow"] == cells["n"]
   if extra:
     # Order so the first row per (by, lr) is the best: stable first, then by value.
     ascending = metric_mode(metric) == "min"
@@ -198,8 +201,8 @@ def lr_cells(members: pd.DataFrame, metric: str = "final_val_loss",
                               na_position="last", kind="stable")
     cells = cells.groupby(by + ["lr"], dropna=False, sort=True).head(1)
     cells = cells.sort_values(by + ["lr"], kind="stable")
-  return cells[by + ["lr", "value", "std", "lo", "hi", "n", "n_trained", "n_failed",
-                     "n_diverged", "stable"] + extra].reset_index(drop=True)
+  return cells[by + ["lr", "value", "std", "lo", "hi", "n", "n_trained", "n_slow",
+                     "n_failed", "n_diverged", "stable"] + extra].reset_index(drop=True)
 
 
 def jsonable(obj: Any) -> Any:
@@ -288,4 +291,22 @@ def analysis_members(run: RunTables) -> tuple[pd.DataFrame, str]:
   members = members[[c for c in ("member", *axes) if c in members.columns]
                     + [c for c in keep if c != "member" and c not in axes]]
   num_classes, num_val = dataset_sizes(run)
-  return stats.with_status(members, num_classes, num_val)
+  return stats.with_status(members, num_classes, num_val, thresholds=status_thresholds(run))
+
+
+# The config's outcome settings and the `lrjax.outcomes.member_status` argument each sets.
+STATUS_SETTINGS = {"failed_loss_ratio": "loss_ratio", "failed_acc_factor": "failed_acc_factor",
+                   "slow_fraction": "slow_fraction"}
+
+
+def status_thresholds(run: RunTables) -> dict:
+  """The run's own outcome thresholds from its config (the rule's defaults where absent),
+  so that a status derived again is the one the run would write.
+
+  Example:
+    >>> status_thresholds(RunTables({"slow_fraction": 0.3}, None, None, ""))
+    {'slow_fraction': 0.3}
+  """
+  config = run.config if isinstance(run.config, dict) else {}
+  return {arg: float(config[key]) for key, arg in STATUS_SETTINGS.items()
+          if isinstance(config.get(key), (int, float)) and not isinstance(config[key], bool)}

@@ -330,7 +330,9 @@ class Program:
                                      (state.params, state.opt_state, grad_acc))
     sums = {}
     if state.small_sq is not None:
-      b = float(self.plan.micro_batch * self.settings.multiplicity)
+      # Distinct examples per micro-batch: the M augmented copies of one example are
+      # correlated, not M independent draws (`lrjax.analysis.noise_scale`).
+      b = float(self.plan.micro_batch)
       sums = each(functools.partial(noise.accumulate, b=b))(
           {"small_sq": state.small_sq, "noise_trace": state.noise_trace,
            "noise_g2": state.noise_g2}, grads, grad_acc, k, applied)

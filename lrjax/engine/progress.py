@@ -1,8 +1,14 @@
 """What a training run shows while it trains: a "compiling" line, then progress.
 
 On a terminal a tqdm bar over member-examples (rate and ETA exclude compiling;
-members alive, at chance and diverged; best validation accuracy and loss so far);
+members alive, failed, slow and diverged; best validation accuracy and loss so far);
 otherwise one plain line per evaluation, for logs.
+
+"failed" and "slow" are `lrjax.outcomes.member_status` applied to the chunk's
+members as they stand at the evaluation, with the chunk's first evaluation's training
+loss in place of the first step's (the run's tables use the first step's; at the
+first evaluation only the accuracy criteria apply): a hint of what the final tables
+will say, not the final word.
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
+from lrjax import outcomes
 from lrjax.engine.run import Run
-from lrjax.outcomes import chance_band
 
 
 class Progress:
@@ -39,6 +46,7 @@ class Progress:
     self.diverged_before = 0  # diverged members of finished chunks
     self.diverged_now = 0  # diverged members of the current chunk
     self.best_acc, self.best_loss = -np.inf, np.inf
+    self.first_train_loss = None  # per member of the current chunk, at its first evaluation
 
   @property
   def enabled(self) -> bool:
@@ -83,19 +91,41 @@ class Progress:
   def end_chunk(self) -> None:
     self.diverged_before += self.diverged_now
     self.diverged_now = 0
+    self.first_train_loss = None
 
-  def step(self, chunk_i: int, segment_i: int, members: int, host_metrics) -> None:
-    """After evaluation ``segment_i`` (from 0) of chunk ``chunk_i``; ``host_metrics``
-    the chunk's per-member metrics (val means)."""
+  def status_now(self, members: pd.DataFrame, host_metrics) -> dict[str, int]:
+    """The chunk's members by `lrjax.outcomes` status as they stand now."""
+    get = lambda k: np.asarray(host_metrics.get(k, np.full(len(members), np.nan)),
+                               np.float64)
+    train_loss = get("train_loss")
+    first = self.first_train_loss
+    if first is None or len(first) != len(members):
+      # The chunk's first evaluation: no earlier loss to compare with, so the loss
+      # criteria are not applied yet (NaN inputs are skipped by the rule).
+      self.first_train_loss, first = train_loss, np.full(len(members), np.nan)
+    now = members.assign(
+        diverged=np.asarray(host_metrics["diverged"], bool),
+        first_train_loss=first, final_train_loss=train_loss,
+        final_val_loss=get("val_loss"), final_val_acc=get("val_acc"))
+    status = outcomes.member_status(
+        now, num_classes=self.run.dataset.num_classes,
+        num_val=len(self.run.dataset.validation),
+        **outcomes.status_arguments(self.run.settings))
+    return outcomes.status_counts(status)
+
+  def step(self, chunk_i: int, segment_i: int, members: pd.DataFrame,
+           host_metrics) -> None:
+    """After evaluation ``segment_i`` (from 0) of chunk ``chunk_i``: ``members`` the
+    chunk's members table, ``host_metrics`` their metrics (val means)."""
     if not self.enabled:
       return
     self._start()
-    n = members * self.seg_examples
+    n = len(members) * self.seg_examples
     self.trained += n
     self.done += n
-    diverged = np.asarray(host_metrics["diverged"], bool)
-    self.diverged_now = int(diverged.sum())
-    alive = ~diverged
+    counts = self.status_now(members, host_metrics)
+    self.diverged_now = counts["diverged"]
+    alive = ~np.asarray(host_metrics["diverged"], bool)
     with np.errstate(all="ignore"):
       acc = np.asarray(host_metrics["val_acc"], np.float64)[alive]
       loss = np.asarray(host_metrics["val_loss"], np.float64)[alive]
@@ -104,14 +134,8 @@ class Progress:
       if np.isfinite(loss).any():
         self.best_loss = min(self.best_loss, float(np.min(loss[np.isfinite(loss)])))
     n_div = self.diverged_before + self.diverged_now
-    # At chance now (the accuracy half of the "failed" rule; the loss half needs the
-    # run's end): a hint of members that are not learning, per chunk.
-    chance, band = chance_band(self.run.dataset.num_classes,
-                               len(self.run.dataset.validation))
-    with np.errstate(invalid="ignore"):
-      at_chance = int((np.abs(acc - chance) <= band).sum())
     alive_text = (f"alive {self.run.num_members - n_div}/{self.run.num_members}  "
-                  f"at chance {at_chance}")
+                  f"failed {counts['failed']}  slow {counts['slow']}")
     best = (f"best val_acc {self.best_acc:.3f}  val_loss {self.best_loss:.3f}"
             if np.isfinite(self.best_acc) else "best val_acc -  val_loss -")
     if self.bar is not None:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from lrjax import losses
-from lrjax import optimizers
+from lrjax import optimizers, outcomes
 from lrjax.errors import ConfigError
 from lrjax.schedules import family
 
@@ -41,9 +41,15 @@ def _fraction(name, v):
     raise ConfigError(f"{name}: must be a number in [0, 1) (0 = off); got {v!r}.")
 
 
+def _at_least_one(name, v):
+  if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+      or v < 1.0):
+    raise ConfigError(f"{name}: must be a finite number ≥ 1, e.g. 2.0; got {v!r}.")
+
+
 def _ratio(name, v):
   if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
-    raise ConfigError(f"{name}: must be a number in (0, 1], e.g. 0.9; got {v!r}.")
+    raise ConfigError(f"{name}: must be a number in (0, 1], e.g. 1.0; got {v!r}.")
 
 
 def _flag(name, v):
@@ -170,8 +176,17 @@ class TrainSettings:
   batch_growth: int = _setting(2, _positive_int,
                                doc="the factor; a grid axis too (1 = a constant batch size)")
   failed_loss_ratio: float = _setting(
-      0.9, _ratio, doc="a member whose final training loss is at least this fraction of its "
-                       "first failed (as does one at chance accuracy)")
+      outcomes.LOSS_RATIO, _ratio,
+      doc="a member whose final training loss is at least this fraction of its first "
+          "failed, as does one at chance accuracy (lrjax.outcomes)")
+  failed_acc_factor: float = _setting(
+      outcomes.FAILED_ACC_FACTOR, _at_least_one,
+      doc="above its cell's best LR, a member ending below this multiple of chance "
+          "accuracy failed (lrjax.outcomes)")
+  slow_fraction: float = _setting(
+      outcomes.SLOW_FRACTION, _fraction,
+      doc="below its cell's best LR, a member with less than this fraction of the best "
+          "LR's training-loss reduction is slow; 0 = none is (lrjax.outcomes)")
   measure_noise_scale: bool = _setting(
       True, _flag, doc="record the gradient noise scale of members with k > 1")
   max_members_per_chunk: int = _setting(0, _nonnegative_int, doc="0 = one chunk")

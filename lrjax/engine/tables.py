@@ -8,7 +8,7 @@ import pandas as pd
 from lrjax import grid as grid_lib
 from lrjax.engine.run import Run
 from lrjax.engine.state import segment_metrics
-from lrjax.outcomes import member_status
+from lrjax.outcomes import member_status, status_arguments
 
 
 def result_tables(run: Run, hist, tests, final_state) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -61,7 +61,7 @@ def result_tables(run: Run, hist, tests, final_state) -> tuple[pd.DataFrame, pd.
   members["final_train_loss"] = stacked["train_loss"][:, -1]
   members["status"] = member_status(members, num_classes=run.dataset.num_classes,
                                     num_val=len(run.dataset.validation),
-                                    loss_ratio=run.settings.failed_loss_ratio)
+                                    **status_arguments(run.settings))
   return members, history
 
 

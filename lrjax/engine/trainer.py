@@ -355,7 +355,7 @@ def train_chunk(run: Run, chunk_i: int, segment, chunk: Chunk, put_members,
     host = report.write(s, metrics) if hooks.writers or progress.enabled else None
     stopping = saver.after(s, state, seg_metrics)
     if host is not None:
-      progress.step(chunk_i, s, report.count, host)
+      progress.step(chunk_i, s, report.members, host)
     if hooks.on_segment is not None:
       hooks.on_segment(chunk_i * n_seg + s + 1, total)
     if stopping:
