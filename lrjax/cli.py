@@ -82,7 +82,10 @@ examples:
 
 
 def _print_headline(summary_path: str) -> None:
-  """The run's answer first: the headline of its ``summary.json``, wrapped."""
+  """The run's answer first: the headline of its ``summary.json``, wrapped (nothing
+  when the run wrote none)."""
+  if not os.path.exists(summary_path):
+    return
   with open(summary_path) as f:
     lines = summary_lib.headline_lines(json.load(f))
   if lines:

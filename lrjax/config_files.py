@@ -21,6 +21,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from lrjax import optimizers
+from lrjax.analysis import analysis_settings
 from lrjax.errors import ConfigError
 from lrjax.optimizers import OPTIMIZERS
 
@@ -213,6 +214,43 @@ def _reconcile_optimizer_kwargs(config, overridden: set[str], file_optimizer, pr
   config.optimizer_kwargs = ml_collections.ConfigDict(kept)
 
 
+def _grid_axes(config) -> dict:
+  """The config's grid as axis -> values (one value as a 1-tuple)."""
+  grid = config.get("grid")
+  if not isinstance(grid, ml_collections.ConfigDict):
+    return {}
+  return {k: tuple(v) if isinstance(v, (tuple, list)) else (v,) for k, v in grid.items()}
+
+
+def _reconcile_questions(config, keys: set[str], file_grid: dict, prog: str) -> None:
+  """Drops the file's primary questions that grid overrides left unanswerable, with a
+  note (``--config.grid.aug="(0.0,)"`` on an experiment that asks ``aug_effect``).
+
+  Questions the file's own grid cannot ask, and questions given on the command line,
+  are left for `lrjax.analysis.analysis_settings.resolve_settings` to refuse.
+  """
+  analysis = config.get("analysis")
+  questions = analysis.get("questions") if isinstance(analysis, ml_collections.ConfigDict) \
+      else None
+  if (not isinstance(questions, (tuple, list)) or not any(k.startswith("grid.") for k in keys)
+      or any(k == "analysis" or k.startswith("analysis.questions") for k in keys)):
+    return
+  grid = _grid_axes(config)
+  lost = [q for q in analysis_settings.unanswerable(questions, grid)
+          if q not in analysis_settings.unanswerable(questions, file_grid)]
+  if not lost:
+    return
+  why = "; ".join(f"{q!r} needs {k}+ values on grid.{axis}, which now has "
+                  f"{list(grid.get(axis, ()))}" for q, (axis, k) in
+                  ((q, analysis_settings.question_need(q)) for q in lost))
+  kept = tuple(q for q in questions if q not in lost)
+  print(f"{prog}: note: analysis.questions: {why}; dropped"
+        + ("" if kept else " (no primary question left: every finding is exploratory)")
+        + ".", file=sys.stderr)
+  with config.analysis.ignore_type():
+    config.analysis.questions = kept
+
+
 def load_config(spec: str, overrides: list[str], prog: str = "lrjax"):
   """Loads ``file.py[:arg]`` and applies ``--config.KEY=VALUE`` overrides.
 
@@ -220,7 +258,9 @@ def load_config(spec: str, overrides: list[str], prog: str = "lrjax"):
   ml_collections ``config_flags``. Unknown keys are refused, except new keys under
   ``grid``, ``model_kwargs``, ``optimizer_kwargs`` and ``schedule_kwargs``. When
   ``--config.optimizer`` is overridden but ``optimizer_kwargs`` is not, the file's
-  ``optimizer_kwargs`` the new optimizer does not take are dropped (with a note).
+  ``optimizer_kwargs`` the new optimizer does not take are dropped (with a note), and
+  so are the file's ``analysis.questions`` that grid overrides leave without the
+  values they compare.
 
   Raises:
     ConfigError: naming the file or the override and the fix.
@@ -233,6 +273,7 @@ def load_config(spec: str, overrides: list[str], prog: str = "lrjax"):
   """
   config = _load_get_config(spec)
   file_optimizer = config.get("optimizer")
+  file_grid = _grid_axes(config)
   overrides = _normalize_overrides(overrides)
   keys = [o.split("=", 1)[0][len("--config."):] for o in overrides]
   for key in keys:
@@ -256,6 +297,7 @@ def load_config(spec: str, overrides: list[str], prog: str = "lrjax"):
       with config.grid.ignore_type():
         config.grid[axis] = (config.grid[axis],)
   _reconcile_optimizer_kwargs(config, set(keys), file_optimizer, prog)
+  _reconcile_questions(config, set(keys), file_grid, prog)
   return config
 
 

@@ -105,6 +105,7 @@ def test_run_bench_rates_against_best_of_start_and_end_limits(monkeypatch):
 LIMITS = {"peak_flops": 1e10, "peak_bytes_per_s": 1e9, "matmul_n": 0, "copy_bytes": 0}
 
 
+@pytest.mark.slow  # a ResNet compiled twice: about a minute
 def test_run_bench_matches_plain_loop_resnet_bfloat16():
   # The ResNet's BatchNorm state threaded through every baseline, in bfloat16 with
   # float32 master weights: lrjax's members equal the plain loop's.
@@ -124,6 +125,7 @@ def test_run_bench_matches_plain_loop_resnet_bfloat16():
   assert "| resnet20 | 2 | 32 | lrjax | bfloat16 |" in bench.format_table(report)
 
 
+@pytest.mark.slow  # a ResNet through every baseline
 def test_baselines_carry_batch_stats_resnet():
   # One baseline step updates the running statistics, in their float32 dtype (an
   # 8-layer ResNet: the same blocks as ResNet-20, less to compile).

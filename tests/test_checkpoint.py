@@ -42,6 +42,7 @@ def _tables(workdir):
           for name in ("members.parquet", "history.parquet")]
 
 
+@pytest.mark.slow  # three CLI runs; resume itself is in the default suite (test_cli, test_engine)
 def test_sigterm_saves_checkpoint_then_resume_matches_uninterrupted_run(tmp_path):
   workdir, baseline = str(tmp_path / "r"), str(tmp_path / "base")
   partial = workdir + ".partial"

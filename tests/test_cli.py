@@ -189,6 +189,25 @@ def test_optimizer_override_drops_kwargs_of_the_old_optimizer_with_a_note(tmp_pa
   assert "['momentum']" in note[0] and "'adam'" in note[0] and "dropped" in note[0]
 
 
+def test_grid_override_drops_questions_it_leaves_unanswerable_with_a_note(tmp_path,
+                                                                        monkeypatch, capsys):
+  seen = _resolve_instead_of_training(monkeypatch)
+  assert run(["run", f"{MAIN}:runlocal", "--workdir", str(tmp_path / "r"),
+              "--config.grid.aug=(0.0,)"]) == 0
+  assert tuple(seen["config"].analysis.questions) == ("best_lr", "scaling")
+  note = capsys.readouterr().err.strip().splitlines()
+  assert len(note) == 1 and "note: analysis.questions" in note[0]
+  assert "'aug_effect' needs 2+ values on grid.aug, which now has [0.0]; dropped" in note[0]
+
+
+def test_questions_given_on_the_command_line_are_checked_not_dropped(tmp_path, capsys):
+  code = run(["run", f"{MAIN}:runlocal", "--workdir", str(tmp_path / "r"),
+              "--config.grid.aug=(0.0,)", "--config.analysis.questions=('aug_effect',)"])
+  assert code == 2 and "analysis.questions: 'aug_effect' needs 2+ values on grid.aug" in \
+      capsys.readouterr().err
+  assert not (tmp_path / "r").exists()
+
+
 def test_optimizer_and_kwargs_overridden_together_mismatch_says_what_to_pass(
     tmp_path, monkeypatch, capsys):
   seen = _resolve_instead_of_training(monkeypatch)

@@ -354,7 +354,9 @@ def test_batch_growth_member_equals_plain_loop_that_grows_its_batch_at_same_poin
   assert result.members.updates[1] < result.members.updates[0]
 
 
-@pytest.mark.parametrize("vmap_width", [1, 2, 64])
+# Width 1 in the default suite; the other widths (one compile each) under -m slow.
+@pytest.mark.parametrize("vmap_width", [1, pytest.param(2, marks=pytest.mark.slow),
+                                        pytest.param(64, marks=pytest.mark.slow)])
 def test_tick_losses_average_to_history_train_loss_when_recorded(digits, vmap_width):
   table = grid.make_grid({"lr": (0.05, 0.2), "batch_size": (32, 64), "seed": (0, 1)})
   settings = TrainSettings(epochs=1, eval_every=400, vmap_width=vmap_width,
@@ -371,3 +373,71 @@ def test_tick_losses_average_to_history_train_loss_when_recorded(digits, vmap_wi
   plain = train_grid(models.get_model("mlp", 10, **TINY_MLP), digits, table,
                      TrainSettings(epochs=1, eval_every=400), progress=False)
   assert plain.tick_loss is None
+
+
+# ------------------------------------------------------------- equal updates
+
+
+def test_updates_budget_members_equal_plain_loops_of_the_same_number_of_updates(digits):
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.1,), "batch_size": (16, 32, 64)})
+  settings = TrainSettings(optimizer="momentum", epochs=1, eval_every=320, budget="updates")
+  result = train_grid(model, digits, table, settings, progress=False)
+  u = result.info["update_budget"]
+  assert u == round(len(digits.train) / 16)
+  assert (result.members["updates"] == u).all()
+  # The run lasts until the largest batch is done; smaller batches stop updating.
+  assert result.info["examples_per_member"] >= u * 64
+  for row in table.itertuples():
+    expected = plain_train(model, digits, optax.sgd(0.1, momentum=0.9), row.batch_size, 0,
+                           u * row.batch_size)
+    assert_trees_allclose(member_params(result, row.member), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_updates_budget_schedule_spans_each_members_own_updates(digits):
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.1,), "batch_size": (16, 64), "schedule": ("cosine",)})
+  settings = TrainSettings(epochs=1, eval_every=160, budget="updates")
+  result = train_grid(model, digits, table, settings, progress=False)
+  u = result.info["update_budget"]
+  cosine = optax.cosine_decay_schedule(0.1, u)
+  h = result.history
+  for member in (0, 1):
+    rows = h[h["member"] == member]
+    assert rows["updates"].iloc[-1] == u and rows["lr_now"].iloc[-1] == pytest.approx(0.0)
+    mid = rows.iloc[(rows["updates"] - u / 2).abs().argmin()]
+    assert mid["lr_now"] == pytest.approx(float(cosine(mid["updates"])), rel=1e-5)
+
+
+def test_updates_budget_with_batch_growth_equals_plain_loop_growing_at_same_updates(digits):
+  model = models.get_model("mlp", 10, **TINY_MLP)
+  table = grid.make_grid({"lr": (0.1,), "batch_size": (16, 32), "batch_growth": (1, 2)})
+  settings = TrainSettings(optimizer="momentum", epochs=2, eval_every=640,
+                           batch_growth_at=(0.5, 0.75), budget="updates")
+  result = train_grid(model, digits, table, settings, progress=False)
+  u = result.info["update_budget"]
+  assert (result.members["updates"] == u).all()
+  sample = jnp.zeros((1,) + digits.image_shape, jnp.float32)
+  x_all, y_all = jnp.asarray(digits.train.images), jnp.asarray(digits.train.labels)
+
+  @jax.jit
+  def step(params, opt_state, idx):
+    x = x_all[idx].astype(jnp.float32) / 255.0
+    loss = lambda p: optax.softmax_cross_entropy(model.apply(p, x),
+                                                 jax.nn.one_hot(y_all[idx], 10)).mean()
+    updates, opt_state = opt.update(jax.grad(loss)(params), opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  for row in table.itertuples():
+    g = row.batch_growth
+    # The batch grows at fraction x budget updates, on a multiple of g ** 2 updates.
+    points = [max(1, round(f * u / g ** 2)) * g ** 2 for f in (0.5, 0.75)]
+    opt = optax.sgd(0.1, momentum=0.9)
+    params = model.init(jax.random.fold_in(jax.random.key(0), 0), sample)
+    opt_state, start = opt.init(params), 0
+    order = example_order(0, len(digits.train), result.info["examples_per_member"])
+    for n in range(u):
+      batch = row.batch_size * g ** sum(n >= p for p in points)
+      params, opt_state = step(params, opt_state, jnp.asarray(order[start:start + batch]))
+      start += batch
+    assert_trees_allclose(member_params(result, row.member), params, rtol=1e-4, atol=1e-5)

@@ -200,6 +200,7 @@ def _check_trained(result, axes, kw):
                                 examples // members["batch_size"].to_numpy()[alive])
 
 
+@pytest.mark.slow  # 15 generated grids, each compiled
 @hsettings(max_examples=15, deadline=None, derandomize=True,
            phases=[Phase.explicit, Phase.generate, Phase.shrink],
            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

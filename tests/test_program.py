@@ -74,7 +74,9 @@ def test_segment_makes_no_host_transfer_when_grid_vmapped(digits, num_lrs):
   assert program.segment._cache_size() == 1
 
 
-@pytest.mark.parametrize("vmap_width", [1, 2, 1 << 30])
+# Width 1 in the default suite; the other widths (one compile each) under -m slow.
+@pytest.mark.parametrize("vmap_width", [1, pytest.param(2, marks=pytest.mark.slow),
+                                        pytest.param(1 << 30, marks=pytest.mark.slow)])
 def test_segment_returns_exactly_state_segment_metrics(digits, vmap_width):
   # The program builds its metrics from state.segment_metrics (the history table's
   # columns): the same names, extra metrics and tick losses included.

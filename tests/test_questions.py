@@ -1,85 +1,15 @@
-"""Tests for lrjax.analysis.questions: decisions, the Holm-corrected primary family, the
-headline."""
-import math
-
+"""Tests for lrjax.analysis.questions (decisions, the primary family) and
+lrjax.analysis.headline."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from lrjax.analysis import comparisons, inference, questions, verdicts
+from lrjax.analysis import comparisons, headline, questions, verdicts
 from lrjax.analysis.analysis_settings import AnalysisSettings
-from lrjax.analysis.questions import Decision
 from lrjax.analysis.synthetic import synthetic_members
 
 BATCHES = (32, 64, 128, 256)
 LRS = tuple(2.0 ** (k / 4) * 0.001 for k in range(0, 48))
-
-
-def _decision(p, claim="linear", cell="aug 0"):
-  return Decision("scaling", cell, "final_val_loss", "exponent", 1.0, 0.9, 1.1, 3, p,
-                  claim, claim)
-
-
-@pytest.mark.parametrize("df", [None, 2, 9])
-def test_p_from_interval_is_below_005_exactly_when_the_interval_excludes_the_null(df):
-  rng = np.random.default_rng(0)
-  for _ in range(200):
-    est = rng.normal()
-    lo, hi = est - rng.exponential(), est + rng.exponential()
-    null = rng.normal(scale=2)
-    p = questions.p_from_interval(est, lo, hi, null, df)
-    assert (p < 0.05) == (null < lo or null > hi)
-
-
-def test_interval_p_values_agree_with_the_paired_t_test_and_tost():
-  rng = np.random.default_rng(1)
-  arm, ref = rng.normal(0.01, 0.01, 6), rng.normal(0.0, 0.01, 6)
-  d = inference.paired_difference(arm, ref)
-  eq = inference.equivalence(d, 0.03)
-  assert questions.p_from_interval(d.mean, d.lo, d.hi, 0.0, d.n - 1) == pytest.approx(
-      d.p_value)
-  assert questions.tost_from_interval(d.mean, d.lo, d.hi, 0.03, d.n - 1) == pytest.approx(
-      eq.p_equivalence)
-  lo99, hi99 = questions.rescale_interval(d.mean, d.lo, d.hi, 0.99, d.n - 1)
-  d99 = inference.paired_difference(arm, ref, level=0.99)
-  assert (lo99, hi99) == pytest.approx((d99.lo, d99.hi))
-
-
-def test_holm_rejects_in_order_of_p_and_counts_untestable_decisions():
-  items = [(_decision(0.04, cell="a"), "primary"), (_decision(0.001, cell="b"), "primary"),
-           (_decision(0.012, cell="c"), "primary"),
-           (_decision(math.nan, "not settled", cell="d"), "primary"),
-           (_decision(0.0001, cell="e"), "exploratory")]
-  t = questions.family_table(items).set_index("cell")
-  # Family of 4 (the untestable one counts, the exploratory one does not): steps
-  # 4 x 0.001, 3 x 0.012, 2 x 0.04.
-  assert t.loc["b", "p_holm"] == pytest.approx(0.004)
-  assert t.loc["c", "p_holm"] == pytest.approx(0.036)
-  assert t.loc["a", "p_holm"] == pytest.approx(0.08)
-  assert np.isnan(t.loc["d", "p_holm"]) and not t.loc["d", "rejected"]
-  assert t.loc[["b", "c", "a"], "verdict"].tolist() == ["linear", "linear", "not settled"]
-  assert t.loc["a", "claim"] == "linear"  # alone at 95% it was
-  assert (t.loc[["a", "b", "c", "d"], "level"] == inference.simultaneous_level(4)).all()
-  assert t.loc["e", "level"] == 0.95 and t.loc["e", "verdict"] == "linear"
-  assert np.isnan(t.loc["e", "p_holm"])
-  assert "Holm-adjusted p 0.08" in t.loc["a", "sentence"]
-  assert "not settled at family-wise 95% (alone at 95%: linear)" in t.loc["a", "sentence"]
-
-
-def test_primary_intervals_are_at_the_simultaneous_level():
-  t = questions.family_table([(_decision(0.001, cell=str(i)), "primary") for i in range(5)])
-  lo, hi = questions.rescale_interval(1.0, 0.9, 1.1, inference.simultaneous_level(5), 2)
-  assert t["lo"].tolist() == pytest.approx([lo] * 5) and t["hi"].tolist() == pytest.approx(
-      [hi] * 5)
-  assert hi - lo > 0.2
-
-
-def test_seeds_needed_shrinks_like_t_over_root_n():
-  n = questions.seeds_needed(half=0.2, n=3, target=0.1)
-  sd = 0.2 * math.sqrt(3) / inference.t_quantile(0.95, 2)
-  assert inference.t_quantile(0.95, n - 1) * sd / math.sqrt(n) <= 0.1
-  assert inference.t_quantile(0.95, n - 2) * sd / math.sqrt(n - 1) > 0.1
-  assert questions.seeds_needed(half=0.2, n=1, target=0.1) is None
 
 
 def _schedule_members(offset, noise, seeds=(0, 1, 2)):
@@ -104,7 +34,7 @@ def test_arms_question_is_the_primary_family_and_unsettled_answers_say_what_sett
   assert a.family["size"] == 1 and primary["question"].tolist() == ["arms:schedule"]
   assert primary["verdict"].tolist() == ["not settled"]
   assert re_seeds(primary["settle"].iloc[0]) > 3
-  head = questions.headline(a, questions.best_configuration(m, e.metric), e, arms)
+  head = headline.headline(a, headline.best_configuration(m, e.metric), e, arms)
   assert head[0].startswith("Best configuration (final_val_loss")
   assert "schedule against constant" in head[1] and "not settled" in head[1]
   assert f"; ~{re_seeds(head[1])} seeds (now 3) would settle it" in head[1]

@@ -182,6 +182,6 @@ def test_schedule_report_renders_and_leads_with_schedule(browser, tmp_path):
   report.write_report(run_dir, n_boot=0)
   _open(browser, os.path.join(run_dir, "report.html"))
   h2 = [e.text for e in browser.find_elements("css selector", "h2")]
-  assert h2[:3] == ["Findings", "Schedule comparison", "Interactive view"], h2
+  assert h2[:4] == ["Headline", "Findings", "Schedule comparison", "Interactive view"], h2
   assert all(c["rendered"] == "1" and c["width"] > 100 for c in _charts(browser))
   assert _errors(browser) == []

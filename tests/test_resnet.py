@@ -224,6 +224,7 @@ def test_runlocal_config_is_small_and_on_digits():
     _load_experiment().get_config("bogus")
 
 
+@pytest.mark.slow  # the ResNet experiment end to end
 def test_runlocal_trains_resnet_on_digits(tmp_path):
   config = _load_experiment().get_config("runlocal")
   result = experiment.train_and_evaluate(config, str(tmp_path / "run"), progress=False,

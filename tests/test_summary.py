@@ -1,11 +1,12 @@
 """Tests for lrjax.analysis.summary: summary.json from a run's tables."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from lrjax.analysis import optima, stability, summary, tables
+from lrjax.analysis import critical_batch, optima, stability, summary, tables
 from lrjax.analysis.synthetic import synthetic_run
 from lrjax.errors import ConfigError
 
@@ -150,3 +151,24 @@ def test_warnings_advise_refining_at_a_stability_edge_and_widening_at_the_grid_e
   (grid,) = [w for w in s["warnings"] if w.startswith("batch_size=64")]
   assert "refine grid.lr between 0.01 and 0.02" in stable and "widen grid.lr" not in stable
   assert "widen grid.lr above 0.02" in grid
+
+
+@pytest.mark.parametrize("b_crit, keep", [(128.0, 1.0), (128.0, 0.25), (1e7, 1.0),
+                                          (1e7, 0.25)])
+def test_summary_prints_no_b_crit_outside_the_identifiable_range(b_crit, keep):
+  """A finished run and a partial one (its history cut at a quarter, as a
+  ``.partial`` directory holds it) never state an unidentifiable B_crit."""
+  run = synthetic_run(batch_sizes=(32, 64, 128, 256), augs=(0.0,), seeds=(0, 1, 2),
+                      noise=0.003, n_evals=20, b_crit=b_crit)
+  h = run.history
+  run = run._replace(history=h[h["examples_seen"] <= keep * h["examples_seen"].max()])
+  s = summary.summarize(run, n_boot=N_BOOT)
+  lo_lim, hi_lim = critical_batch.identifiable_range((32, 64, 128, 256))
+  rows = s["steps_to_target"].get("critical_batch", [])
+  for r in rows:
+    assert r["b_crit"] is None or lo_lim <= r["b_crit"] <= hi_lim, r
+  for sentence in s["findings"]:
+    for number in re.findall(r"B_crit ≈ ([0-9.e+]+)", sentence):
+      assert lo_lim <= float(number) <= hi_lim, sentence
+  if b_crit > hi_lim and keep == 1.0:
+    assert rows and all(r["verdict"] == "not identifiable" for r in rows)

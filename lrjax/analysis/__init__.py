@@ -10,23 +10,35 @@ Modules, one idea each:
   * ``optima``: best LR per cell and the LR-batch scaling exponent.
   * ``stability``: max stable LR and the effect of augmentation.
   * ``critical_batch``: steps to a target and the critical batch size.
-  * ``noise_scale``: the gradient noise scale.
+  * ``noise_scale``: the gradient noise scale, its spread over training and per aug
+    at equal progress.
+  * ``inference``: small-sample inference over seeds (grid-censored means, paired
+    differences, equivalence, Holm, p-values from intervals).
+  * ``analysis_settings``: the config's ``analysis`` field (margins, references,
+    primary questions).
+  * ``comparisons``: each arm of a non-core axis against its reference, paired by seed.
   * ``verdicts``: every estimate at once, and its verdicts as sentences (``findings``).
+  * ``questions``, ``family``, ``headline``: the questions as decisions, the primary
+    family Holm-corrected, and the headline.
   * ``summary``: ``summary.json``.
   * ``plots``, ``fit_plots``, ``report``: figures of the results and of the
     estimates, and ``report.html``.
   * ``synthetic``: tables with planted answers.
 """
 
-from lrjax.analysis import (critical_batch, cube, fit_plots, noise_scale, optima, plots,
-                            report, stability, stats, summary, synthetic, tables)
+from lrjax.analysis import (analysis_settings, comparisons, critical_batch, cube, family,
+                            fit_plots, headline, inference, noise_scale, optima, plots,
+                            questions, report, stability, stats, summary, synthetic, tables)
+from lrjax.analysis.analysis_settings import AnalysisSettings
+from lrjax.analysis.comparisons import compare_arms
 from lrjax.analysis.critical_batch import (BestStepsFit, best_steps_fit, best_steps_per_batch,
                                            critical_batch_from_fit, default_target,
                                            fit_critical_batch, steps_to_target)
 from lrjax.analysis.verdicts import Estimates, estimate, findings, findings_from
 from lrjax.analysis.noise_scale import (NoiseScale, exact_noise_scale, noise_scale_curve,
+                                        noise_scale_aug_effect, noise_scale_at_target,
                                         noise_scale_estimate, noise_scale_from_running,
-                                        noise_scale_summary)
+                                        noise_scale_per_seed, noise_scale_summary)
 from lrjax.analysis.optima import (BestLrFit, ScalingFit, best_lr, best_lr_fit,
                                    best_lr_replicates, scaling_band, scaling_exponent,
                                    scaling_fit)
@@ -44,6 +56,9 @@ from lrjax.grid import CORE_AXES
 from lrjax.outcomes import member_status
 
 __all__ = [
+    "AnalysisSettings", "analysis_settings", "compare_arms", "comparisons", "family",
+    "headline", "inference", "noise_scale_aug_effect", "noise_scale_at_target",
+    "noise_scale_per_seed", "questions",
     "AugEffectFit", "BestLrFit", "BestStepsFit", "CORE_AXES", "Estimates",
     "METRIC_COLUMNS", "NoiseScale", "RunTables", "ScalingFit", "analysis_members",
     "analyze", "aug_effect", "aug_effect_fit", "aug_effect_pooled", "best_lr",

@@ -223,14 +223,41 @@ def check_against_grid(settings: AnalysisSettings, axes: Mapping[str, Any]) -> N
             f"analysis.questions: {q!r} names no grid axis; arms compare the values of a "
             f"non-core axis (schedule, optimizer, ...) and {has}{hint}. Add the axis to "
             "the grid or drop the question.")
-      need = (axis, 2)
-    else:
-      need = _NEEDS[q]
-    axis, k = need
+    axis, k = question_need(q)
     if axis not in axes or len(_values(axes, axis)) < k:
       raise ConfigError(f"analysis.questions: {q!r} needs {k}+ values on grid.{axis}; "
                         f"the grid has {_values(axes, axis) if axis in axes else 'none'}. "
                         "Add values or drop the question.")
+
+
+def question_need(question: str) -> tuple[str, int]:
+  """The grid axis a question of the catalog compares along, and how many values it needs.
+
+  Example:
+    >>> question_need("scaling"), question_need("arms:schedule")
+    (('batch_size', 2), ('schedule', 2))
+  """
+  if question.startswith(ARMS_PREFIX):
+    return question[len(ARMS_PREFIX):], 2
+  return _NEEDS[question]
+
+
+def unanswerable(questions: Sequence[str], axes: Mapping[str, Any]) -> list[str]:
+  """The questions of ``questions`` (catalog names) that a grid with ``axes`` (name ->
+  values) cannot ask: too few values on the axis each needs.
+
+  Example:
+    >>> unanswerable(("scaling", "aug_effect"), {"batch_size": (32, 64), "aug": (0.0,)})
+    ['aug_effect']
+  """
+  out = []
+  for q in questions:
+    if q not in QUESTIONS and not q.startswith(ARMS_PREFIX):
+      continue  # an unknown name: resolve_settings says so
+    axis, k = question_need(q)
+    if axis not in axes or len(_values(axes, axis)) < k:
+      out.append(q)
+  return out
 
 
 def resolve_settings(value, axes: Mapping[str, Any]) -> AnalysisSettings:

@@ -30,6 +30,8 @@ from scipy import stats as scipy_stats
 from lrjax.errors import ConfigError
 
 LEVEL = 0.95
+# `seeds_needed` looks no further than this many seeds.
+MAX_SEEDS = 1000
 
 
 def t_quantile(level: float, df: int) -> float:
@@ -277,3 +279,125 @@ def simultaneous_level(family_size: int, level: float = LEVEL) -> float:
     (0.95, 0.99)
   """
   return 1 - (1 - level) / max(1, family_size)
+
+
+# ------------------------------------------------------------------ p from intervals
+
+
+def quantile(level: float, df: float | None = None) -> float:
+  """The two-sided ``level`` quantile: Student's t with ``df`` degrees of freedom, or
+  the normal one when ``df`` is None or below 1.
+
+  Example:
+    >>> round(quantile(0.95), 3), round(quantile(0.95, 2), 3)
+    (1.96, 4.303)
+  """
+  if df is None or not np.isfinite(df) or df < 1:
+    return float(scipy_stats.norm.ppf(0.5 + level / 2))
+  return t_quantile(level, int(df))
+
+
+def _sf(z: float, df) -> float:
+  if df is None or not np.isfinite(df) or df < 1:
+    return float(scipy_stats.norm.sf(z))
+  return float(scipy_stats.t.sf(z, int(df)))
+
+
+def seed_df(n_seeds) -> float:
+  """Degrees of freedom of a mean over ``n_seeds`` seeds (NaN below 2 seeds).
+
+  Example:
+    >>> seed_df(3), seed_df(1)
+    (2.0, nan)
+  """
+  return float(n_seeds) - 1 if np.isfinite(n_seeds) and n_seeds >= 2 else math.nan
+
+
+def one_sided_p(estimate: float, bound: float, null: float, df, below: bool) -> float:
+  """p of ``H0: θ ≤ null`` (``below``; ``bound`` the interval's lower end) or of
+  ``H0: θ ≥ null`` (``bound`` its upper end), the standard error read from the
+  distance between the estimate and ``bound``: ``|estimate − bound| / quantile``.
+
+  Example:
+    >>> round(one_sided_p(1.0, 0.0, 0.0, None, below=True), 4)  # se = 1 / 1.96
+    0.025
+  """
+  if np.isnan(estimate) or np.isnan(bound) or np.isnan(null):
+    return math.nan
+  z_num = (estimate - null) if below else (null - estimate)
+  se = abs(estimate - bound) / quantile(LEVEL, df)
+  tol = 1e-9 * max(1.0, abs(estimate))  # a noise-free fit lands a rounding error off
+  if se <= tol:
+    return 0.0 if z_num > tol else 1.0
+  return _sf(z_num / se, df)
+
+
+def p_from_interval(estimate: float, lo: float, hi: float, null: float,
+                    df: float | None = None) -> float:
+  """Two-sided p-value of ``θ = null`` consistent with a 95% interval ``[lo, hi]``.
+
+  The half-width on the null's side is ``quantile(0.95, df) · se``; ``p = 2 P(T >
+  |estimate − null| / se)``, so ``p < 0.05`` exactly when the interval excludes
+  ``null``. NaN when the estimate or that bound is NaN.
+
+  Example:
+    >>> round(p_from_interval(1.0, 0.8, 1.2, null=0.5), 6) < 0.05
+    True
+    >>> round(p_from_interval(1.0, 0.5, 1.5, null=0.5), 3)  # null on the bound
+    0.05
+  """
+  below = null <= estimate
+  one = one_sided_p(estimate, lo if below else hi, null, df, below)
+  return math.nan if np.isnan(one) else min(1.0, 2 * one)
+
+
+def tost_from_interval(estimate: float, lo: float, hi: float, margin: float,
+                       df: float | None = None) -> float:
+  """p of equivalence within ``±margin`` (two one-sided tests) from a 95% interval.
+
+  Example:
+    >>> tost_from_interval(0.0, -0.01, 0.01, margin=0.05) < 0.05
+    True
+    >>> tost_from_interval(0.0, -0.1, 0.1, margin=0.05) > 0.05
+    True
+  """
+  p_lower = one_sided_p(estimate, lo, -margin, df, below=True)   # H0: θ ≤ -margin
+  p_upper = one_sided_p(estimate, hi, margin, df, below=False)   # H0: θ ≥ margin
+  if np.isnan(p_lower) or np.isnan(p_upper):
+    return math.nan
+  return max(p_lower, p_upper)
+
+
+def rescale_interval(estimate: float, lo: float, hi: float, level: float,
+                     df: float | None = None) -> tuple[float, float]:
+  """A 95% interval stretched about its estimate to coverage ``level``.
+
+  Example:
+    >>> lo, hi = rescale_interval(0.0, -1.96, 1.96, level=0.99)
+    >>> round(hi, 3)
+    2.576
+  """
+  k = quantile(level, df) / quantile(LEVEL, df)
+  return estimate - k * (estimate - lo), estimate + k * (hi - estimate)
+
+
+def seeds_needed(half: float, n: int, target: float, level: float = LEVEL
+                 ) -> int | None:
+  """Seeds for a t interval of half-width ``half`` over ``n`` seeds to shrink to ``target``.
+
+  Assumes the seeds' spread stays as it is; None when that needs over `MAX_SEEDS`, or
+  when ``target`` is not positive.
+
+  Example:
+    >>> seeds_needed(half=0.3, n=3, target=0.1)
+    9
+  """
+  if not (np.isfinite(half) and np.isfinite(target)) or target <= 0 or n < 2:
+    return None
+  if half <= target:
+    return n
+  sd_ = half * math.sqrt(n) / quantile(level, n - 1)
+  for k in range(n + 1, MAX_SEEDS + 1):
+    if quantile(level, k - 1) * sd_ / math.sqrt(k) <= target:
+      return k
+  return None

@@ -12,6 +12,7 @@ import pandas as pd
 
 from lrjax import outcomes
 from lrjax.analysis import analysis_settings, comparisons as comparisons_lib, questions, tables
+from lrjax.analysis import headline as headline_lib
 from lrjax.analysis.stats import check_metric
 from lrjax.analysis.tables import RunTables, jsonable
 from lrjax.analysis.verdicts import (STEPS_METRIC, Estimates, best_lr_edges, edge_advice,
@@ -68,10 +69,11 @@ def analyze(run: RunTables, metric: str = DEFAULT_METRIC, n_boot: int = 1000,
                  if companion in members.columns else None)
   arms = comparisons_lib.compare_arms(members, settings, config=run.config)
   answers = questions.answer(e, settings, arms, companion_e)
-  best = questions.best_configuration(members, metric)
-  head = questions.headline(answers, best, e, arms)
+  best = headline_lib.best_configuration(members, metric)
+  head = headline_lib.headline(answers, best, e, arms)
   sections = ranked_findings(e, answers.primary, answers.exploratory, answers.strength,
                              head)
+  sections["notes"] = [*sections.get("notes", []), budget_note(run.config)]
   axes = tables.grid_axes(members, run.config)
   summary = jsonable({
       **_estimates_part(e, metric, n_boot, source, axes),
@@ -122,6 +124,25 @@ def _estimates_part(e: Estimates, metric: str, n_boot: int, source: str, axes) -
       "noise_scale_at_target": _records(e.noise_at_target),
       "noise_scale_aug_effect": _records(e.noise_effect),
   }
+
+
+def budget_note(config) -> str:
+  """What every member got the same of, and what that means for the verdicts.
+
+  Example:
+    >>> budget_note({"budget": "updates", "epochs": 2})[:46]
+    'Budget: equal optimizer updates for every memb'
+  """
+  config = config if isinstance(config, dict) else {}
+  epochs = config.get("epochs")
+  span = f"{epochs:g} epochs" if isinstance(epochs, (int, float)) else "the epochs"
+  if config.get("budget") == "updates":
+    return (f"Budget: equal optimizer updates for every member (those of the smallest batch "
+            f"size in {span}), so larger batches saw more examples; the verdicts compare "
+            "members at equal updates.")
+  return (f"Budget: equal examples for every member ({span}), so larger batches took fewer "
+          "optimizer updates; best LRs and the scaling exponent compare members at equal "
+          "examples (budget='updates' compares them at equal updates).")
 
 
 def headline_lines(summary: dict) -> list[str]:

@@ -302,10 +302,11 @@ class Program:
         loss_sum=state.loss_sum + jnp.where(diverged, 0.0, loss))
     scale = None if state.plateau is None else state.plateau.scale
     if block.k == 1:  # every tick is a whole batch: no accumulator, no branch
+      applied = ~diverged & self._within_budget(state, hp)
+      keep = applied if self.plan.update_budget else None
       params, opt_state = each(self._member_step)(state.params, state.opt_state, grads,
-                                                   hp, scale)
+                                                   hp, scale, keep)
       state = state._replace(params=params, opt_state=opt_state)
-      applied = ~diverged
     else:
       state, applied = self._accumulate(state, t, grads, hp, block, each)
     return state._replace(updates=state.updates + applied.astype(jnp.int32)), loss
@@ -320,8 +321,8 @@ class Program:
     k = self._k_now(hp, t) if block.k is None else block.k  # per member, or static
     grad_acc = jax.tree.map(jnp.add, state.grad_acc, grads)
     complete = (t + 1) % k == 0
-    applied = complete & ~state.diverged
-    keep = applied if block.k is None else None
+    applied = complete & ~state.diverged & self._within_budget(state, hp)
+    keep = applied if block.k is None or self.plan.update_budget else None
     scale = None if state.plateau is None else state.plateau.scale
     step = lambda o: each(self._member_step)(o[0], o[1], o[2], hp, scale, keep, k)
     # A real branch (the cond sits outside the vmaps): skip the optimizer on ticks
@@ -340,12 +341,23 @@ class Program:
     return state._replace(params=params, opt_state=opt_state, grad_acc=grad_acc,
                           **sums), applied
 
+  def _within_budget(self, state: MemberState, hp):
+    """``budget="updates"``: whether the member still has updates to take (a member
+    that is done keeps its state, masked, while the others finish); else True."""
+    if not self.plan.update_budget:
+      return jnp.bool_(True)
+    return state.updates < hp["total_updates"]
+
   def _k_now(self, hp, t):
     """The member's accumulation factor at tick ``t``: ``k`` times its growth factor per
     batch-size growth point passed (``batch_growth_at``)."""
-    if not self.plan.growth_ticks:
+    if not self.settings.batch_growth_at:
       return hp["k"]
-    phase = sum((t >= g).astype(jnp.int32) for g in self.plan.growth_ticks)
+    if self.plan.update_budget:  # equal updates: each member grows at its own tick
+      points = [hp[f"growth_tick_{p}"] for p in range(len(self.settings.batch_growth_at))]
+    else:
+      points = self.plan.growth_ticks
+    phase = sum((t >= g).astype(jnp.int32) for g in points)
     return hp["k"] * hp["growth"] ** phase
 
   # -- a block's segment: lax.map over slices, each scanned over the ticks ----------------

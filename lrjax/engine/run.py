@@ -22,7 +22,8 @@ from lrjax import grid as grid_lib
 from lrjax import optimizers
 from lrjax import transforms
 from lrjax.data import Dataset
-from lrjax.engine.plan import Block, Plan, batch_growth, blocks_for, plan, total_updates
+from lrjax.engine.plan import (Block, Plan, batch_growth, blocks_for, member_growth_updates,
+                              member_ticks, plan, total_updates)
 from lrjax.engine.settings import TrainSettings
 from lrjax.errors import ConfigError
 from lrjax.models import ModelAdapter
@@ -253,8 +254,15 @@ def build_run(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
       "k": k.astype(np.int32),
       "total_updates": total_updates(k, growth, the_plan).astype(np.int32),
   }
-  if the_plan.growth_ticks:
+  if settings.batch_growth_at:
     member_hp["growth"] = growth.astype(np.int32)
+  if settings.batch_growth_at and the_plan.update_budget:
+    # Equal updates: each member's batch grows at its own tick (`plan.member_ticks`).
+    points = member_growth_updates(growth, the_plan.update_budget, settings.batch_growth_at,
+                                   len(settings.batch_growth_at))
+    at, _ = member_ticks(k, growth, points, the_plan.update_budget)
+    for p in range(at.shape[1]):
+      member_hp[f"growth_tick_{p}"] = at[:, p].astype(np.int32)
   if "label_smoothing" in table.columns:
     member_hp["label_smoothing"] = _label_smoothing(table)
   for col in opt_cols + sched_cols:
@@ -271,7 +279,7 @@ def build_run(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
       model=model, dataset=dataset, table=table, settings=settings, plan=the_plan,
       layout=lay, opt_cols=tuple(opt_cols),
       # A growing batch size has no static k: one block on the masked, per-member path.
-      blocks=(blocks_for(slot_hp["k"], lay.pad_mask) if not the_plan.growth_ticks
+      blocks=(blocks_for(slot_hp["k"], lay.pad_mask) if not settings.batch_growth_at
               else (Block(0, lay.inner_size, None),)),
       schedule=spec, hparams=slot_hp, seeds=seeds,
       seed_row=np.array([distinct.index(s) for s in seeds], np.int32),

@@ -93,6 +93,18 @@ def _metrics(name, v):
   losses.resolve_metrics(v)
 
 
+# What every member gets the same of (`lrjax.engine.plan`).
+BUDGETS = ("examples", "updates")
+
+
+def _budget(name, v):
+  if v not in BUDGETS:
+    raise ConfigError(f"{name}: one of {list(BUDGETS)} ('examples': every member sees "
+                      f"epochs x the training split; 'updates': every member takes the "
+                      f"updates the smallest batch size takes in that many examples); "
+                      f"got {v!r}.")
+
+
 def _dtype(name, v):
   if v not in DTYPES:
     raise ConfigError(f"{name}: one of {list(DTYPES)}; got {v!r}.")
@@ -137,6 +149,11 @@ class TrainSettings:
   schedule_kwargs: Mapping[str, Any] = _setting(None, _mapping, factory=dict)
   optimizer_kwargs: Mapping[str, Any] = _setting(None, _mapping, factory=dict)
   epochs: float = _setting(10.0, _positive_number, doc="examples budget, in epochs")
+  budget: str = _setting(
+      "examples", _budget,
+      doc="what every member gets the same of: 'examples' (epochs x the training split) "
+          "or 'updates' (the optimizer updates the smallest batch size takes in that many "
+          "examples; a larger batch sees more examples)")
   eval_every: int = _setting(0, _nonnegative_int,
                              doc="examples between evaluations; 0 = one epoch")
   # A save writes every member's parameters and optimizer state: saving at every

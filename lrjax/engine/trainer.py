@@ -439,6 +439,7 @@ def _run_info(run: Run, chunking: Chunking, placement: Placement, compiled: Comp
       "inner_size": lay.inner_size, "num_chunks": len(chunking.group_chunks),
       "blocks": [(b.start, b.stop, b.k) for b in run.blocks],
       "batch_growth_examples": [t * the_plan.micro_batch for t in the_plan.growth_ticks],
+      "budget": run.settings.budget, "update_budget": the_plan.update_budget,
       "compile_seconds": compiled.seconds, "train_seconds": train_seconds,
       "groups_per_chunk": len(chunking.group_chunks[0]),  # memory_*: bytes (engine.memory)
       "memory_budget": fit and fit.budget, "memory_estimate": fit and fit.estimate,
