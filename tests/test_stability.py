@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrjax.analysis import inference, stability, verdicts
+from lrjax.analysis import inference, sentences, stability
 from lrjax.analysis.synthetic import synthetic_members, synthetic_run
 from lrjax.errors import ConfigError
 
@@ -311,7 +311,7 @@ def test_aug_effect_rejects_missing_reference():
 
 
 def test_findings_state_max_stable_lr_interval_bracket_and_censoring():
-  text = verdicts.findings(_paired_stability_table(), n_boot=50)
+  text = sentences.findings(_paired_stability_table(), n_boot=50)
   stable = [s for s in text if s.startswith("Max stable LR at aug")]
   assert len(stable) == 2
   r = stability.max_stable_lr(_paired_stability_table()).iloc[0]
@@ -329,7 +329,7 @@ def test_findings_state_max_stable_lr_interval_bracket_and_censoring():
 def test_findings_max_stable_lr_one_seed_and_nothing_stable():
   lrs = (0.01, 0.02, 0.04)
   m = pd.concat([_planted(lrs, ["ttd"], 32), _planted(lrs, ["ddd"], 64)], ignore_index=True)
-  text = verdicts.findings(m.assign(member=np.arange(len(m))), n_boot=0)
+  text = sentences.findings(m.assign(member=np.arange(len(m))), n_boot=0)
   stable = [s for s in text if s.startswith("Max stable LR")]
   assert len(stable) == 1
   assert "batch 32: 0.0283 (one seed: no interval), between grid LRs 0.02 and 0.04" in stable[0]

@@ -7,7 +7,8 @@ import numpy as np
 from lrjax.analysis import (critical_batch, cube, noise_scale, optima, stability, stats,
                             synthetic)
 from lrjax.analysis import verdicts as verdicts_module
-from lrjax.analysis.verdicts import estimate, findings, findings_from
+from lrjax.analysis.sentences import findings, findings_from
+from lrjax.analysis.verdicts import estimate
 from lrjax.analysis.synthetic import synthetic_members, synthetic_run
 from steps_helpers import history_for, synthetic_steps
 
@@ -99,10 +100,9 @@ def test_estimate_steps_and_noise_scale_from_synthetic_run_history():
 
 
 def test_docstring_examples_pass():
-  # The package's `findings` attribute is the function; the module is in sys.modules.
-  findings_module = importlib.import_module("lrjax.analysis.verdicts")
-  modules = (stats, cube, optima, stability, critical_batch, noise_scale, findings_module,
-             synthetic)
+  modules = (stats, cube, optima, stability, critical_batch, noise_scale,
+             importlib.import_module("lrjax.analysis.verdicts"),
+             importlib.import_module("lrjax.analysis.sentences"), synthetic)
   results = [doctest.testmod(m, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
              for m in modules]
   assert sum(r.attempted for r in results) > 20 and sum(r.failed for r in results) == 0
@@ -137,7 +137,8 @@ def test_findings_code_says_match_or_no_effect_only_through_equivalence():
   import re
   root = pathlib.Path(verdicts_module.__file__).parent
   words = re.compile(r"\b(match(es|ed)?|no effect|indistinguishable|same as)\b", re.I)
-  for name in ("verdicts.py", "questions.py", "comparisons.py", "summary.py", "report.py"):
+  for name in ("verdicts.py", "sentences.py", "questions.py", "family.py", "headline.py",
+               "comparisons.py", "summary.py", "report.py"):
     hits = [line for line in (root / name).read_text().splitlines() if words.search(line)]
     assert not hits, (name, hits)
 

@@ -17,7 +17,8 @@ Modules, one idea each:
   * ``analysis_settings``: the config's ``analysis`` field (margins, references,
     primary questions).
   * ``comparisons``: each arm of a non-core axis against its reference, paired by seed.
-  * ``verdicts``: every estimate at once, and its verdicts as sentences (``findings``).
+  * ``verdicts``: every estimate at once, and the advice at an LR edge.
+  * ``sentences``: the estimates as sentences (``findings``), ranked.
   * ``questions``, ``family``, ``headline``: the questions as decisions, the primary
     family Holm-corrected, and the headline.
   * ``summary``: ``summary.json``.
@@ -28,13 +29,15 @@ Modules, one idea each:
 
 from lrjax.analysis import (analysis_settings, comparisons, critical_batch, cube, family,
                             fit_plots, headline, inference, noise_scale, optima, plots,
-                            questions, report, stability, stats, summary, synthetic, tables)
+                            questions, report, sentences, stability, stats, summary,
+                            synthetic, tables)
 from lrjax.analysis.analysis_settings import AnalysisSettings
 from lrjax.analysis.comparisons import compare_arms
 from lrjax.analysis.critical_batch import (BestStepsFit, best_steps_fit, best_steps_per_batch,
                                            critical_batch_from_fit, default_target,
                                            fit_critical_batch, steps_to_target)
-from lrjax.analysis.verdicts import Estimates, estimate, findings, findings_from
+from lrjax.analysis.sentences import findings, findings_from
+from lrjax.analysis.verdicts import Estimates, estimate
 from lrjax.analysis.noise_scale import (NoiseScale, exact_noise_scale, noise_scale_curve,
                                         noise_scale_aug_effect, noise_scale_at_target,
                                         noise_scale_estimate, noise_scale_from_running,
@@ -58,7 +61,7 @@ from lrjax.outcomes import member_status
 __all__ = [
     "AnalysisSettings", "analysis_settings", "compare_arms", "comparisons", "family",
     "headline", "inference", "noise_scale_aug_effect", "noise_scale_at_target",
-    "noise_scale_per_seed", "questions",
+    "noise_scale_per_seed", "questions", "sentences",
     "AugEffectFit", "BestLrFit", "BestStepsFit", "CORE_AXES", "Estimates",
     "METRIC_COLUMNS", "NoiseScale", "RunTables", "ScalingFit", "analysis_members",
     "analyze", "aug_effect", "aug_effect_fit", "aug_effect_pooled", "best_lr",

@@ -15,8 +15,9 @@ from lrjax.analysis import analysis_settings, comparisons as comparisons_lib, qu
 from lrjax.analysis import headline as headline_lib
 from lrjax.analysis.stats import check_metric
 from lrjax.analysis.tables import RunTables, jsonable
+from lrjax.analysis.sentences import ranked_findings
 from lrjax.analysis.verdicts import (STEPS_METRIC, Estimates, best_lr_edges, edge_advice,
-                                     estimate, ranked_findings, with_metric)
+                                     estimate, with_metric)
 
 DEFAULT_METRIC = "final_val_loss"
 # Each ranking metric's companion: the final and the best value during training.
