@@ -69,6 +69,7 @@ def test_train_grid_skips_measuring_when_grid_is_small(digits):
   assert res.info["vmap_width"] is None and res.info["vmap_width_probe_seconds"] == {}
 
 
+@pytest.mark.slow  # an interrupted and a resumed CLI run
 def test_resumed_run_reuses_saved_width_instead_of_measuring(digits, tmp_path):
   devices = len(jax.devices())
   n = autotune.MIN_MEMBERS_PER_DEVICE * devices

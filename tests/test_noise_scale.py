@@ -74,26 +74,31 @@ def test_engine_estimator_counts_distinct_examples_with_multiplicity():
   g_i + u_ij: a micro-batch gradient is the mean over b·M rows, whose covariance is
   (Σ_e + Σ_u / M) / b. The engine's two-batch sums with b distinct examples recover
   tr(Σ_e + Σ_u / M) / |G|^2; counting b·M rows would give M times that."""
+  import jax
   import jax.numpy as jnp
   from lrjax.engine import noise
-  rng = np.random.default_rng(0)
   d, b, m, k, steps = 20, 4, 4, 4, 4000
-  g = np.full(d, 0.5)
+  g = jnp.full(d, 0.5)
   sd_e, sd_u = 1.0, 2.0
-  truth = d * (sd_e ** 2 + sd_u ** 2 / m) / (g @ g)
-  zero = jnp.float32(0.0)
-  sums = {"small_sq": zero, "noise_trace": zero, "noise_g2": zero}
-  for _ in range(steps):
-    acc = np.zeros(d)
-    for t in range(k):
-      e = sd_e * rng.normal(size=(b, 1, d)) + sd_u * rng.normal(size=(b, m, d))
-      micro = (g + e).reshape(b * m, d).mean(0)
+  truth = d * (sd_e ** 2 + sd_u ** 2 / m) / float(g @ g)
+
+  def batch(sums, key):
+    """One batch of k micro-batches through `noise.accumulate`, as a block's ticks."""
+    def tick(carry, t):
+      sums, acc = carry
+      ke, ku = jax.random.split(jax.random.fold_in(key, t))
+      e = sd_e * jax.random.normal(ke, (b, 1, d)) + sd_u * jax.random.normal(ku, (b, m, d))
+      micro = (g[None, None, :] + e).reshape(b * m, d).mean(0)
       acc = acc + micro
-      sums = noise.accumulate(sums, {"w": jnp.asarray(micro, jnp.float32)},
-                              {"w": jnp.asarray(acc, jnp.float32)}, k,
-                              jnp.bool_(t == k - 1), float(b))
-      if t == k - 1:
-        sums = {**sums, "small_sq": zero}
+      sums = noise.accumulate(sums, {"w": micro}, {"w": acc}, k, t == k - 1, float(b))
+      return (sums, acc), None
+    (sums, _), _ = jax.lax.scan(tick, (sums, jnp.zeros(d)), jnp.arange(k))
+    return {**sums, "small_sq": jnp.float32(0.0)}, None
+
+  zero = jnp.float32(0.0)
+  sums, _ = jax.jit(lambda s, keys: jax.lax.scan(batch, s, keys))(
+      {"small_sq": zero, "noise_trace": zero, "noise_g2": zero},
+      jax.random.split(jax.random.key(0), steps))
   estimate = float(sums["noise_trace"]) / float(sums["noise_g2"])
   assert estimate == pytest.approx(truth, rel=0.1)
   assert abs(estimate - truth) < abs(estimate * m - truth) / 10

@@ -39,7 +39,11 @@ def test_summarize_reports_estimates_with_intervals_and_findings():
   assert all(r["verdict"] == "linear" and r["alpha_lo"] <= 1 <= r["alpha_hi"]
              for r in s["scaling"])
   assert len(s["max_stable_lr"]) == 8 and len(s["aug_effect_pooled"]) == 1
-  assert len(s["steps_to_target"]["critical_batch"]) == 2
+  crit = s["steps_to_target"]["critical_batch"]
+  # Per aug: the hardest target every batch size reaches, and two easier ones.
+  assert [r["aug"] for r in crit if r["target_rank"] == 0] == [0.0, 1.0] and len(crit) == 6
+  assert all(r["target"] > h["target"] for r in crit for h in crit
+             if r["aug"] == h["aug"] and r["target_rank"] > h["target_rank"])
   assert [r["aug"] for r in s["noise_scale"]] == [0.0, 1.0]
   assert any(f.startswith("Best LR vs batch size at aug 0: exponent") for f in s["findings"])
 

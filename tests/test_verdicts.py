@@ -91,7 +91,9 @@ def test_estimate_steps_and_noise_scale_from_synthetic_run_history():
   assert e.target is None and e.best_steps["best_steps"].notna().all()
   targets = e.best_steps.groupby("aug")["target"].first()
   assert targets[0.5] > targets[0.0]
-  assert len(e.critical_batch) == 2 and len(e.noise_summary) == 2
+  # Per aug, the hardest target and two easier ones.
+  assert len(e.critical_batch) == 6 and len(e.noise_summary) == 2
+  assert (e.critical_batch.groupby("aug").size() == 3).all()
   assert e.critical_batch["b_crit"].notna().all()
   assert e.noise_summary["noise_scale"].between(50, 150 * 1.5).all()
 

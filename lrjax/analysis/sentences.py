@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lrjax.analysis import stats
+from lrjax.analysis import critical_batch, stats
 from lrjax.analysis.stats import fmt, group_label, interval_text
 from lrjax.analysis.verdicts import (STEPS_METRIC, Estimates, best_lr_edges, edge_advice,
                                      estimate)
@@ -43,8 +43,12 @@ def _seeds_findings(e: Estimates) -> list[str]:
   return []
 
 
+def _cells_of(row: pd.Series, first_value: str) -> list[str]:
+  return list(row.index[:list(row.index).index(first_value)])
+
+
 def _group_of(row: pd.Series, first_value: str) -> str:
-  cols = list(row.index[:list(row.index).index(first_value)])
+  cols = _cells_of(row, first_value)
   return group_label(cols, row[cols].tolist())
 
 
@@ -167,10 +171,18 @@ def _critical_batch_findings(e: Estimates) -> list[str]:
     return []
   out = []
   for _, r in e.critical_batch.iterrows():
-    head = (f"Critical batch size at {_group_of(r, 'b_crit')} (target {STEPS_METRIC} ≤ "
+    cols = [c for c in _cells_of(r, "b_crit") if c != critical_batch.TARGET_RANK]
+    rank = int(r.get(critical_batch.TARGET_RANK, 0) or 0)
+    which = "hardest target" if rank == 0 else f"easier target {rank}"
+    where = f" at {group_label(cols, [r[c] for c in cols])}" if cols else ""
+    head = (f"Critical batch size{where}, {which} ({STEPS_METRIC} ≤ "
             f"{fmt(r.get('target', e.target))}): ")
-    if r["reason"].startswith("not settled"):
-      out.append(head + r["reason"] + ".")
+    if r["verdict"] == "not settled" and np.isnan(r["b_crit"]):
+      out.append(head + f"not settled: {r['reason']}.")
+    elif r["verdict"] == "not identifiable":
+      bounds = (f" (95% interval [{fmt(r['b_crit_lo'])}, {fmt(r['b_crit_hi'])}])"
+                if np.isfinite(r["b_crit_lo"]) or r["b_crit_lo"] == 0 else "")
+      out.append(head + f"{r['reason']}{bounds}.")
     else:
       b_crit = interval_text(r["b_crit"], r["b_crit_lo"], r["b_crit_hi"])
       out.append(head + f"B_crit ≈ {b_crit}, S_min ≈ {fmt(r['s_min'])} steps; "

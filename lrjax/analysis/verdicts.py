@@ -108,10 +108,12 @@ def _steps_estimates(x: _Inputs) -> dict:
     return {**none, "steps_note": f"the history has no {STEPS_METRIC!r} column"}
   try:
     # Without an explicit target, each aug (and extra-axes) group gets its own: the
-    # hardest level all its batch sizes reach (stronger augmentation ends higher).
+    # hardest level all its batch sizes reach (stronger augmentation ends higher),
+    # and easier ones (B_crit grows as the target gets harder; McCandlish et al.).
     steps = critical_batch.steps_to_target(
         x.history, x.members, x.target, STEPS_METRIC,
-        by=None if x.target is not None else ["aug", *stats.extra_axes(x.members)])
+        by=None if x.target is not None else ["aug", *stats.extra_axes(x.members)],
+        n_easier=0 if x.target is not None else critical_batch.N_EASIER)
   except ConfigError as e:
     return {**none, "steps_note": str(e)}
   levels = steps["target"].dropna().unique()
