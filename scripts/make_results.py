@@ -32,7 +32,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lrjax import analysis
-from lrjax.analysis import comparisons
+from lrjax.analysis import comparisons, inference
 from lrjax.analysis import summary as summary_lib
 
 
@@ -60,6 +60,23 @@ def differences(run, members: pd.DataFrame) -> pd.DataFrame:
   return comparisons.compare_arms(members, settings, config=run.config)[
       ["axis", "arm", "reference", "cell", "metric", "arm_lr", "reference_lr", "mean", "lo",
        "hi", "n", "p", "text"]]
+
+
+def paired_arms(members: pd.DataFrame, arm: dict, reference: dict, metric: str,
+                margin: float) -> dict:
+  """``arm − reference`` for two settings that differ in more than one axis, each at its
+  best LR, paired over seeds: lrjax's own `comparisons.best_lrs`, `seed_values`,
+  `inference.paired_difference` and `equivalence`."""
+  cols = list(arm)
+  best = comparisons.best_lrs(members, metric, cols).set_index(cols)
+  values = [comparisons.seed_values(members, metric, where,
+                                    float(best.loc[tuple(where.values()), "best_lr"]))
+            for where in (arm, reference)]
+  seeds = values[0].index.intersection(values[1].index)
+  d = inference.paired_difference(values[0][seeds].to_numpy(), values[1][seeds].to_numpy())
+  eq = inference.equivalence(d, margin)
+  return {"metric": metric, "mean": d.mean, "lo": d.lo, "hi": d.hi, "n": d.n,
+          "verdict": comparisons.verdict_text(eq.verdict, d.mean, d.lo, d.hi, margin)}
 
 
 def _errorbar_figure(table, x, series, path, xlabel, ylabel, title, logx=True):
@@ -147,6 +164,12 @@ def main(argv=None) -> int:
                        os.path.join(args.out, "linear_scaling_warmup.png"), "batch size",
                        "best final val loss", "LR scaling rule × warmup at 30 epochs")
     if study == "increase_batch":
+      margin = summary_lib.run_settings(run, members).equivalence_margin
+      for metric in ("final_val_loss", "best_val_loss"):
+        r = paired_arms(members, {"schedule": "constant", "batch_growth": 2},
+                        {"schedule": "multistep", "batch_growth": 1}, metric, margin)
+        print(f"- batch increase − LR decay ({metric}, paired over {r['n']} seeds): "
+              f"{r['mean']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}] — {r['verdict']}")
       t = arms(members, ["schedule", "batch_growth"])
       upd = members.groupby(["schedule", "batch_growth"]).updates.median().reset_index()
       show("best final val loss per arm", t.merge(upd, on=["schedule", "batch_growth"]))
@@ -192,6 +215,12 @@ def main(argv=None) -> int:
     if study == "schedules":
       t = arms(members, ["schedule"])
       show("best final val loss per schedule", t)
+      margin = summary_lib.run_settings(run, members).equivalence_margin
+      for arm in ("cyclic", "onecycle"):
+        for metric in ("final_val_loss", "best_val_loss"):
+          r = paired_arms(members, {"schedule": arm}, {"schedule": "cosine"}, metric, margin)
+          print(f"- {arm} − cosine ({metric}, paired over {r['n']} seeds): "
+                f"{r['mean']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}] — {r['verdict']}")
   return 0
 
 

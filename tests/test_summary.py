@@ -116,8 +116,11 @@ def test_summary_leads_with_headline_of_best_configuration_and_primary_answers()
   assert "Holm-corrected, family-wise 95%" in lines[-1]
   assert s["findings"][:len(lines)] == lines
   parts = s["findings_sections"]
-  assert s["findings"] == [x for k in ("headline", "primary", "exploratory", "notes")
-                           for x in parts[k]]
+  # The sections in order, each sentence once (the family's statement ends the headline
+  # and opens the primary part).
+  assert s["findings"] == list(dict.fromkeys(
+      x for k in ("headline", "primary", "exploratory", "notes") for x in parts[k]))
+  assert len(set(s["findings"])) == len(s["findings"])
   assert parts["exploratory"][0].startswith("The findings below are exploratory")
   assert parts["notes"][0].startswith("Of 162 members")
   primary = [d for d in s["decisions"] if d["role"] == "primary"]

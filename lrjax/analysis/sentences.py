@@ -197,8 +197,9 @@ def _noise_findings(e: Estimates) -> list[str]:
     return [f"Gradient noise scale B_simple at {_group_of(r, 'noise_scale')}: median "
             f"{fmt(r['noise_scale'])} over training (middle half of the evaluations "
             f"{fmt(r['spread_lo'])}–{fmt(r['spread_hi'])}), from {int(r['n_members'])} "
-            "members; a spread, not a confidence interval (no val_loss history to "
-            "align progress by)." for _, r in e.noise_summary.iterrows()]
+            "members; a spread, not a confidence interval (no estimate at equal progress: "
+            "it needs best-LR members with a noise scale where they first reach a common "
+            "val_loss target)." for _, r in e.noise_summary.iterrows()]
   out = [f"Gradient noise scale B_simple at {_group_of(r, 'noise_scale')}, where each "
          f"best-LR member first reaches val_loss {fmt(r['target'])}: "
          f"{interval_text(r['noise_scale'], r['lo'], r['hi'])} (geometric mean over "

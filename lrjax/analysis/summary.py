@@ -81,7 +81,8 @@ def analyze(run: RunTables, metric: str = DEFAULT_METRIC, n_boot: int = 1000,
       "analysis": {**analysis_settings.as_dict(settings), "companion_metric": companion_e
                    and companion_e.metric},
       "headline": {"best": best, "sentences": head, "family": answers.family},
-      "findings": [s for part in sections.values() for s in part],
+      # The headline ends with the family's statement, which opens the primary part too.
+      "findings": list(dict.fromkeys(s for part in sections.values() for s in part)),
       "findings_sections": sections,
       "comparisons": arms.to_dict(orient="records"),
       "decisions": answers.table.to_dict(orient="records"),
