@@ -192,6 +192,13 @@ def main(argv=None) -> int:
       ax.legend(fontsize=7)
       fig.savefig(os.path.join(args.out, "increase_batch_curves.png"), dpi=110)
     if study == "optimizers":
+      margin = summary_lib.run_settings(run, members).equivalence_margin
+      for arm in ("momentum", "nesterov", "adam", "adamw", "nadam", "rmsprop"):
+        r = paired_arms(members, {"optimizer": arm, "batch_size": 32},
+                        {"optimizer": "sgd", "batch_size": 32}, "final_val_acc", margin)
+        print(f"- {arm} − sgd at batch 32 (final_val_acc, each at its best LR, paired over "
+              f"{r['n']} seeds): {r['mean']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}] — "
+              f"{r['verdict']}")
       t = arms(members, ["optimizer", "batch_size"])
       acc = arms(members, ["optimizer", "batch_size"], metric="final_val_acc")
       fit = members[members.status == "trained"].merge(
