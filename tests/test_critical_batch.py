@@ -138,5 +138,7 @@ def test_planted_coverage_bcrit_200_replications(sigma, evals):
   t = cov.coverage_table(200, list(cov.B_CRITS), [3, 5], sigma=sigma, evals=evals,
                          n_boot=1000)
   assert (t["coverage"] >= 0.9).all(), cov.markdown(t)
-  # Far beyond the batch sizes no number is reported.
-  assert (t.loc[t["b_crit"] == max(cov.B_CRITS), "not identifiable"] == 1.0).all()
+  # Far beyond the batch sizes the verdict is "not identifiable" in nearly every
+  # replication; where seed noise puts the fit inside [B_min/4, 4 B_max], the interval
+  # printed with it still covers the truth (the coverage above includes these rows).
+  assert (t.loc[t["b_crit"] == max(cov.B_CRITS), "not identifiable"] >= 0.95).all()
