@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lrjax import outcomes
-from lrjax.analysis import stats
+from lrjax.analysis import stability, stats
 from lrjax.errors import ConfigError
 
 # The main job's finished members (digits: 10 classes, 250 validation examples), with
@@ -70,7 +70,7 @@ def test_main_job_high_lr_members_near_chance_not_stable(main_job):
                  & (main_job["final_val_acc"] < 2 * CHANCE))
   assert near_chance.sum() >= 20
   table = main_job.drop(columns="status").assign(status=main_job["new_status"])
-  assert not stats.stable_mask(table)[near_chance.to_numpy()].any()
+  assert not stability.stable_mask(table)[near_chance.to_numpy()].any()
   # Every failed member is above its cell's optimum.
   failed = main_job[main_job["new_status"] == "failed"]
   assert (failed["lr"] > failed["best_lr"]).all()

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from lrjax import outcomes
-from lrjax.analysis import stats
+from lrjax.analysis import stability, stats
 from lrjax.analysis.synthetic import synthetic_members
 from lrjax.errors import ConfigError
 
@@ -132,7 +132,7 @@ def test_masks_count_slow_members_as_stable_and_usable():
   t = pd.DataFrame({"status": list(outcomes.STATUSES)})
   assert stats.trained_mask(t).tolist() == [True, False, False, False]
   assert stats.usable_mask(t).tolist() == [True, True, False, False]
-  assert stats.stable_mask(t).tolist() == [True, True, False, False]
+  assert stability.stable_mask(t).tolist() == [True, True, False, False]
   assert stats.not_diverged_mask(t).tolist() == [True, True, True, False]
 
 

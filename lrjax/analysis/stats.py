@@ -264,23 +264,11 @@ def usable_mask(members: pd.DataFrame) -> np.ndarray:
   """Whether each member counts for the fits (best LR, ...): ``trained`` or ``slow``.
 
   A slow member learned; its metric at a small LR is a real, if unconverged,
-  measurement of that LR. The same members as `stable_mask`, under the fits' name.
+  measurement of that LR. The same members as
+  `lrjax.analysis.stability.stable_mask`, under the fits' name.
 
   Example:
     >>> usable_mask(pd.DataFrame({"status": ["trained", "slow", "failed", "diverged"]})
-    ...             ).tolist()
-    [True, True, False, False]
-  """
-  return np.isin(status_labels(members), outcomes.LEARNED)
-
-
-def stable_mask(members: pd.DataFrame) -> np.ndarray:
-  """Whether each member is stable at its LR: neither failed nor diverged.
-
-  Slow members are stable: their LR is too small, not too large.
-
-  Example:
-    >>> stable_mask(pd.DataFrame({"status": ["trained", "slow", "failed", "diverged"]})
     ...             ).tolist()
     [True, True, False, False]
   """
