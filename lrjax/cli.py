@@ -1,5 +1,5 @@
-"""The ``lrjax`` command line: ``run``, ``find``, ``report``, ``prepare``, ``augment-preview``,
-``bench``. The one command-line layer: everything else is a library function.
+"""The ``lrjax`` command line: ``run``, ``extend``, ``find``, ``report``, ``prepare``,
+``augment-preview``, ``bench``. The one command-line layer: everything else is a library function.
 
 Commands, their options and ``--help`` are argparse's; the ``--config.KEY=VALUE``
 overrides that ``run`` and ``find`` pass through are parsed by absl/ml_collections
@@ -19,7 +19,9 @@ import sys
 import textwrap
 
 
-from lrjax import data, experiment
+import pandas as pd
+
+from lrjax import data, experiment, extend
 from lrjax.analysis import report
 from lrjax.analysis import summary as summary_lib
 from lrjax.augment import preview
@@ -59,6 +61,7 @@ examples:
 COMMANDS_HELP = """\
 commands:
   run              train an experiment's grid into a run directory
+  extend           add members (seeds, LRs, batch sizes, ...) to a finished run
   find             learning-rate range test; suggests grid.lr
   report           redraw figures, summary.json and report.html of a run
   augment-preview  PNG of images at several augmentation strengths
@@ -71,6 +74,14 @@ take --config.KEY=VALUE overrides of the experiment's config.
 quick start:
   lrjax run experiments/lr_batch_aug.py:runlocal --workdir runs/tiny
   lrjax report runs/tiny
+"""
+
+EXTEND_EXAMPLES = """
+examples:
+  lrjax extend runs/tiny --config.grid.seed="(3,4)"
+  lrjax extend runs/tiny --config.grid.lr="(3.0,)" --config.grid.batch_size="(16,)"
+  lrjax extend runs/tiny --points new_members.csv
+  lrjax extend runs/tiny --resume
 """
 
 FIND_EXAMPLES = """
@@ -107,6 +118,25 @@ def _run(args, overrides) -> int:
         f"  report:   {os.path.join(workdir, 'report.html')}\n"
         f"  figures:  {os.path.join(workdir, '*.png')}\n"
         f"  tables:   members.parquet/.csv, history.parquet, summary.json")
+  return 0
+
+
+def _extend(args, overrides) -> int:
+  saved = extend.read_run(args.workdir)[0]
+  values = extend.values_from_overrides(saved, overrides) if overrides else None
+  points = None
+  if args.points:
+    if not os.path.isfile(args.points):
+      raise ConfigError(f"--points: {args.points} does not exist; give a CSV with one row "
+                        f"per new member and a column per axis of the run.")
+    points = pd.read_csv(args.points)
+  result = extend.extend_run(args.workdir, values, points, resume=args.resume,
+                             progress=not args.no_progress)
+  workdir = os.path.abspath(args.workdir)
+  added = json.load(open(os.path.join(workdir, "config.json")))["extensions"][-1]["added"]
+  print(f"\nAdded {added} members; the run has {len(result.members)}.")
+  _print_headline(os.path.join(workdir, "summary.json"))
+  print(f"\nResults in {workdir}:\n  report:   {os.path.join(workdir, 'report.html')}")
   return 0
 
 
@@ -235,6 +265,27 @@ def _add_find(sub) -> None:
   find.set_defaults(func=_find)
 
 
+def _add_extend(sub) -> None:
+  """The ``extend`` subcommand: add members to a finished run."""
+  ext = sub.add_parser(
+      "extend",
+      formatter_class=_formatter,
+      usage="%(prog)s [options] WORKDIR [--config.grid.AXIS=VALUES ...]",
+      description="Add members to a finished run: values of its grid axes (seeds, LRs, batch "
+                  "sizes,\n...) or explicit points. Only the new members train; the run's "
+                  "rows stay as they\nwere, and its tables, figures, summary.json and "
+                  "report.html are rebuilt over the\nunion. Every field but the grid keeps "
+                  "its value.",
+      epilog=EXTEND_EXAMPLES)
+  ext.add_argument("workdir", metavar="WORKDIR", help="a directory written by `lrjax run`")
+  ext.add_argument("--points", metavar="CSV", default="",
+                   help="a CSV of members to add, one row each, a column per axis")
+  ext.add_argument("--resume", action="store_true",
+                   help="continue an interrupted extension (WORKDIR.extend)")
+  ext.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  ext.set_defaults(func=_extend)
+
+
 def _add_report(sub) -> None:
   """The ``report`` subcommand: a run directory's report, again."""
   rep = sub.add_parser(
@@ -297,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
       epilog=COMMANDS_HELP)
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                               help="one of the commands below")
-  for add in (_add_run, _add_find, _add_report, _add_augment_preview, _add_prepare):
+  for add in (_add_run, _add_extend, _add_find, _add_report, _add_augment_preview, _add_prepare):
     add(sub)
   # bench parses its own options (and --help): benchmarks/bench.py in a source checkout.
   bench = sub.add_parser("bench", add_help=False)
@@ -310,12 +361,12 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   parser = build_parser()
   args, rest = parser.parse_known_args(argv)
-  if rest and args.command not in ("run", "find", "bench"):
+  if rest and args.command not in ("run", "extend", "find", "bench"):
     parser.error(f"unrecognized arguments: {' '.join(rest)}")
   try:
     if args.command == "run":  # joins a multi-process run, if any, before anything else
       devices.join_processes(args.coordinator, args.num_processes, args.process_id)
-    if args.command in ("run", "find", "bench"):  # before any JAX computation
+    if args.command in ("run", "extend", "find", "bench"):  # before any JAX computation
       devices.use_cpu_cores()
     return args.func(args, rest)
   except ConfigError as e:
@@ -323,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                         break_on_hyphens=False, break_long_words=False), file=sys.stderr)
     return 2
   except checkpoint.Interrupted as e:  # SIGTERM / SIGINT: checkpoint saved at a segment end
-    hint = "; resume with --resume" if args.command == "run" else ""
+    hint = "; resume with --resume" if args.command in ("run", "extend") else ""
     print(f"lrjax {args.command}: {e}{hint}", file=sys.stderr)
     return e.exit_code
   except KeyboardInterrupt:

@@ -271,7 +271,20 @@ def load_config(spec: str, overrides: list[str], prog: str = "lrjax"):
     >>> c.epochs, c.grid.momentum
     (1.0, (0.5, 0.9))
   """
-  config = _load_get_config(spec)
+  return apply_overrides(_load_get_config(spec), overrides, prog)
+
+
+def apply_overrides(config, overrides: list[str], prog: str = "lrjax",
+                    reconcile: bool = True):
+  """``--config.KEY=VALUE`` overrides applied to a config (``load_config`` without the
+  file): the same parsing and checks, and with ``reconcile`` the same reconciliations
+  (``lrjax extend`` adds the values it is given to the run's, so it needs none).
+
+  Example:
+    >>> c = ml_collections.ConfigDict({"epochs": 1.0, "grid": {"lr": (0.1,)}})
+    >>> apply_overrides(c, ["--config.grid.lr=(0.3,1.0)"]).grid.lr
+    (0.3, 1.0)
+  """
   file_optimizer = config.get("optimizer")
   file_grid = _grid_axes(config)
   overrides = _normalize_overrides(overrides)
@@ -296,8 +309,9 @@ def load_config(spec: str, overrides: list[str], prog: str = "lrjax"):
     if not isinstance(config.grid[axis], (tuple, list)):
       with config.grid.ignore_type():
         config.grid[axis] = (config.grid[axis],)
-  _reconcile_optimizer_kwargs(config, set(keys), file_optimizer, prog)
-  _reconcile_questions(config, set(keys), file_grid, prog)
+  if reconcile:
+    _reconcile_optimizer_kwargs(config, set(keys), file_optimizer, prog)
+    _reconcile_questions(config, set(keys), file_grid, prog)
   return config
 
 

@@ -32,8 +32,8 @@ from lrjax.engine.settings import config_fields
 from lrjax.errors import ConfigError
 from lrjax.optimizers import OPTIMIZERS
 from lrjax.metric_writers import make_writers
-from lrjax.workdir import (PartialTables, check_workdir, locked_by_first_process,
-                           partial_dir, plain, write_results)
+from lrjax.workdir import (PartialTables, check_workdir, is_finished_run,
+                           locked_by_first_process, partial_dir, plain, write_results)
 
 # Fields every experiment config has, with defaults: what to train on, the grid, and
 # every config field of TrainSettings (optimizer, schedule, epochs, ...).
@@ -136,10 +136,18 @@ def _per_optimizer_kwargs(cfg: dict, optimizers: tuple[str, ...]) -> dict[str, d
   return {name: dict(kwargs) for name in optimizers}
 
 
-def resolve_runs(config) -> list[Run]:
+def resolve_runs(config, table: pd.DataFrame | None = None,
+                 plan_table: pd.DataFrame | None = None) -> list[Run]:
   """Validates a config and resolves it into its runs: one, or one per optimizer when
   the grid has an ``optimizer`` axis (optimizers differ in state, so each trains as its
   own program). Members keep their numbers in the whole grid.
+
+  Args:
+    config: an experiment config.
+    table: the members to train (``grid.make_grid`` rows with their ``member``
+      numbers); default the product of ``config.grid``.
+    plan_table: a grid holding ``table`` that sizes the runs (``build_run``); default
+      ``table``.
 
   Example:
     >>> c = default_config()
@@ -148,42 +156,65 @@ def resolve_runs(config) -> list[Run]:
     >>> [(r.settings.optimizer, r.num_members) for r in resolve_runs(c)]
     [('sgd', 1), ('adam', 1)]
   """
+  cfg = checked_fields(config)
+  analysis_settings.resolve_settings(cfg["analysis"], cfg["grid"])
+  optimizer_axis = tuple(cfg["grid"].get("optimizer", ()))
+  if not optimizer_axis:
+    return [_resolve_one(cfg, table, plan_table)]
+  per_optimizer = _per_optimizer_kwargs(cfg, optimizer_axis)
+  full = grid_table(cfg) if table is None else table
+  runs = []
+  for name in optimizer_axis:
+    sub = {**cfg, "optimizer": name, "optimizer_kwargs": per_optimizer[name]}
+    part = full[full["optimizer"] == name].reset_index(drop=True)
+    if part.empty:  # an extension that adds members of some optimizers only
+      continue
+    plan_part = (None if plan_table is None else
+                 plan_table[plan_table["optimizer"] == name].reset_index(drop=True))
+    runs.append(_resolve_one(sub, part, plan_part))
+  return runs
+
+
+def checked_fields(config) -> dict:
+  """The config as a dict with every field (defaults filled), refusing unknown ones.
+
+  Example:
+    >>> checked_fields({"epochs": 2})["model"]
+    'mlp'
+  """
   cfg = config_to_dict(config)
   unknown = sorted(set(cfg) - set(DEFAULTS))
   if unknown:
     raise ConfigError(f"config: unknown fields {unknown}. Known fields: {sorted(DEFAULTS)}.")
-  cfg = {**DEFAULTS, **cfg}
-  analysis_settings.resolve_settings(cfg["analysis"], cfg["grid"])
-  optimizer_axis = tuple(cfg["grid"].get("optimizer", ()))
-  if optimizer_axis:
-    per_optimizer = _per_optimizer_kwargs(cfg, optimizer_axis)
-    full = grid_lib.make_grid({k: tuple(v) if isinstance(v, list) else v
-                               for k, v in cfg["grid"].items()})
-    runs = []
-    for name in optimizer_axis:
-      sub = {**cfg, "optimizer": name, "optimizer_kwargs": per_optimizer[name]}
-      table = full[full["optimizer"] == name].reset_index(drop=True)
-      runs.append(_resolve_one(sub, table))
-    return runs
-  return [_resolve_one(cfg, None)]
+  return {**DEFAULTS, **cfg}
 
 
-def _resolve_one(cfg: dict, table) -> Run:
+def grid_table(cfg: dict) -> pd.DataFrame:
+  """The member table of a config dict's grid (the product of its axes).
+
+  Example:
+    >>> len(grid_table({"grid": {"lr": [0.1, 1.0], "batch_size": [32]}}))
+    2
+  """
+  return grid_lib.make_grid({k: tuple(v) if isinstance(v, list) else v
+                             for k, v in cfg["grid"].items()})
+
+
+def _resolve_one(cfg: dict, table, plan_table=None) -> Run:
   settings = _settings(cfg)
   if cfg["model"] not in models_lib.BUILTIN_MODELS:
     models_lib.get_model(cfg["model"], 10)  # raises the ConfigError
   if table is None:
-    axes = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["grid"].items()}
-    table = grid_lib.make_grid(axes)
+    table = grid_table(cfg)
 
   dataset = data_lib.load(cfg["dataset"], cfg["data_dir"] or None)
   model_kwargs = {k: tuple(v) if isinstance(v, list) else v
                   for k, v in cfg["model_kwargs"].items()}
   model = models_lib.get_model(cfg["model"], dataset.num_classes, **model_kwargs)
-  if uses_augmentation(table):
+  if uses_augmentation(table if plan_table is None else plan_table):
     policy = augment.policy_for(cfg["dataset"], dataset.image_shape)
     settings = dataclasses.replace(settings, augment_policy=policy)
-  return build_run(model, dataset, table, settings)
+  return build_run(model, dataset, table, settings, plan_table=plan_table)
 
 
 def _check_partial(workdir: str, config_json: str, resume: bool) -> str:
@@ -255,6 +286,11 @@ def _train_and_write(config, workdir, overwrite, progress, resume, writers) -> G
   # progress and writes <workdir>.partial and the run directory; orbax checkpoints are
   # saved by all (each its own shards).
   first = devices.is_first_process()
+  if resume and not os.path.isdir(partial_dir(workdir)) and is_finished_run(workdir):
+    raise ConfigError(f"--resume: the run in {workdir} is finished, there is nothing to "
+                      f"resume. To add members (seeds, LRs, batch sizes, ...) to it, use "
+                      f"`lrjax extend {workdir} --config.grid.seed=\"(3,4)\"` (README: "
+                      f"Extending a run).")
   check_workdir(workdir, overwrite)
   runs = resolve_runs(config)
   config_dict = config_to_dict(config)
@@ -279,7 +315,7 @@ def _train_and_write(config, workdir, overwrite, progress, resume, writers) -> G
       result = train(runs[0], progress=progress, checkpoint_dir=partial,
                      writers=all_writers)
     else:
-      result = _concatenate([
+      result = concatenate([
           train(run, progress=progress,
                 checkpoint_dir=os.path.join(partial, run.settings.optimizer),
                 writers=all_writers)
@@ -294,8 +330,17 @@ def _train_and_write(config, workdir, overwrite, progress, resume, writers) -> G
   return result
 
 
-def _concatenate(results: list[GridResult]) -> GridResult:
-  """One result from the runs of a ``grid.optimizer`` axis (members keep their numbers)."""
+def concatenate(results: list[GridResult]) -> GridResult:
+  """One result from the runs of a ``grid.optimizer`` axis (members keep their numbers).
+
+  Example:
+    >>> one = GridResult(pd.DataFrame({"member": [1]}),
+    ...                  pd.DataFrame({"member": [1], "examples_seen": [0]}), None, {})
+    >>> two = GridResult(pd.DataFrame({"member": [0]}),
+    ...                  pd.DataFrame({"member": [0], "examples_seen": [0]}), None, {})
+    >>> concatenate([one, two]).members["member"].tolist()
+    [0, 1]
+  """
   members = pd.concat([r.members for r in results]).sort_values("member", kind="stable")
   history = pd.concat([r.history for r in results]).sort_values(
       ["member", "examples_seen"], kind="stable")

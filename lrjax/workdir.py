@@ -11,11 +11,13 @@ directory exists.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import json
 import os
 import shutil
 import tempfile
+from typing import Sequence
 
 import ml_collections
 import numpy as np
@@ -54,6 +56,65 @@ def check_workdir(workdir: str, overwrite: bool = False) -> None:
                       f"replace it.")
 
 
+def is_finished_run(workdir: str) -> bool:
+  """Whether ``workdir`` holds a finished run (its ``members.parquet`` and
+  ``config.json``).
+
+  Example:
+    >>> is_finished_run("/nonexistent")
+    False
+  """
+  return all(os.path.isfile(os.path.join(workdir, n))
+             for n in ("members.parquet", "config.json"))
+
+
+def _exchange(a: str, b: str) -> bool:
+  """Swaps two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+  kernel, the filesystem or the C library cannot."""
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = libc.renameat2
+  except (OSError, AttributeError):
+    return False
+  at_fdcwd, rename_exchange = -100, 2
+  return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def replace_dir(new: str, target: str) -> None:
+  """Puts directory ``new`` in the place of ``target`` (which may not exist) and deletes
+  the old ``target``.
+
+  The two are exchanged atomically where Linux allows it, so at every instant
+  ``target`` is either the old directory or the new one, even across a crash;
+  elsewhere ``target`` is moved aside first and the move undone if the rename fails.
+
+  Example:
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> old, new = os.path.join(root, "run"), os.path.join(root, "tmp")
+    >>> os.makedirs(old); os.makedirs(new)
+    >>> open(os.path.join(new, "x"), "w").close()
+    >>> replace_dir(new, old)
+    >>> os.listdir(old), os.path.exists(new)
+    (['x'], False)
+  """
+  if not os.path.isdir(target):
+    os.replace(new, target)
+    return
+  if _exchange(new, target):
+    shutil.rmtree(new)  # `new` now holds the old directory
+    return
+  aside = tempfile.mkdtemp(prefix=".lrjax-old-", dir=os.path.dirname(os.path.abspath(target)))
+  os.rmdir(aside)
+  os.replace(target, aside)
+  try:
+    os.replace(new, target)
+  except BaseException:
+    os.replace(aside, target)
+    raise
+  shutil.rmtree(aside, ignore_errors=True)
+
+
 def _umask() -> int:
   mask = os.umask(0o022)
   os.umask(mask)
@@ -61,12 +122,14 @@ def _umask() -> int:
 
 
 def write_results(result: GridResult, config: dict, workdir: str,
-                  tb_dir: str | None = None) -> list[str]:
+                  tb_dir: str | Sequence[str] | None = None) -> list[str]:
   """Writes config.json, members/history tables, summary, figures and report.
 
-  Writes into a temporary sibling directory and renames it into place at the end;
-  the directory gets ``0o777`` less the umask (as ``mkdir`` would give it). A
-  ``tb_dir`` (TensorBoard logs written while training) is copied in as ``tb/``.
+  Writes into a temporary sibling directory that replaces ``workdir`` at the end
+  (``replace_dir``: an existing ``workdir`` stays whole until then); the directory
+  gets ``0o777`` less the umask (as ``mkdir`` would give it). A ``tb_dir``
+  (TensorBoard logs written while training), or several merged, is copied in as
+  ``tb/``.
 
   Example:
     >>> import tempfile
@@ -82,8 +145,9 @@ def write_results(result: GridResult, config: dict, workdir: str,
   tmp = tempfile.mkdtemp(prefix=".lrjax-", dir=parent)
   try:
     os.chmod(tmp, 0o777 & ~_umask())
-    if tb_dir is not None and os.path.isdir(tb_dir):
-      shutil.copytree(tb_dir, os.path.join(tmp, "tb"))
+    for logs in [tb_dir] if isinstance(tb_dir, str) else (tb_dir or ()):
+      if os.path.isdir(logs):
+        shutil.copytree(logs, os.path.join(tmp, "tb"), dirs_exist_ok=True)
     with open(os.path.join(tmp, "config.json"), "w") as f:
       json.dump(config, f, indent=2, sort_keys=True)
     result.members.to_parquet(os.path.join(tmp, "members.parquet"), index=False)
@@ -92,9 +156,7 @@ def write_results(result: GridResult, config: dict, workdir: str,
     with open(os.path.join(tmp, "run_info.json"), "w") as f:
       json.dump(plain(result.info), f, indent=2)
     report.write_report(tmp)
-    if os.path.isdir(workdir):
-      shutil.rmtree(workdir)
-    os.replace(tmp, workdir)
+    replace_dir(tmp, workdir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

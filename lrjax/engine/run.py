@@ -225,8 +225,14 @@ def _aug_magnitudes(table: pd.DataFrame, groups: pd.DataFrame, settings: TrainSe
 
 
 def build_run(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
-              settings: TrainSettings = TrainSettings()) -> Run:
+              settings: TrainSettings = TrainSettings(),
+              plan_table: pd.DataFrame | None = None) -> Run:
   """Validates a grid against its settings and dataset and resolves it into a ``Run``.
+
+  ``plan_table`` (a grid holding ``table``'s members) sizes the run instead of
+  ``table``: micro-batch, evaluation interval and budget are those the members would
+  get in that grid. ``lrjax.extend`` trains the members it adds to a run this way, so
+  each equals what a fresh run of the whole grid gives it.
 
   Raises:
     ConfigError: bad input, naming the field and the fix.
@@ -238,7 +244,7 @@ def build_run(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
     >>> run.plan.micro_batch, [(b.start, b.stop, b.k) for b in run.blocks]
     (32, [(0, 2, 1), (2, 4, 2)])
   """
-  the_plan = plan(table, len(dataset.train), settings)
+  the_plan = plan(table if plan_table is None else plan_table, len(dataset.train), settings)
   rows = the_plan.micro_batch * settings.multiplicity  # examples per member per tick
   if settings.bn_batch and rows % settings.bn_batch:
     raise ConfigError(f"bn_batch: {settings.bn_batch} does not divide the {rows} examples "
