@@ -54,6 +54,11 @@ LEARNED = ("trained", "slow")
 LOSS_RATIO = 1.0
 FAILED_ACC_FACTOR = 2.0
 SLOW_FRACTION = 0.5
+# The outcome settings (fields of the engine's ``TrainSettings``, and keys of a run's
+# ``config.json``) and the `member_status` threshold argument each sets.
+STATUS_SETTINGS = {"failed_loss_ratio": "loss_ratio",
+                   "failed_acc_factor": "failed_acc_factor",
+                   "slow_fraction": "slow_fraction"}
 # Columns member_status reads.
 STATUS_INPUTS = ("lr", "diverged", "first_train_loss", "final_train_loss",
                  "final_val_loss", "final_val_acc")
@@ -314,14 +319,14 @@ def member_status(members: pd.DataFrame, *, num_classes: int, num_val: int,
 def status_arguments(settings) -> dict:
   """`member_status`'s threshold arguments from an engine's ``TrainSettings``.
 
+  Each field of `STATUS_SETTINGS` sets the argument it names.
+
   Example:
     >>> from lrjax.engine import TrainSettings
     >>> status_arguments(TrainSettings(slow_fraction=0.3))
     {'loss_ratio': 1.0, 'failed_acc_factor': 2.0, 'slow_fraction': 0.3}
   """
-  return {"loss_ratio": settings.failed_loss_ratio,
-          "failed_acc_factor": settings.failed_acc_factor,
-          "slow_fraction": settings.slow_fraction}
+  return {arg: getattr(settings, field) for field, arg in STATUS_SETTINGS.items()}
 
 
 def status_counts(status) -> dict[str, int]:

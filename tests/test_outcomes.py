@@ -249,3 +249,18 @@ def test_vectorised_over_16k_members(main_job):
   assert time.perf_counter() - start < 1.0
   assert len(big) > 16_384
   assert status.tolist() == main_job["new_status"].tolist() * 46
+
+
+def test_status_settings_map_train_settings_fields_to_member_status_arguments():
+  import dataclasses
+  import inspect
+
+  from lrjax.engine import TrainSettings
+  fields = {f.name for f in dataclasses.fields(TrainSettings)}
+  assert set(outcomes.STATUS_SETTINGS) <= fields
+  params = inspect.signature(outcomes.member_status).parameters
+  assert all(params[arg].kind is inspect.Parameter.KEYWORD_ONLY
+             for arg in outcomes.STATUS_SETTINGS.values())
+  settings = TrainSettings(failed_loss_ratio=0.9, failed_acc_factor=1.5, slow_fraction=0.3)
+  assert outcomes.status_arguments(settings) == {
+      "loss_ratio": 0.9, "failed_acc_factor": 1.5, "slow_fraction": 0.3}

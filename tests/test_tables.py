@@ -56,3 +56,15 @@ def test_grid_axes_skips_status_and_train_loss_columns():
 def test_jsonable_converts_numpy_values_and_nan():
   assert tables.jsonable({"a": np.float32(0.5), "b": [np.nan, np.int64(3)]}) == {
       "a": 0.5, "b": [None, 3]}
+
+
+def test_status_thresholds_read_the_settings_the_engine_passes_to_member_status():
+  from lrjax import outcomes
+  from lrjax.engine import TrainSettings
+  settings = TrainSettings(failed_loss_ratio=0.9, failed_acc_factor=1.5, slow_fraction=0.3)
+  config = {"grid": {"lr": [0.1]},
+            **{field: getattr(settings, field) for field in outcomes.STATUS_SETTINGS}}
+  run = tables.RunTables(config, None, None, "")
+  assert tables.status_thresholds(run) == outcomes.status_arguments(settings)
+  flag = tables.RunTables({"slow_fraction": True}, None, None, "")
+  assert tables.status_thresholds(flag) == {}

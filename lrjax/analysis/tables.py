@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
+from lrjax import outcomes
 from lrjax.analysis import stats
 from lrjax.analysis.stats import check_metric, metric_mode
 from lrjax.errors import ConfigError
@@ -294,19 +295,15 @@ def analysis_members(run: RunTables) -> tuple[pd.DataFrame, str]:
   return stats.with_status(members, num_classes, num_val, thresholds=status_thresholds(run))
 
 
-# The config's outcome settings and the `lrjax.outcomes.member_status` argument each sets.
-STATUS_SETTINGS = {"failed_loss_ratio": "loss_ratio", "failed_acc_factor": "failed_acc_factor",
-                   "slow_fraction": "slow_fraction"}
-
-
 def status_thresholds(run: RunTables) -> dict:
   """The run's own outcome thresholds from its config (the rule's defaults where absent),
-  so that a status derived again is the one the run would write.
+  so that a status derived again is the one the run would write
+  (`lrjax.outcomes.STATUS_SETTINGS` maps each setting to its argument).
 
   Example:
     >>> status_thresholds(RunTables({"slow_fraction": 0.3}, None, None, ""))
     {'slow_fraction': 0.3}
   """
   config = run.config if isinstance(run.config, dict) else {}
-  return {arg: float(config[key]) for key, arg in STATUS_SETTINGS.items()
+  return {arg: float(config[key]) for key, arg in outcomes.STATUS_SETTINGS.items()
           if isinstance(config.get(key), (int, float)) and not isinstance(config[key], bool)}
