@@ -1,12 +1,10 @@
 """Tests for lrjax.analysis.critical_batch: steps to target and the critical batch size."""
-import importlib.util
-import pathlib
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from lrjax.analysis import critical_batch as cb
+from benchmark_helpers import load_benchmark
 from steps_helpers import history_for, synthetic_steps
 
 N_BOOT = 300
@@ -117,16 +115,8 @@ def test_fit_critical_batch_never_prints_an_unidentifiable_b_crit(b_crit):
 # ---------------------------------------------------------------- planted coverage
 
 
-def _coverage_module():
-  path = pathlib.Path(__file__).parents[1] / "benchmarks" / "coverage_bcrit.py"
-  spec = importlib.util.spec_from_file_location("coverage_bcrit", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_planted_coverage_bcrit_few_replications():
-  cov = _coverage_module()
+  cov = load_benchmark("coverage_bcrit")
   t = cov.coverage_table(10, [128.0], [3], sigma=0.1, evals=4, n_boot=200)
   assert t["coverage"].iloc[0] >= 0.9 and t["identified"].iloc[0] == 1.0
 
@@ -134,7 +124,7 @@ def test_planted_coverage_bcrit_few_replications():
 @pytest.mark.slow
 @pytest.mark.parametrize("sigma, evals", [(0.1, 4.0), (0.2, 4.0), (0.1, 2.0)])
 def test_planted_coverage_bcrit_200_replications(sigma, evals):
-  cov = _coverage_module()
+  cov = load_benchmark("coverage_bcrit")
   t = cov.coverage_table(200, list(cov.B_CRITS), [3, 5], sigma=sigma, evals=evals,
                          n_boot=1000)
   assert (t["coverage"] >= 0.9).all(), cov.markdown(t)

@@ -1,7 +1,5 @@
 """Tests for lrjax.analysis.stability: max stable LR and the augmentation effect."""
-import importlib.util
 import math
-import pathlib
 
 import numpy as np
 import pandas as pd
@@ -10,6 +8,7 @@ import pytest
 from lrjax.analysis import inference, sentences, stability
 from lrjax.analysis.synthetic import synthetic_members, synthetic_run
 from lrjax.errors import ConfigError
+from benchmark_helpers import load_benchmark
 
 N_BOOT = 300
 STATUS = {"t": "trained", "s": "slow", "f": "failed", "d": "diverged"}
@@ -26,14 +25,6 @@ def _planted(lrs, per_seed, batch_size=32, aug=0.0):
 def _flagged(t):
   """``t`` without training losses, so that its ``diverged`` flag alone sets the status."""
   return t.drop(columns=["first_train_loss", "final_train_loss"])
-
-
-def _coverage_module():
-  path = pathlib.Path(__file__).parents[1] / "benchmarks" / "coverage_stability.py"
-  spec = importlib.util.spec_from_file_location("coverage_stability", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 # ------------------------------------------------------------------ max stable LR
@@ -186,7 +177,7 @@ def test_max_stable_lr_per_cell_of_extra_axes():
 
 
 def test_planted_coverage_few_replications():
-  cov = _coverage_module()
+  cov = load_benchmark("coverage_stability")
   for grid in cov.GRIDS.values():
     c = cov.coverage(grid, 3, 0.3, 40, "failed+slow", rng_seed=1)
     assert c.coverage >= 0.9 and c.two_sided == 1.0
@@ -194,7 +185,7 @@ def test_planted_coverage_few_replications():
 
 @pytest.mark.slow
 def test_planted_coverage_stability_200_replications():
-  cov = _coverage_module()
+  cov = load_benchmark("coverage_stability")
   table = cov.coverage_table(200)
   assert len(table) == 2 * 2 * 4 * 3
   assert cov.failures(table).empty, cov.markdown(cov.failures(table))
