@@ -22,17 +22,17 @@ from lrjax.engine.devices import use_cpu_cores
 from lrjax.errors import ConfigError
 from lrjax.experiment import default_config, find_lr, resolve, train_and_evaluate
 from lrjax.grid import layout, log2_space, log_space, make_grid
-from lrjax.models import CNN, MLP, ModelAdapter, from_linen, from_nnx, get_model
+from lrjax.models import CNN, MLP, MNIST1DCNN, ModelAdapter, from_linen, from_nnx, get_model
 from lrjax.optimizers import OPTIMIZERS, make_optimizer, optimizer_hparams
 from lrjax.schedules import make_schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CNN", "ConfigError", "Dataset", "GridResult", "MLP", "ModelAdapter", "OPTIMIZERS",
-    "Run", "TrainSettings", "analysis", "augment", "build_run", "data", "default_config",
-    "find_lr", "from_linen", "from_nnx", "get_model", "layout", "load", "log2_space",
-    "log_space", "lr_finder", "make_grid", "make_optimizer", "make_schedule", "models",
-    "optimizer_hparams", "optimizers", "resolve", "schedules", "train", "train_and_evaluate",
-    "train_grid", "transforms", "use_cpu_cores",
+    "CNN", "ConfigError", "Dataset", "GridResult", "MLP", "MNIST1DCNN", "ModelAdapter",
+    "OPTIMIZERS", "Run", "TrainSettings", "analysis", "augment", "build_run", "data",
+    "default_config", "find_lr", "from_linen", "from_nnx", "get_model", "layout", "load",
+    "log2_space", "log_space", "lr_finder", "make_grid", "make_optimizer", "make_schedule",
+    "models", "optimizer_hparams", "optimizers", "resolve", "schedules", "train",
+    "train_and_evaluate", "train_grid", "transforms", "use_cpu_cores",
 ]
