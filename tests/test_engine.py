@@ -9,10 +9,9 @@ import pytest
 from flax import nnx
 
 from lrjax import data, grid, models
-from lrjax.data import example_order
 from lrjax.engine import TrainSettings
 from lrjax.engine import train_grid
-from plain_training import plain_train
+from plain_training import plain_train, plain_train_batches
 from tree_helpers import assert_trees_allclose, assert_trees_equal
 
 
@@ -328,28 +327,15 @@ def test_batch_growth_member_equals_plain_loop_that_grows_its_batch_at_same_poin
   result = train_grid(model, digits, table, settings, progress=False)
   edges = [0, *result.info["batch_growth_examples"], result.info["examples_per_member"]]
   assert len(edges) == 4 and edges[1] < edges[2] < edges[3]
-  order = example_order(0, len(digits.train), edges[-1])
-  sample = jnp.zeros((1,) + digits.image_shape, jnp.float32)
-  x_all, y_all = jnp.asarray(digits.train.images), jnp.asarray(digits.train.labels)
-
-  @jax.jit
-  def step(params, opt_state, idx):
-    x = x_all[idx].astype(jnp.float32) / 255.0
-    loss = lambda p: optax.softmax_cross_entropy(model.apply(p, x),
-                                                 jax.nn.one_hot(y_all[idx], 10)).mean()
-    updates, opt_state = opt.update(jax.grad(loss)(params), opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
   for row in table.itertuples():
-    opt = optax.sgd(0.1, momentum=0.9)
-    params = model.init(jax.random.fold_in(jax.random.key(0), 0), sample)
-    opt_state, updates = opt.init(params), 0
+    batch_sizes = []
     for phase in range(3):
       batch = 16 * row.batch_growth ** phase
-      for start in range(edges[phase], edges[phase + 1], batch):
-        params, opt_state = step(params, opt_state, jnp.asarray(order[start:start + batch]))
-        updates += 1
-    assert result.members.updates[row.member] == updates
+      assert (edges[phase + 1] - edges[phase]) % batch == 0  # each phase ends on a batch
+      batch_sizes += [batch] * ((edges[phase + 1] - edges[phase]) // batch)
+    params = plain_train_batches(model, digits, optax.sgd(0.1, momentum=0.9), batch_sizes,
+                                 0, edges[-1])
+    assert result.members.updates[row.member] == len(batch_sizes)
     assert_trees_allclose(member_params(result, row.member), params, rtol=1e-4, atol=1e-5)
   assert result.members.updates[1] < result.members.updates[0]
 
@@ -417,27 +403,11 @@ def test_updates_budget_with_batch_growth_equals_plain_loop_growing_at_same_upda
   result = train_grid(model, digits, table, settings, progress=False)
   u = result.info["update_budget"]
   assert (result.members["updates"] == u).all()
-  sample = jnp.zeros((1,) + digits.image_shape, jnp.float32)
-  x_all, y_all = jnp.asarray(digits.train.images), jnp.asarray(digits.train.labels)
-
-  @jax.jit
-  def step(params, opt_state, idx):
-    x = x_all[idx].astype(jnp.float32) / 255.0
-    loss = lambda p: optax.softmax_cross_entropy(model.apply(p, x),
-                                                 jax.nn.one_hot(y_all[idx], 10)).mean()
-    updates, opt_state = opt.update(jax.grad(loss)(params), opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
   for row in table.itertuples():
     g = row.batch_growth
     # The batch grows at fraction x budget updates, on a multiple of g ** 2 updates.
     points = [max(1, round(f * u / g ** 2)) * g ** 2 for f in (0.5, 0.75)]
-    opt = optax.sgd(0.1, momentum=0.9)
-    params = model.init(jax.random.fold_in(jax.random.key(0), 0), sample)
-    opt_state, start = opt.init(params), 0
-    order = example_order(0, len(digits.train), result.info["examples_per_member"])
-    for n in range(u):
-      batch = row.batch_size * g ** sum(n >= p for p in points)
-      params, opt_state = step(params, opt_state, jnp.asarray(order[start:start + batch]))
-      start += batch
+    batch_sizes = [row.batch_size * g ** sum(n >= p for p in points) for n in range(u)]
+    params = plain_train_batches(model, digits, optax.sgd(0.1, momentum=0.9), batch_sizes,
+                                 0, result.info["examples_per_member"])
     assert_trees_allclose(member_params(result, row.member), params, rtol=1e-4, atol=1e-5)
