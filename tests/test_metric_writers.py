@@ -29,6 +29,26 @@ def _grid_row(row):
   return pd.Series({k: row[k] for k in ("member", "lr", "batch_size", "aug", "seed")})
 
 
+def _read_events(directory):
+  """The event files in ``directory``, read back: ``(scalars, plugin)``, the last
+  ``(step, value)`` of each scalar tag and the HParams plugin data of each hparams tag."""
+  from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+  from tensorboard.plugins.hparams import plugin_data_pb2
+
+  scalars, plugin = {}, {}
+  for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+    for event in EventFileLoader(path).Load():
+      for v in event.summary.value:
+        if v.metadata.plugin_data.plugin_name == "hparams":
+          plugin[v.tag] = plugin_data_pb2.HParamsPluginData.FromString(
+              v.metadata.plugin_data.content)
+        elif v.HasField("tensor"):
+          scalars[v.tag] = (event.step, float(v.tensor.float_val[0]))
+        else:
+          scalars[v.tag] = (event.step, v.simple_value)
+  return scalars, plugin
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("tb") / "run")
@@ -54,27 +74,14 @@ def test_every_evaluation_of_every_member_is_in_tensorboard(finished):
 
 
 def test_hparams_dashboard_has_the_grid(finished):
-  from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-  from tensorboard.plugins.hparams import plugin_data_pb2
-
   workdir, result = finished
   tb = os.path.join(workdir, "tb")
-
-  def plugin_data(directory):
-    out = {}
-    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
-      for event in EventFileLoader(path).Load():
-        for v in event.summary.value:
-          if v.metadata.plugin_data.plugin_name == "hparams":
-            out[v.tag] = plugin_data_pb2.HParamsPluginData.FromString(
-                v.metadata.plugin_data.content)
-    return out
-
-  root = plugin_data(tb)["_hparams_/experiment"].experiment
+  _, plugin = _read_events(tb)
+  root = plugin["_hparams_/experiment"].experiment
   assert {h.name for h in root.hparam_infos} >= {"lr", "batch_size", "aug", "seed"}
   assert {m.name.tag for m in root.metric_infos} >= set(SCALARS) | {"test_acc"}
   for row in result.members.to_dict("records"):
-    data = plugin_data(os.path.join(tb, member_run_name(_grid_row(row))))
+    _, data = _read_events(os.path.join(tb, member_run_name(_grid_row(row))))
     start = data["_hparams_/session_start_info"].session_start_info
     assert start.hparams["lr"].number_value == pytest.approx(row["lr"])
     assert start.hparams["seed"].number_value == row["seed"]
@@ -109,8 +116,7 @@ def test_wandb_is_imported_only_when_asked_and_logs_per_member(monkeypatch, tmp_
 
 
 def test_status_is_an_hparams_metric_and_failures_end_as_failures(tmp_path):
-  from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-  from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+  from tensorboard.plugins.hparams import api_pb2
 
   from lrjax import grid
   from lrjax.metric_writers import STATUS_CODES
@@ -123,25 +129,11 @@ def test_status_is_an_hparams_metric_and_failures_end_as_failures(tmp_path):
   writer.finish(table.assign(status=statuses, diverged=[False, False, False, True]))
   writer.close()
 
-  def read(directory):
-    scalars, plugin = {}, {}
-    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
-      for event in EventFileLoader(path).Load():
-        for v in event.summary.value:
-          if v.metadata.plugin_data.plugin_name == "hparams":
-            plugin[v.tag] = plugin_data_pb2.HParamsPluginData.FromString(
-                v.metadata.plugin_data.content)
-          elif v.HasField("tensor"):
-            scalars[v.tag] = (event.step, float(v.tensor.float_val[0]))
-          else:
-            scalars[v.tag] = (event.step, v.simple_value)
-    return scalars, plugin
-
-  _, root = read(str(tmp_path))
+  _, root = _read_events(str(tmp_path))
   assert "status" in {m.name.tag for m in root["_hparams_/experiment"].experiment.metric_infos}
   assert STATUS_CODES == {"trained": 0, "slow": 1, "failed": 2, "diverged": 3}
   for row, status in zip(table.to_dict("records"), statuses):
-    scalars, plugin = read(str(tmp_path / member_run_name(row)))
+    scalars, plugin = _read_events(str(tmp_path / member_run_name(row)))
     assert scalars["status"] == (64, STATUS_CODES[status])
     end = plugin["_hparams_/session_end_info"].session_end_info.status
     assert end == (api_pb2.STATUS_FAILURE if status in ("failed", "diverged")
