@@ -1,5 +1,6 @@
-"""The ``lrjax`` command line: ``run``, ``extend``, ``find``, ``report``, ``prepare``,
-``augment-preview``, ``bench``. The one command-line layer: everything else is a library function.
+"""The ``lrjax`` command line: ``run``, ``extend``, ``settle``, ``find``, ``report``,
+``prepare``, ``augment-preview``, ``bench``. The one command-line layer: everything
+else is a library function.
 
 Commands, their options and ``--help`` are argparse's; the ``--config.KEY=VALUE``
 overrides that ``run`` and ``find`` pass through are parsed by absl/ml_collections
@@ -21,13 +22,14 @@ import textwrap
 
 import pandas as pd
 
-from lrjax import data, experiment, extend
+from lrjax import data, experiment, extend, settle
 from lrjax.analysis import report
 from lrjax.analysis import summary as summary_lib
 from lrjax.augment import preview
 from lrjax.engine import checkpoint, devices
 from lrjax.errors import ConfigError
 from lrjax.config_files import load_config, one_line
+from lrjax.workdir import check_workdir
 
 
 
@@ -62,6 +64,7 @@ COMMANDS_HELP = """\
 commands:
   run              train an experiment's grid into a run directory
   extend           add members (seeds, LRs, batch sizes, ...) to a finished run
+  settle           waves of extensions until the primary questions are settled
   find             learning-rate range test; suggests grid.lr
   report           redraw figures, summary.json and report.html of a run
   augment-preview  PNG of images at several augmentation strengths
@@ -82,6 +85,12 @@ examples:
   lrjax extend runs/tiny --config.grid.lr="(3.0,)" --config.grid.batch_size="(16,)"
   lrjax extend runs/tiny --points new_members.csv
   lrjax extend runs/tiny --resume
+"""
+
+SETTLE_EXAMPLES = """
+examples:
+  lrjax settle experiments/lr_batch_aug.py --workdir runs/settled
+  lrjax settle runs/tiny --budget-member-epochs 200 --max-seeds 6
 """
 
 FIND_EXAMPLES = """
@@ -135,6 +144,31 @@ def _extend(args, overrides) -> int:
   workdir = os.path.abspath(args.workdir)
   added = json.load(open(os.path.join(workdir, "config.json")))["extensions"][-1]["added"]
   print(f"\nAdded {added} members; the run has {len(result.members)}.")
+  _print_headline(os.path.join(workdir, "summary.json"))
+  print(f"\nResults in {workdir}:\n  report:   {os.path.join(workdir, 'report.html')}")
+  return 0
+
+
+def _settle(args, overrides) -> int:
+  settings = settle.SettleSettings(
+      budget_member_epochs=args.budget_member_epochs, budget_s=args.budget_s,
+      max_seeds=args.max_seeds, max_waves=args.max_waves)
+  if args.workdir:
+    config = load_config(args.target, overrides, prog="lrjax settle")
+    workdir = args.workdir
+    check_workdir(workdir)
+  else:
+    if overrides:
+      raise ConfigError("settle WORKDIR: the run's config is fixed; --config overrides go "
+                        "with `lrjax settle CONFIG --workdir DIR`.")
+    config, workdir = None, args.target
+  record = settle.settle_run(workdir, settings, config, progress=not args.no_progress)
+  workdir = os.path.abspath(workdir)
+  print(f"\nSettle: {record['waves']} waves, stopped: {record['stopped']}; "
+        f"{record['budget']['spent_member_epochs']:g} of "
+        f"{record['budget']['member_epochs']:g} member-epochs spent.")
+  for o in record["open"]:
+    print(f"  open: {o['question']} at {o['cell']}: {o['why']}")
   _print_headline(os.path.join(workdir, "summary.json"))
   print(f"\nResults in {workdir}:\n  report:   {os.path.join(workdir, 'report.html')}")
   return 0
@@ -286,6 +320,34 @@ def _add_extend(sub) -> None:
   ext.set_defaults(func=_extend)
 
 
+def _add_settle(sub) -> None:
+  """The ``settle`` subcommand: waves of extensions until the primary questions settle."""
+  st = sub.add_parser(
+      "settle",
+      formatter_class=_formatter,
+      usage="%(prog)s [options] (CONFIG_FILE[:ARG] --workdir DIR | WORKDIR) "
+            "[--config.KEY=VALUE ...]",
+      description="Train an experiment (or take a finished run), then run waves: analyse, "
+                  "propose the\nmembers that would settle its open primary questions "
+                  "(README: Settling a run), and\nadd them with `lrjax extend`, until "
+                  "every primary question is settled or the budget\nis spent.",
+      epilog=SETTLE_EXAMPLES)
+  st.add_argument("target", metavar="CONFIG_FILE[:ARG] | WORKDIR",
+                  help="an experiment file (with --workdir), or a finished run")
+  st.add_argument("--workdir", metavar="DIR", default="",
+                  help="the run directory to create from CONFIG_FILE")
+  st.add_argument("--budget-member-epochs", metavar="N", type=float, default=None,
+                  help="member-epochs the waves may add (default: the starting run's)")
+  st.add_argument("--budget-s", metavar="S", type=float, default=None,
+                  help="seconds the waves may take (default 3600)")
+  st.add_argument("--max-seeds", metavar="K", type=int, default=8,
+                  help="seeds a cell may reach (default 8)")
+  st.add_argument("--max-waves", metavar="W", type=int, default=4,
+                  help="waves at most, fixed up front (default 4)")
+  st.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  st.set_defaults(func=_settle)
+
+
 def _add_report(sub) -> None:
   """The ``report`` subcommand: a run directory's report, again."""
   rep = sub.add_parser(
@@ -348,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
       epilog=COMMANDS_HELP)
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                               help="one of the commands below")
-  for add in (_add_run, _add_extend, _add_find, _add_report, _add_augment_preview, _add_prepare):
+  for add in (_add_run, _add_extend, _add_settle, _add_find, _add_report, _add_augment_preview, _add_prepare):
     add(sub)
   # bench parses its own options (and --help): benchmarks/bench.py in a source checkout.
   bench = sub.add_parser("bench", add_help=False)
@@ -361,12 +423,12 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   parser = build_parser()
   args, rest = parser.parse_known_args(argv)
-  if rest and args.command not in ("run", "extend", "find", "bench"):
+  if rest and args.command not in ("run", "extend", "settle", "find", "bench"):
     parser.error(f"unrecognized arguments: {' '.join(rest)}")
   try:
     if args.command == "run":  # joins a multi-process run, if any, before anything else
       devices.join_processes(args.coordinator, args.num_processes, args.process_id)
-    if args.command in ("run", "extend", "find", "bench"):  # before any JAX computation
+    if args.command in ("run", "extend", "settle", "find", "bench"):  # before any JAX work
       devices.use_cpu_cores()
     return args.func(args, rest)
   except ConfigError as e:

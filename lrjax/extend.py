@@ -31,6 +31,7 @@ import itertools
 import json
 import os
 import shutil
+import time
 from typing import Mapping, Sequence
 
 import ml_collections
@@ -79,14 +80,19 @@ def read_run(workdir: str) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
           pd.read_parquet(os.path.join(workdir, "history.parquet")), info)
 
 
+# Records a run's config.json keeps beside the config it trains.
+RECORDS = ("extensions", "settle")
+
+
 def run_config(config: dict) -> dict:
-  """A saved ``config.json`` without its record of extensions: the config it trains.
+  """A saved ``config.json`` without its records (``extensions``, ``settle``): the
+  config it trains.
 
   Example:
     >>> run_config({"epochs": 2, "extensions": []})
     {'epochs': 2}
   """
-  return {k: v for k, v in config.items() if k != "extensions"}
+  return {k: v for k, v in config.items() if k not in RECORDS}
 
 
 def axis_columns(config: dict) -> list[str]:
@@ -243,7 +249,8 @@ def _check_plans_unchanged(runs, old: pd.DataFrame) -> None:
 
 def extend_run(workdir: str, values: Mapping[str, Sequence] | None = None,
                points: pd.DataFrame | None = None, *, resume: bool = False,
-               progress: bool = True, writers=("tensorboard",)) -> GridResult:
+               progress: bool = True, writers=("tensorboard",),
+               wave: dict | None = None) -> GridResult:
   """Adds members to the finished run in ``workdir`` and rebuilds it over the union.
 
   Args:
@@ -254,6 +261,8 @@ def extend_run(workdir: str, values: Mapping[str, Sequence] | None = None,
       ``values`` or ``points``: it adds what it was started with).
     progress: show the progress bar.
     writers: live metrics of the new members (``lrjax.metric_writers``).
+    wave: what ``lrjax settle`` records about the wave this extension is (kept in the
+      extension's record in ``config.json``).
 
   Returns:
     The union ``GridResult`` (members and history of every member).
@@ -272,7 +281,7 @@ def extend_run(workdir: str, values: Mapping[str, Sequence] | None = None,
     [[0, 0], [1, 1]]
   """
   with locked(workdir):
-    return _extend(workdir, values, points, resume, progress, writers)
+    return _extend(workdir, values, points, resume, progress, writers, wave)
 
 
 def _added_or_resumed(workdir, saved, members, values, points, resume) -> pd.DataFrame:
@@ -298,7 +307,7 @@ def _added_or_resumed(workdir, saved, members, values, points, resume) -> pd.Dat
       members[["member", *axis_columns(saved)]].dtypes.to_dict())
 
 
-def _extend(workdir, values, points, resume, progress, writers) -> GridResult:
+def _extend(workdir, values, points, resume, progress, writers, wave) -> GridResult:
   saved, members, history, info = read_run(workdir)
   added = _added_or_resumed(workdir, saved, members, values, points, resume)
   old_rows = members[["member", *axis_columns(saved)]]
@@ -311,20 +320,24 @@ def _extend(workdir, values, points, resume, progress, writers) -> GridResult:
   if not resume:
     os.makedirs(partial)
     with open(os.path.join(partial, SPEC_FILE), "w") as f:
-      json.dump({"started": started, "members_before": len(members),
+      json.dump({"started": started, "members_before": len(members), "wave": wave,
                  "added": plain(added.to_dict("records"))}, f, indent=2)
   else:
     with open(os.path.join(partial, SPEC_FILE)) as f:
-      started = json.load(f)["started"]
+      spec = json.load(f)
+    started, wave = spec["started"], spec.get("wave")
+  t0 = time.perf_counter()
   new = _train_new(runs, partial, progress, writers, workdir)
+  train_s = time.perf_counter() - t0
   union_members = pd.concat([members, new.members[members.columns]], ignore_index=True)
   run = runs[0]
   union_members["status"] = member_status(
       union_members, num_classes=run.dataset.num_classes, num_val=len(run.dataset.validation),
       **status_arguments(run.settings))
   union_history = pd.concat([history, new.history[history.columns]], ignore_index=True)
-  record = {"started": started, "added": len(added),
-            "members": [int(m) for m in added["member"]]}
+  record = {"started": started, "added": len(added), "train_s": round(train_s, 1),
+            "members": [int(m) for m in added["member"]],
+            **({"wave": wave} if wave else {})}
   config = {**saved, "grid": union_cfg["grid"],
             "extensions": [*saved.get("extensions", []), record]}
   union_info = {**info, "extensions": [*info.get("extensions", []), new.info]}

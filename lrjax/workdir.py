@@ -163,6 +163,36 @@ def write_results(result: GridResult, config: dict, workdir: str,
   return sorted(os.path.join(workdir, n) for n in os.listdir(workdir))
 
 
+def rewrite_config(workdir: str, config: dict) -> None:
+  """Replaces a finished run's ``config.json`` and rebuilds its summary, figures and
+  report from it, atomically: a copy is rebuilt and swapped in (``replace_dir``).
+
+  Example:
+    >>> import tempfile
+    >>> from lrjax.analysis.synthetic import synthetic_run
+    >>> run = synthetic_run(lrs=(0.01, 0.1), batch_sizes=(32,), seeds=(0,))
+    >>> d = os.path.join(tempfile.mkdtemp(), "run")
+    >>> _ = write_results(GridResult(run.members, run.history, None, {}), run.config, d)
+    >>> rewrite_config(d, {**run.config, "note": "x"})
+    >>> json.load(open(os.path.join(d, "config.json")))["note"]
+    'x'
+  """
+  parent = os.path.dirname(os.path.abspath(workdir)) or "."
+  tmp = tempfile.mkdtemp(prefix=".lrjax-", dir=parent)
+  try:
+    os.chmod(tmp, 0o777 & ~_umask())
+    for name in os.listdir(workdir):
+      src = os.path.join(workdir, name)
+      (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+      json.dump(config, f, indent=2, sort_keys=True)
+    report.write_report(tmp)
+    replace_dir(tmp, workdir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
 def partial_dir(workdir: str) -> str:
   """Where a run's checkpoints live until it finishes: ``<workdir>.partial``."""
   return os.path.abspath(workdir).rstrip(os.sep) + ".partial"

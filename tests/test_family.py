@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lrjax.analysis import family, inference
-from lrjax.analysis.family import Decision
+from lrjax.analysis.family import Decision, family_table
 
 
 def _decision(p, claim="linear", cell="aug 0"):
@@ -41,3 +41,14 @@ def test_primary_intervals_are_at_the_simultaneous_level():
   assert t["lo"].tolist() == pytest.approx([lo] * 5) and t["hi"].tolist() == pytest.approx(
       [hi] * 5)
   assert hi - lo > 0.2
+
+
+def test_family_splits_error_rate_over_looks_when_looks_given():
+  d = Decision("scaling", "aug 0", "m", "exponent", 1.0, 0.9, 1.1, 5, 0.03, "linear",
+               "linear")
+  once = family_table([(d, "primary")])
+  twice = family_table([(d, "primary")], looks=2)
+  assert once["verdict"].tolist() == ["linear"]  # p 0.03 < 0.05
+  assert twice["verdict"].tolist() == ["not settled"]  # p 0.03 > 0.05 / 2
+  assert float(twice["level"][0]) == pytest.approx(0.975)
+  assert float(twice["hi"][0]) > float(once["hi"][0])  # the wider simultaneous interval

@@ -246,7 +246,7 @@ def test_schedules_runlocal_headline_and_primary_family(schedules_run):
   with open(os.path.join(schedules_run, "summary.json")) as f:
     summary = json.load(f)
   head = summary["headline"]
-  assert head["family"] == {"questions": ["arms:schedule"], "size": 5,
+  assert head["family"] == {"questions": ["arms:schedule"], "size": 5, "looks": 1,
                             "level": pytest.approx(0.99), "method": "Holm"}
   assert head["best"]["setting"]["schedule"] in (
       "constant", "cosine", "onecycle", "cyclic", "exponential", "plateau")

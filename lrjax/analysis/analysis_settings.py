@@ -51,7 +51,7 @@ QUESTIONS = {
 _NEEDS = {"best_lr": ("lr", 2), "scaling": ("batch_size", 2), "aug_effect": ("aug", 2),
           "max_stable_lr": ("lr", 2), "b_crit": ("batch_size", 2)}
 _CORE = ("lr", "batch_size", "aug", "seed")
-FIELDS = ("equivalence_margin", "lr_equivalence_factor", "reference", "questions")
+FIELDS = ("equivalence_margin", "lr_equivalence_factor", "reference", "questions", "looks")
 
 
 def _is_number(x) -> bool:
@@ -68,6 +68,10 @@ class AnalysisSettings:
     reference: axis -> reference value for comparisons along that axis.
     questions: the primary questions (names of `QUESTIONS`, ``"arms:<axis>"`` for an
       axis); None: `default_questions` of the grid.
+    looks: how many times the primary family may be looked at before the answer is
+      final (``lrjax settle`` fixes it up front: one look per planned wave). The
+      family's error rate is split over the looks (Bonferroni), so the chance of any
+      false primary verdict at any look stays at most 5%.
 
   Raises:
     ConfigError: naming the field and the fix.
@@ -85,6 +89,7 @@ class AnalysisSettings:
   lr_equivalence_factor: float = DEFAULT_LR_FACTOR
   reference: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   questions: tuple[str, ...] | None = None
+  looks: int = 1
 
   def __post_init__(self):
     m = self.equivalence_margin
@@ -101,6 +106,9 @@ class AnalysisSettings:
     object.__setattr__(self, "lr_equivalence_factor", float(f))
     object.__setattr__(self, "reference", _check_reference(self.reference))
     object.__setattr__(self, "questions", _check_questions(self.questions))
+    if isinstance(self.looks, bool) or not isinstance(self.looks, int) or self.looks < 1:
+      raise ConfigError(f"analysis.looks: a whole number >= 1 (how often the primary "
+                        f"family is looked at); got {self.looks!r}. Use 1 for one run.")
 
 
 def _check_reference(reference) -> dict:

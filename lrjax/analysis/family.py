@@ -128,13 +128,16 @@ def decision_sentence(d: Decision, verdict: str, lo: float, hi: float, level: fl
 
 
 def family_table(items: Sequence[tuple[Decision, str]],
-                 comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
+                 comparisons: pd.DataFrame | None = None, looks: int = 1) -> pd.DataFrame:
   """Decisions with their role, Holm over the primary ones, intervals and sentences.
 
   Args:
     items: ``(decision, role)`` pairs, role ``"primary"`` (the family) or
       ``"exploratory"``.
     comparisons: the `compare_arms` table, for the arms' sentences.
+    looks: how many times the family is looked at (``AnalysisSettings.looks``): Holm
+      runs at family-wise ``0.05 / looks`` and the intervals at
+      ``simultaneous_level(size * looks)``.
 
   Returns:
     One row per decision with `FAMILY_COLUMNS`: primary rows have ``p_holm``
@@ -154,9 +157,10 @@ def family_table(items: Sequence[tuple[Decision, str]],
   """
   primary = [i for i, (_, role) in enumerate(items) if role == "primary"]
   m = len(primary)
-  level_p = inference.simultaneous_level(m)
+  level_p = inference.simultaneous_level(m * looks)
   p_in = [items[i][0].p if np.isfinite(items[i][0].p) else 1.0 for i in primary]
-  rejected, adjusted = inference.holm(p_in) if m else (np.zeros(0, bool), np.zeros(0))
+  rejected, adjusted = (inference.holm(p_in, alpha=(1 - inference.LEVEL) / looks) if m
+                        else (np.zeros(0, bool), np.zeros(0)))
   holm = {i: (bool(rejected[k]), float(adjusted[k]) if np.isfinite(items[i][0].p)
               else math.nan) for k, i in enumerate(primary)}
   rows = []

@@ -367,7 +367,7 @@ def answer(e, settings: AnalysisSettings, comparisons: pd.DataFrame | None = Non
   rest = [q for q in applicable_questions(e, comparisons) if q not in primary_qs]
   items = (_decisions_of(e, primary_qs, settings, comparisons, main_arm, "primary")
            + _decisions_of(e, rest, settings, comparisons, main_arm, "exploratory"))
-  table = family_table(items, comparisons)
+  table = family_table(items, comparisons, looks=settings.looks)
   checks = pd.DataFrame(columns=list(FAMILY_COLUMNS))
   disagree: dict[str, list[str]] = {}
   if companion is not None or other_arm is not None:
@@ -381,8 +381,8 @@ def answer(e, settings: AnalysisSettings, comparisons: pd.DataFrame | None = Non
     checks = family_table(theirs, comparisons)
     disagree = disagreement_sentences(family_table(mine, comparisons), checks)
   m = int((table["role"] == "primary").sum())
-  family = {"questions": primary_qs, "size": m, "level": inference.simultaneous_level(m),
-            "method": "Holm"}
+  family = {"questions": primary_qs, "size": m, "looks": settings.looks,
+            "level": inference.simultaneous_level(m * settings.looks), "method": "Holm"}
   return Answers(pd.concat([table, checks], ignore_index=True), *_sentences(
       table, disagree, primary_qs, family), family)
 
@@ -410,9 +410,12 @@ def family_statement(family: dict) -> str:
     ...                         "level": 0.9875}))  # doctest: +ELLIPSIS
     Primary questions (fixed by the config before the run): best_lr, scaling; 4 decisions, Holm-corrected, family-wise 95%; their intervals are simultaneous 98.8% intervals (Bonferroni)...
   """
+  looks = family.get("looks", 1)
+  over = (f" over {looks} planned looks (lrjax settle's waves; each look at family-wise "
+          f"{5 / looks:.2g}%)" if looks > 1 else "")
   return (f"Primary questions (fixed by the config before the run): "
           f"{', '.join(family['questions'])}; {family['size']} decisions, Holm-corrected, "
-          f"family-wise 95%; their intervals are simultaneous "
+          f"family-wise 95%{over}; their intervals are simultaneous "
           f"{100 * family['level']:.3g}% intervals (Bonferroni), and a verdict follows "
           "Holm's adjusted p, which can reject where such an interval still reaches the "
           "null value.")

@@ -19,7 +19,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from lrjax.analysis import fit_plots, interactive, plots, summary as summary_lib, tables
+from lrjax.analysis import fit_plots, interactive, plots, settle_report, tables
+from lrjax.analysis import summary as summary_lib
 from lrjax.grid import CORE_AXES
 
 HEATMAP_METRICS = {"heatmap_val_acc.png": "final_val_acc",
@@ -242,7 +243,8 @@ def _html(run: tables.RunTables, summary: dict, est, figures, metric: str,
            f"<h1>{html.escape(title)}</h1>",
            f"<p class='subtitle'>{html.escape(subtitle)}; {summary['n_members']} "
            f"members</p>",
-           *_headline_html(summary), *_findings_html(summary, metric)]
+           *_headline_html(summary), *_findings_html(summary, metric),
+           *settle_report.settle_html(run.config if isinstance(run.config, dict) else {})]
   # What the experiment varied besides LR, batch size and aug leads: the paired arm
   # comparisons (summary.json's numbers), then the figures.
   for axis in varied:
