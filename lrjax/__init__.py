@@ -6,6 +6,8 @@ reads in one direction: an experiment config (``experiment``) resolves into a
 ``analysis`` turns the tables into fits, figures and a report. The pieces also
 stand alone: ``schedules``, ``transforms`` and ``optimizers`` are Optax-compatible,
 ``models`` adapts any Flax model, ``data`` and ``augment`` feed the engine.
+``extend`` adds members to a finished run; ``settle`` decides which, wave by wave,
+until the experiment's primary questions are settled.
 """
 
 from lrjax import analysis
@@ -15,24 +17,28 @@ from lrjax import lr_finder
 from lrjax import models
 from lrjax import optimizers
 from lrjax import schedules
+from lrjax import settle
 from lrjax import transforms
 from lrjax.data import Dataset, load
 from lrjax.engine import GridResult, Run, TrainSettings, build_run, train, train_grid
 from lrjax.engine.devices import use_cpu_cores
 from lrjax.errors import ConfigError
 from lrjax.experiment import default_config, find_lr, resolve, train_and_evaluate
+from lrjax.extend import extend_run
 from lrjax.grid import layout, log2_space, log_space, make_grid
 from lrjax.models import CNN, MLP, MNIST1DCNN, ModelAdapter, from_linen, from_nnx, get_model
 from lrjax.optimizers import OPTIMIZERS, make_optimizer, optimizer_hparams
 from lrjax.schedules import make_schedule
+from lrjax.settle import SettleSettings, settle_run
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CNN", "ConfigError", "Dataset", "GridResult", "MLP", "MNIST1DCNN", "ModelAdapter",
-    "OPTIMIZERS", "Run", "TrainSettings", "analysis", "augment", "build_run", "data",
-    "default_config", "find_lr", "from_linen", "from_nnx", "get_model", "layout", "load",
+    "OPTIMIZERS", "Run", "SettleSettings", "TrainSettings", "analysis", "augment",
+    "build_run", "data", "default_config", "extend_run", "find_lr", "from_linen", "from_nnx", "get_model", "layout", "load",
     "log2_space", "log_space", "lr_finder", "make_grid", "make_optimizer", "make_schedule",
-    "models", "optimizer_hparams", "optimizers", "resolve", "schedules", "train",
+    "models", "optimizer_hparams", "optimizers", "resolve", "schedules", "settle",
+    "settle_run", "train",
     "train_and_evaluate", "train_grid", "transforms", "use_cpu_cores",
 ]

@@ -22,8 +22,9 @@ order they are tried:
    largest, at the LRs of the largest batch size scaled by 2 and one step beyond, up to
    the training split's size (else: "dataset too small").
 6. ``seeds``: a decision whose interval holds both alternatives (its cells' optima
-   interior) gets seeds in every cell that question uses, in blocks that double the
-   seed count, up to ``max_seeds``.
+   interior) gets seeds in every cell that question uses, in blocks that bring each
+   to twice the fewest any has, up to ``max_seeds``; all cells draw from one pool of
+   seed numbers, so they stay balanced and paired.
 
 Only primary questions get members (nothing that cannot change a verdict), one
 addition per question and cell per wave; a question whose rule cannot act says why
@@ -229,21 +230,30 @@ def _scaling_rule(est, axes, num_train: int) -> tuple[list[Addition], list[Open]
 
 
 def _seed_rule(est, axes, decision, cells, settings) -> tuple[list[Addition], list[Open]]:
-  """Rule 6: double the seeds of every cell a question uses, up to ``max_seeds``."""
+  """Rule 6: every cell a question uses gets the seeds that bring it to twice the
+  fewest any of them has (up to ``max_seeds``), from one pool of seed numbers, so the
+  cells stay balanced and share their seeds (paired)."""
   members = est.members
-  have = int(members["seed"].nunique())
+  rows = [_cell_rows(members, axes, cols, key) for cols, key in cells]
+  have = min(int(r["seed"].nunique()) for r in rows)
   if have >= settings.max_seeds:
     need = decision.get("settle") or "more seeds"
     return [], [Open(decision["question"], decision["cell"],
                      f"max_seeds ({settings.max_seeds}) reached; would need {need}")]
-  first = int(members["seed"].max()) + 1
-  new_seeds = list(range(first, first + min(have, settings.max_seeds - have)))
-  rows = pd.concat([_cell_rows(members, axes, cols, key) for cols, key in cells])
-  base = rows.drop(columns="seed").drop_duplicates()
-  points = base.merge(pd.DataFrame({"seed": new_seeds}), how="cross")[axes]
+  pool = sorted(int(s) for s in members["seed"].unique())
+  pool += list(range(pool[-1] + 1, pool[-1] + 1 + settings.max_seeds))
+  wanted = pool[:min(settings.max_seeds, 2 * have)]
+  parts = []
+  for r in rows:
+    base = r.drop(columns="seed").drop_duplicates()
+    missing = [s for s in wanted if s not in set(r["seed"].tolist())]
+    if missing:
+      parts.append(base.merge(pd.DataFrame({"seed": missing}), how="cross")[axes])
+  points = pd.concat(parts, ignore_index=True)
   return [Addition("seeds", decision["question"], decision["cell"],
                    f"{decision['question']} at {decision['cell']} holds both answers with "
-                   f"{have} seeds: add seeds {new_seeds[0]}-{new_seeds[-1]}", points)], []
+                   f"{have} seeds: bring its {len(rows)} cells to {len(wanted)} seeds",
+                   points)], []
 
 
 # Each LR question's estimate table in `Estimates`, and the column its cells end before.
