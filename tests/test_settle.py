@@ -121,7 +121,8 @@ def test_settle_stays_within_member_epoch_budget_and_records_waves(tmp_path):
   assert waves[0]["added"][0]["rule"] == "edge"  # 0.03, the grid's top, was best
   assert config["settle"]["stopped"] == record["stopped"]
   page = open(os.path.join(workdir, "report.html")).read()
-  assert "How this was settled" in page and "Wave 1:" in page
+  assert "How this was settled" in page and "<th>member-epochs</th>" in page
+  assert "(edge)" in page and "Stopped after" in page
   assert record["budget"]["spent_s"] > 0
 
 

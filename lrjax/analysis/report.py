@@ -47,6 +47,7 @@ table.sortable th{cursor:pointer;position:sticky;top:0}
 table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
 table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
 figure.vl{margin:.6em 0}.vl-chart{overflow-x:auto}
+table.waves td.left{text-align:left;vertical-align:top}table.waves ul{margin:0;padding-left:1.1em}
 """
 # Extra axes whose comparison leads the report (after the findings), in this order;
 # other extra axes follow them.

@@ -25,6 +25,11 @@ def _changes(before: list[dict], after: list[dict]) -> list[str]:
   return out
 
 
+def _number(x) -> str:
+  """Member-epochs and seconds as people write them: 3540, 61, 2.5."""
+  return f"{x:,.0f}" if abs(x) >= 10 else fmt(x)
+
+
 def settle_lines(config: dict) -> list[str]:
   """The section as plain sentences (the HTML wraps each in a paragraph or list item).
 
@@ -57,16 +62,17 @@ def settle_lines(config: dict) -> list[str]:
                      f"({a['members']} members)" for a in wave["added"])
     changed = _changes(wave["verdicts_before"], nxt)
     lines.append(f"Wave {wave['number']}: {ext['added']} members, "
-                 f"{fmt(wave['member_epochs'])} member-epochs, "
-                 f"{fmt(ext.get('train_s', float('nan')))} s of training. {what}. "
+                 f"{_number(wave['member_epochs'])} member-epochs, "
+                 f"{_number(ext.get('train_s', float('nan')))} s of training. {what}. "
                  + (f"Verdicts changed by it: {'; '.join(changed)}." if changed
                     else "No primary verdict changed."))
   if record:
     b = record["budget"]
     waves = record["waves"]
     lines.append(f"Stopped after {waves} wave{'s' if waves != 1 else ''}: "
-                 f"{record['stopped']}; {fmt(b['spent_member_epochs'])} of "
-                 f"{fmt(b['member_epochs'])} member-epochs and {fmt(b['spent_s'])} s spent.")
+                 f"{record['stopped']}; {_number(b['spent_member_epochs'])} of "
+                 f"{_number(b['member_epochs'])} member-epochs and {_number(b['spent_s'])} s "
+                 f"spent.")
     for f in record.get("flips", []):
       lines.append(f"Flipped: {f['question']} at {f['cell']} was {f['was']}, is "
                    f"{f['now']} after wave {f['wave']} (later seeds or LRs moved it).")
@@ -76,16 +82,52 @@ def settle_lines(config: dict) -> list[str]:
   return lines
 
 
+def _wave_rows(config: dict) -> list[str]:
+  """One table row per extension: what it added and why, its cost, what it changed."""
+  extensions = config.get("extensions") or []
+  record = config.get("settle") or {}
+  rows = []
+  for i, ext in enumerate(extensions):
+    wave = ext.get("wave") or {}
+    nxt = next((e["wave"]["verdicts_before"] for e in extensions[i + 1:] if e.get("wave")),
+               record.get("verdicts", []))
+    added = "".join(f"<li>{html.escape(a['question'])} at {html.escape(a['cell'])} "
+                    f"<em>({html.escape(a['rule'])})</em>: {html.escape(a['why'])} "
+                    f"({a['members']})</li>" for a in wave.get("added", []))
+    changed = _changes(wave["verdicts_before"], nxt) if wave else []
+    changes = ("<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in changed) + "</ul>"
+               if changed else "none")
+    epochs = wave.get("member_epochs")
+    rows.append(f"<tr><td>{wave.get('number', 'extend')}</td><td>{ext['added']}</td>"
+                f"<td>{'' if epochs is None else _number(epochs)}</td>"
+                f"<td>{_number(ext.get('train_s', float('nan')))}</td>"
+                f"<td class='left'><ul>{added or '<li>by hand (lrjax extend)</li>'}</ul></td>"
+                f"<td class='left'>{changes}</td></tr>")
+  return rows
+
+
 def settle_html(config: dict) -> list[str]:
-  """The "How this was settled" section (nothing for a run never extended).
+  """The "How this was settled" section (nothing for a run never extended): a table of
+  the waves, then why it stopped, the flips and what is still open.
 
   Example:
     >>> settle_html({})
     []
   """
-  lines = settle_lines(config)
-  if not lines:
+  rows = _wave_rows(config)
+  if not rows:
     return []
-  title = "How this was settled" if config.get("settle") else "Extensions"
-  return [f"<section id='settled'><h2>{title}</h2>",
-          *[f"<p>{html.escape(line)}</p>" for line in lines], "</section>"]
+  record = config.get("settle")
+  parts = [f"<section id='settled'><h2>{'How this was settled' if record else 'Extensions'}"
+           "</h2>",
+           "<table class='waves'><tr><th>wave</th><th>members</th><th>member-epochs</th>"
+           "<th>training s</th><th>added (rule): why (members)</th>"
+           "<th>primary verdicts it changed</th></tr>", *rows, "</table>"]
+  if record:
+    lines = settle_lines({"settle": record})
+    parts.append(f"<p>{html.escape(lines[0])}</p>")
+    listed = lines[1:]
+    if listed:
+      parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in listed) + "</ul>")
+  parts.append("</section>")
+  return parts

@@ -251,8 +251,8 @@ def _seed_rule(est, axes, decision, cells, settings) -> tuple[list[Addition], li
       parts.append(base.merge(pd.DataFrame({"seed": missing}), how="cross")[axes])
   points = pd.concat(parts, ignore_index=True)
   return [Addition("seeds", decision["question"], decision["cell"],
-                   f"{decision['question']} at {decision['cell']} holds both answers with "
-                   f"{have} seeds: bring its {len(rows)} cells to {len(wanted)} seeds",
+                   f"its interval holds both answers with {have} seeds: bring its "
+                   f"{len(rows)} cell{'s' if len(rows) > 1 else ''} to {len(wanted)} seeds",
                    points)], []
 
 
