@@ -87,7 +87,12 @@ def main(argv=None) -> dict:
   dense_lrs = lrjax.log_space(0.01, 1.0, 4 if args.quick else 16)
   coarse_lrs = (0.03, 0.3) if args.quick else (0.01, 0.03, 0.1, 0.3, 1.0)
   dense_seeds = (0, 1) if args.quick else tuple(range(8))
-  settings = lrjax.SettleSettings(max_waves=1 if args.quick else 4, max_seeds=8)
+  # settle may spend what brings its total to 1/3 of the dense grid's member-epochs
+  dense_epochs = len(dense_lrs) * len(batch_sizes) * len(dense_seeds) * epochs
+  start_epochs = len(coarse_lrs) * len(batch_sizes) * 2 * epochs
+  settings = lrjax.SettleSettings(
+      max_waves=1 if args.quick else 4, max_seeds=8,
+      budget_member_epochs=max(dense_epochs / 3 - start_epochs, epochs))
   with tempfile.TemporaryDirectory() as root:
     settle = run_settle(root, coarse_lrs, batch_sizes, (0, 1), epochs, settings)
     dense = run_dense(root, dense_lrs, batch_sizes, dense_seeds, epochs)

@@ -137,3 +137,19 @@ def test_cli_settle_refuses_bad_budget_before_training(tmp_path, capsys):
 def test_settle_of_missing_run_names_workdir(tmp_path):
   with pytest.raises(ConfigError, match="WORKDIR"):
     settle_run(str(tmp_path / "none"), SettleSettings())
+
+
+def test_seed_block_that_does_not_fit_shrinks_to_what_the_budget_affords():
+  import pandas as pd
+  from lrjax.settle.rules import Addition
+  from lrjax.settle.waves import _afford
+  points = pd.DataFrame({"seed": [2, 3, 4, 5] * 3, "aug": 0.0, "lr": 0.1,
+                         "batch_size": [16] * 4 + [32] * 4 + [64] * 4})
+  edge = Addition("edge", "best_lr", "c", "add", points.iloc[:2])
+  seeds = Addition("seeds", "scaling", "aug 0", "block", points)
+  kept, cut = _afford([edge, seeds], left_epochs=9, epochs=1, left_s=1e9, s_per_epoch=0)
+  assert kept[0] is edge and cut
+  assert sorted(kept[1].points["seed"].unique()) == [2, 3]  # 6 members: 7 epochs were left
+  assert "2 of its 4 new seeds" in kept[1].why
+  kept, cut = _afford([edge], left_epochs=1, epochs=1, left_s=1e9, s_per_epoch=0)
+  assert kept == [] and cut  # an LR addition is never cut in part

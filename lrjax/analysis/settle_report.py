@@ -94,6 +94,8 @@ def _wave_rows(config: dict) -> list[str]:
     added = "".join(f"<li>{html.escape(a['question'])} at {html.escape(a['cell'])} "
                     f"<em>({html.escape(a['rule'])})</em>: {html.escape(a['why'])} "
                     f"({a['members']})</li>" for a in wave.get("added", []))
+    if wave.get("budget_cut"):
+      added += "<li>more was proposed than the budget affords: left out</li>"
     changed = _changes(wave["verdicts_before"], nxt) if wave else []
     changes = ("<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in changed) + "</ul>"
                if changed else "none")

@@ -9,11 +9,12 @@ order they are tried:
    beyond it, stepping by the grid's own ratio there (the ratio of the cell's two
    outermost LRs on that side).
 2. ``stability_edge``: a best LR next to an LR where not every seed trained gets the
-   log-midpoint between the two (widening the grid would show nothing new).
+   log-midpoint between the two (widening the grid would show nothing new), until the
+   two are within ``sqrt(lr_width)``: then the optimum is the stability limit.
 3. ``interior``: an interior optimum whose interval is wider than ``lr_width`` (as a
    ratio hi/lo) gets the log-midpoints between it and its grid neighbours (halving the
-   log-spacing), while that spacing is wider than the interval needs. A cell without
-   an interval (too few seeds) goes to rule 6 instead.
+   log-spacing), while that spacing is wider than the interval needs. A cell with
+   fewer than 3 seeds goes to rule 6 instead: its interval is the t quantile's.
 4. ``stability``: a stability limit bracketed by a stable and a failing LR further apart
    than the analysis's ``lr_equivalence_factor`` is bisected in log-LR; a limit above
    the grid's largest LR (below its smallest) gets the next LR out.
@@ -44,6 +45,8 @@ from lrjax.analysis.stats import fmt, group_label
 from lrjax.analysis.verdicts import best_lr_edges
 from lrjax.errors import ConfigError
 
+# Seeds a cell needs before finer LRs can narrow its best LR's interval.
+MIN_SEEDS_TO_REFINE = 3
 # Verdicts that close a primary decision.
 OPEN_VERDICTS = ("not settled", "at an edge", "no usable LR", "not computed")
 
@@ -145,16 +148,22 @@ def _lr_rules(est, axes, primary_cells, settings) -> tuple[list[Addition], set]:
                           f"smallest: add {fmt(best / step)} (÷{fmt(step)})",
                           _at_lrs(rows, [best / step])))
     elif kind:
-      mid = math.sqrt(best * float(r["beside"]))
+      beside = float(r["beside"])
+      if max(beside / best, best / beside) <= math.sqrt(settings.lr_width):
+        fine.add(key)  # the optimum is the stability limit, found to within the setting
+        continue
+      mid = math.sqrt(best * beside)
       out.append(Addition("stability_edge", "best_lr", cell, f"best LR {fmt(best)} is next "
-                          f"to {fmt(r['beside'])}, where not every seed trained: add "
+                          f"to {fmt(beside)}, where not every seed trained: add "
                           f"{fmt(mid)} between them", _at_lrs(rows, [mid])))
     else:
       lo, hi = float(r["best_lr_lo"]), float(r["best_lr_hi"])
-      # Without an interval (too few seeds) finer LRs cannot narrow it: seeds come first.
       width = hi / lo if lo > 0 and np.isfinite(hi) else math.nan
       spacing = max(float(r["above"]) / best, best / float(r["below"]))
-      if width > settings.lr_width and spacing > math.sqrt(settings.lr_width):
+      # With fewer than 3 seeds the interval is the t quantile's (t(1) = 12.7), not
+      # the LR spacing's: seeds come first (rule 6).
+      if (int(r["n_seeds"]) >= MIN_SEEDS_TO_REFINE and width > settings.lr_width
+          and spacing > math.sqrt(settings.lr_width)):
         mids = [math.sqrt(best * float(r[s])) for s in ("below", "above")]
         out.append(Addition("interior", "best_lr", cell, f"best LR {fmt(best)} has an "
                             f"interval ×{fmt(width)} wide (want ≤ ×{fmt(settings.lr_width)}):"

@@ -55,17 +55,34 @@ def _member_epochs(members: pd.DataFrame, config: dict) -> float:
 
 def _afford(additions: list[Addition], left_epochs: float, epochs: float,
             left_s: float, s_per_epoch: float) -> tuple[list[Addition], bool]:
-  """The additions the budget affords, in rule order; whether any was left out."""
+  """The additions the budget affords, in rule order; whether any was cut.
+
+  A block of seeds that does not fit shrinks to the most seeds that do (the block's
+  size then follows the budget, never the data)."""
   kept, cut = [], False
   for a in additions:
-    cost = len(a.points) * epochs
-    if cost <= left_epochs and cost * s_per_epoch <= left_s:
-      kept.append(a)
-      left_epochs -= cost
-      left_s -= cost * s_per_epoch
+    for candidate in _shrinking(a):
+      cost = len(candidate.points) * epochs
+      if cost <= left_epochs and cost * s_per_epoch <= left_s:
+        kept.append(candidate)
+        left_epochs -= cost
+        left_s -= cost * s_per_epoch
+        cut = cut or candidate is not a
+        break
     else:
       cut = True
   return kept, cut
+
+
+def _shrinking(a: Addition):
+  """``a``, then (seeds only) ``a`` with fewer of its new seeds, down to one."""
+  yield a
+  if a.rule != "seeds":
+    return
+  seeds = sorted(a.points["seed"].unique())
+  for k in range(len(seeds) - 1, 0, -1):
+    yield a._replace(points=a.points[a.points["seed"].isin(seeds[:k])],
+                     why=f"{a.why} (budget: {k} of its {len(seeds)} new seeds)")
 
 
 @dataclasses.dataclass
@@ -127,7 +144,24 @@ def settle_run(workdir: str, settings: SettleSettings = SettleSettings(), config
   start_epochs = _member_epochs(members, saved)
   budget = _Budget(settings.budget_member_epochs or start_epochs,
                    settings.budget_s if settings.budget_s is not None else DEFAULT_BUDGET_S)
-  s_per_epoch = float(info.get("train_s", 0.0) + info.get("compile_s", 0.0)) / start_epochs
+  # Until a wave has been timed, the starting run's seconds per member-epoch.
+  s_per_epoch = float(info.get("train_seconds", 0.0) + info.get("compile_seconds", 0.0)
+                      ) / start_epochs
+  outcome = _waves(workdir, settings, budget, epochs, s_per_epoch, progress, n_boot)
+  record = {"waves": outcome["waves"], "stopped": outcome["stopped"],
+            "flips": outcome["flips"],
+            "open": _open_reasons(outcome["summary"], outcome["opens"], outcome["stopped"]),
+            "budget": {"member_epochs": budget.member_epochs, "seconds": budget.seconds,
+                       "spent_member_epochs": budget.spent_epochs,
+                       "spent_s": round(budget.spent_s, 1),
+                       "start_member_epochs": start_epochs},
+            "settings": dataclasses.asdict(settings), "verdicts": outcome["verdicts"]}
+  _write_record(workdir, record)
+  return record
+
+
+def _waves(workdir, settings, budget, epochs, s_per_epoch, progress, n_boot) -> dict:
+  """The loop: look, stop or propose, afford, extend; returns how it ended."""
   first_verdicts: dict[tuple, str] = {}
   flips: list[dict] = []
   waves, stopped, opens = 0, "", []
@@ -138,7 +172,7 @@ def settle_run(workdir: str, settings: SettleSettings = SettleSettings(), config
     if not any(is_open(v) for v in verdicts):
       stopped = "every primary question settled"
       break
-    settled = {k for k, v in first_verdicts.items() if v not in ("",)}
+    settled = {k for k, v in first_verdicts.items() if v}
     additions, opens = propose(summary, est, axes, num_train, settings, settled)
     if waves >= settings.max_waves:
       stopped = f"max_waves ({settings.max_waves}) reached"
@@ -151,22 +185,14 @@ def settle_run(workdir: str, settings: SettleSettings = SettleSettings(), config
     if not kept:
       stopped = "budget spent"
       break
-    seconds = _wave(workdir, kept, verdicts, waves + 1, epochs, progress)
+    seconds = _wave(workdir, kept, verdicts, waves + 1, epochs, progress, cut)
     waves += 1
     cost = sum(len(a.points) for a in kept) * epochs
     budget.spent_epochs += cost
     budget.spent_s += seconds
     s_per_epoch = seconds / cost
-  record = {"waves": waves, "stopped": stopped, "flips": flips,
-            "open": _open_reasons(summary, opens, stopped),
-            "budget": {"member_epochs": budget.member_epochs, "seconds": budget.seconds,
-                       "spent_member_epochs": budget.spent_epochs,
-                       "spent_s": round(budget.spent_s, 1),
-                       "start_member_epochs": start_epochs},
-            "settings": dataclasses.asdict(settings),
-            "verdicts": verdicts}
-  _write_record(workdir, record)
-  return record
+  return {"waves": waves, "stopped": stopped, "flips": flips, "opens": opens,
+          "summary": summary, "verdicts": verdicts}
 
 
 def _analyse(workdir: str, n_boot: int):
@@ -197,10 +223,10 @@ def _flips(verdicts: list[dict], first: dict, wave: int) -> list[dict]:
   return out
 
 
-def _wave(workdir, additions, verdicts, number, epochs, progress) -> float:
+def _wave(workdir, additions, verdicts, number, epochs, progress, cut: bool) -> float:
   """One extension with the additions; records the wave; returns its seconds."""
   points = pd.concat([a.points for a in additions], ignore_index=True)
-  note = {"number": number, "verdicts_before": verdicts,
+  note = {"number": number, "verdicts_before": verdicts, "budget_cut": cut,
           "added": [{"rule": a.rule, "question": a.question, "cell": a.cell, "why": a.why,
                      "members": len(a.points)} for a in additions],
           "member_epochs": len(points) * epochs}
