@@ -153,3 +153,16 @@ def test_seed_block_that_does_not_fit_shrinks_to_what_the_budget_affords():
   assert "2 of its 4 new seeds" in kept[1].why
   kept, cut = _afford([edge], left_epochs=1, epochs=1, left_s=1e9, s_per_epoch=0)
   assert kept == [] and cut  # an LR addition is never cut in part
+
+
+def test_settling_finished_run_again_adds_its_waves_to_the_looks(tmp_path, monkeypatch):
+  from lrjax.settle import waves
+  workdir = str(tmp_path / "run")
+  experiment.train_and_evaluate(_tiny_config(), workdir, progress=False, writers=())
+  monkeypatch.setattr(waves, "_waves", lambda *a, **k: {
+      "waves": 0, "stopped": "test", "flips": [], "opens": [], "verdicts": [],
+      "summary": {"decisions": []}})
+  settle_run(workdir, SettleSettings(max_waves=2), progress=False)
+  settle_run(workdir, SettleSettings(max_waves=3), progress=False)
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["analysis"]["looks"] == 1 + 2 + 3

@@ -13,7 +13,8 @@ Why stopping leaves the printed intervals valid:
 
 * The primary family and its number of looks are fixed before the first wave:
   ``analysis.questions`` by the config, ``analysis.looks = max_waves + 1`` by
-  settle. Every look runs Holm at family-wise ``5% / looks`` with intervals at the
+  settle (a finished run's looks so far plus ``max_waves``, when it settles an
+  existing run, so a run settled again keeps counting). Every look runs Holm at family-wise ``5% / looks`` with intervals at the
   matching Bonferroni level, so by the union bound the chance that any look shows a
   false primary verdict is at most 5%, however the waves stopped.
 * Seeds are added in blocks (doubling), never one at a time until an interval
@@ -96,19 +97,20 @@ class _Budget:
 def _start(config, workdir: str, settings: SettleSettings, progress: bool) -> None:
   """Trains the starting run of ``config`` (with its looks fixed) into ``workdir``."""
   config = experiment.config_to_dict(config)
-  config["analysis"] = {**config.get("analysis", {}), "looks": settings.max_waves + 1}
+  analysis = config.get("analysis") or {}
+  config["analysis"] = {**analysis, "looks": int(analysis.get("looks", 1)) + settings.max_waves}
   experiment.train_and_evaluate(config, workdir, progress=progress)
 
 
 def _fix_looks(workdir: str, settings: SettleSettings) -> None:
-  """An existing run: its family's looks set to the waves planned (its first look
-  counts as one)."""
+  """An existing run: its family's looks grow by the waves planned. Every look it had
+  counts (one for a plain run, all of an earlier settle's planned looks), so settling
+  a run again never resets the error rate it has spent."""
   with open(os.path.join(workdir, "config.json")) as f:
     config = json.load(f)
-  looks = settings.max_waves + 1
-  if config.get("analysis", {}).get("looks", 1) != looks:
-    config["analysis"] = {**config.get("analysis", {}), "looks": looks}
-    rewrite_config(workdir, config)
+  analysis = config.get("analysis") or {}
+  config["analysis"] = {**analysis, "looks": int(analysis.get("looks", 1)) + settings.max_waves}
+  rewrite_config(workdir, config)
 
 
 def settle_run(workdir: str, settings: SettleSettings = SettleSettings(), config=None, *,
