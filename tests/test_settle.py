@@ -156,9 +156,10 @@ def test_seed_block_that_does_not_fit_shrinks_to_what_the_budget_affords():
 
 
 def test_settling_finished_run_again_adds_its_waves_to_the_looks(tmp_path, monkeypatch):
+  from lrjax.analysis.synthetic import save_run
   from lrjax.settle import waves
-  workdir = str(tmp_path / "run")
-  experiment.train_and_evaluate(_tiny_config(), workdir, progress=False, writers=())
+  workdir = save_run(synthetic_run(lrs=(0.01, 0.1), batch_sizes=(32,), augs=(0.0,), seeds=(0,)),
+                     str(tmp_path / "run"))
   monkeypatch.setattr(waves, "_waves", lambda *a, **k: {
       "waves": 0, "stopped": "test", "flips": [], "opens": [], "verdicts": [],
       "summary": {"decisions": []}})

@@ -132,9 +132,9 @@ def settle_run(workdir: str, settings: SettleSettings = SettleSettings(), config
     >>> c.grid.lr, c.grid.batch_size = (0.03, 0.1), (32,)
     >>> c.analysis.questions = ("best_lr",)
     >>> run = os.path.join(tempfile.mkdtemp(), "run")
-    >>> record = settle_run(run, SettleSettings(max_waves=1), c, progress=False, n_boot=100)
-    >>> record["waves"] <= 1 and record["stopped"] != ""
-    True
+    >>> record = settle_run(run, SettleSettings(max_waves=0), c, progress=False, n_boot=100)
+    >>> record["stopped"], record["open"][0]["question"]
+    ('max_waves (0) reached', 'best_lr')
   """
   if config is not None:
     _start(config, workdir, settings, progress)
