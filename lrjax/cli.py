@@ -37,6 +37,7 @@ OVERRIDES_HELP = """\
 config overrides (after CONFIG_FILE; quote values for the shell):
   --config.epochs=5                     numbers and names as they are
   --config.grid.lr="(0.01,0.1,1.0)"     sequences are tuples; one: "(0.1,)"
+  --config.grid.lr=0.1                  one value is a one-value axis, (0.1,)
   --config.grid.momentum="(0.5,0.9)"    nested keys with dots; new axes too
   --config.optimizer_kwargs.b2=0.99     one key of a dict-valued field, or
   --config.optimizer_kwargs="{'b2': 0.99}"   the whole dict ("{}" empties it)
@@ -46,6 +47,8 @@ config overrides (after CONFIG_FILE; quote values for the shell):
                                         **hparams) -> lr; docs/MODELS.md
   New keys are accepted under grid, model_kwargs, optimizer_kwargs and
   schedule_kwargs; other unknown keys are refused (README: config fields).
+  A key given twice takes its last value. Each axis value once: a value given
+  twice (or two equal in float32) is refused.
   --config.optimizer alone drops the file's optimizer_kwargs the new optimizer
   does not take (with a note); override both to choose them yourself.
   CONFIG_FILE:ARG passes ARG to the file's get_config(ARG), e.g.

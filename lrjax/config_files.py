@@ -113,6 +113,28 @@ def _normalize_overrides(overrides: list[str]) -> list[str]:
   return out
 
 
+def _override_key(override: str) -> str:
+  """``--config.KEY=VALUE`` -> ``KEY``."""
+  return override.split("=", 1)[0][len("--config."):]
+
+
+def _last_wins(overrides: list[str]) -> list[str]:
+  """Each key's last ``--config.KEY=VALUE`` only, as absl treats a repeated flag.
+
+  config_flags parses a tuple-valued key given twice as one multi-valued flag and
+  appends the values (``--config.grid.seed="(0,)" --config.grid.seed="(1,2)"`` would
+  be ``(0, 1, 2)``); dropping the earlier occurrences makes every key last-wins.
+
+  Example:
+    >>> _last_wins(["--config.grid.seed=(0,)", "--config.epochs=2",
+    ...             "--config.grid.seed=(1,2)"])
+    ['--config.epochs=2', '--config.grid.seed=(1,2)']
+  """
+  keys = [_override_key(o) for o in overrides]
+  last = {k: i for i, k in enumerate(keys)}
+  return [o for i, o in enumerate(overrides) if last[keys[i]] == i]
+
+
 def _check_override_path(config, key: str) -> None:
   """Refuses ``--config.KEY`` unless KEY exists or is a new key of an open field."""
   parts = key.split(".")
@@ -260,7 +282,9 @@ def load_config(spec: str, overrides: list[str], prog: str = "lrjax"):
   ``--config.optimizer`` is overridden but ``optimizer_kwargs`` is not, the file's
   ``optimizer_kwargs`` the new optimizer does not take are dropped (with a note), and
   so are the file's ``analysis.questions`` that grid overrides leave without the
-  values they compare.
+  values they compare. A key given twice takes its last value, as with absl flags;
+  a grid axis given one value is a one-value axis (``--config.grid.lr=0.1`` is
+  ``(0.1,)``).
 
   Raises:
     ConfigError: naming the file or the override and the fix.
@@ -287,11 +311,17 @@ def apply_overrides(config, overrides: list[str], prog: str = "lrjax",
   """
   file_optimizer = config.get("optimizer")
   file_grid = _grid_axes(config)
-  overrides = _normalize_overrides(overrides)
-  keys = [o.split("=", 1)[0][len("--config."):] for o in overrides]
+  overrides = _last_wins(_normalize_overrides(overrides))
+  keys = [_override_key(o) for o in overrides]
   for key in keys:
     _check_override_path(config, key)
-  new_axes = {k for k in keys if k.startswith("grid.") and k[5:] not in config.grid}
+  axis_keys = [k for k in keys if k.startswith("grid.") and k.count(".") == 1]
+  for key in axis_keys:  # an axis the file gives as a list or one value: a tuple, so
+    value = config.grid.get(key[5:])  # that config_flags parses the override as one
+    if value is not None and not isinstance(value, (tuple, ml_collections.ConfigDict)):
+      with config.grid.unlocked():  # deleted first: a list field would keep a list
+        del config.grid[key[5:]]
+        config.grid[key[5:]] = tuple(value) if isinstance(value, list) else (value,)
   before = {k: _get_path(config, k) for k in keys}
   argv = ["lrjax", *overrides]
   fv = flags.FlagValues()
@@ -304,7 +334,7 @@ def apply_overrides(config, overrides: list[str], prog: str = "lrjax",
   except (TypeError, ValueError, KeyError, AttributeError) as e:
     raise ConfigError(f"--config: {_exception_text(e)}") from None
   config = fv.config
-  for key in new_axes:  # a new axis given one value: a one-value axis
+  for key in axis_keys:  # an axis given one value: a one-value axis
     axis = key[5:]
     if not isinstance(config.grid[axis], (tuple, list)):
       with config.grid.ignore_type():

@@ -159,6 +159,80 @@ def _check_axis(name: str, values: Any) -> None:
     if odd:
       raise ConfigError(f"grid.{name}: values must be numbers; got {odd!r}. Write e.g. "
                         f"--config.grid.{name}=\"(0.01,0.1)\" (inf/nan are not allowed).")
+  _check_distinct(name, values)
+
+
+# Axes whose values the engine reads as whole numbers (compared exactly); the other
+# numeric axes reach the program as float32 (compared after rounding to float32).
+INTEGER_AXES = ("batch_size", "seed")
+
+
+def _same_key(name: str, value: Any) -> Any:
+  """What two values of axis ``name`` must share to be one value for the engine.
+
+  Example:
+    >>> _same_key("lr", 0.1) == _same_key("lr", 0.1000000001), _same_key("seed", 0)
+    (True, 0)
+  """
+  if (name in INTEGER_AXES or not axis_kind(name).numeric or isinstance(value, bool)
+      or not isinstance(value, numbers.Real)):
+    key = value
+  else:
+    v = float(value)
+    # Non-finite and float32-overflowing values are `validate`'s to refuse.
+    key = float(np.float32(v)) if math.isfinite(v) and abs(v) <= FLOAT32_MAX else v
+  try:
+    hash(key)
+  except TypeError:
+    return repr(key)
+  return key
+
+
+def _plain(value: Any) -> Any:
+  """A numpy scalar as the Python number it holds (for messages)."""
+  return value.item() if isinstance(value, np.generic) else value
+
+
+def _as_override(values: Sequence[Any]) -> str:
+  """Values as a command-line tuple: ``(0.01,0.1)``, ``(0,)``."""
+  items = [repr(_plain(v)) for v in values]
+  return "(" + ",".join(items) + ("," if len(items) == 1 else "") + ")"
+
+
+def _and(items: Sequence[str]) -> str:
+  return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _times(n: int) -> str:
+  return "twice" if n == 2 else f"{n} times"
+
+
+def _check_distinct(name: str, values: Sequence[Any]) -> None:
+  """Refuses an axis that gives one value (exactly, or after float32 rounding) twice.
+
+  Two members with the same settings would train the same model twice and make
+  their (lr, batch_size, ...) cell ambiguous in every table.
+  """
+  groups: dict[Any, list[Any]] = {}
+  for i, v in enumerate(values):
+    key = _same_key(name, v)
+    if isinstance(key, float) and not math.isfinite(key):
+      key = ("non-finite", i)  # `validate` refuses inf and nan, saying so
+    groups.setdefault(key, []).append(_plain(v))
+  repeated = [g for g in groups.values() if len(g) > 1]
+  if not repeated:
+    return
+  why = []
+  for g in repeated:
+    distinct = list(dict.fromkeys(repr(v) for v in g))
+    if len(distinct) == 1:
+      why.append(f"the value {distinct[0]} appears {_times(len(g))}")
+    else:
+      why.append(f"the values {_and([repr(v) for v in g])} are equal in float32 (the "
+                 f"engine computes in float32)")
+  once = [g[0] for g in groups.values()]
+  raise ConfigError(f"grid.{name}: {'; '.join(why)}; each axis value once, e.g. "
+                    f"--config.grid.{name}=\"{_as_override(once)}\".")
 
 
 def _product_rows(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -185,6 +259,25 @@ def _member_rows(members: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
   return rows
 
 
+def _check_distinct_members(rows: Sequence[Mapping[str, Any]]) -> None:
+  """Refuses an explicit member list that gives one member (its settings exactly, or
+  after float32 rounding) twice."""
+  first: dict[tuple, int] = {}
+  for i, row in enumerate(rows):
+    key = tuple(sorted((str(k), _same_key(str(k), v)) for k, v in row.items()))
+    if key not in first:
+      first[key] = i
+      continue
+    j = first[key]
+    other = rows[j]
+    differ = [k for k in row if repr(_plain(row[k])) != repr(_plain(other[k]))]
+    how = ("" if not differ else " in float32, which the engine computes in (" + "; ".join(
+        f"{k}: {_plain(other[k])!r} and {_plain(row[k])!r}" for k in differ) + ")")
+    shown = {k: _plain(v) for k, v in other.items()}
+    raise ConfigError(f"grid: members {j} and {i} of the member list are the same{how}: "
+                      f"{shown}; give each member once (drop one, or change a value).")
+
+
 def make_grid(axes: Mapping[str, Sequence[Any]] | None = None,
               members: Iterable[Mapping[str, Any]] | None = None) -> pd.DataFrame:
   """Builds the member table from axes (cartesian product) or an explicit list.
@@ -200,6 +293,11 @@ def make_grid(axes: Mapping[str, Sequence[Any]] | None = None,
   Returns:
     A DataFrame with a ``member`` column (0..N-1) and one column per axis.
 
+  Raises:
+    ConfigError: a bad axis or member list, naming the axis and the fix; among them
+      a value given twice on one axis, or one member given twice (values equal after
+      float32 rounding count as one: the engine computes in float32).
+
   Example:
     >>> make_grid({"lr": (0.1, 1.0), "batch_size": (32,)})[["member", "lr"]].values.tolist()
     [[0.0, 0.1], [1.0, 1.0]]
@@ -214,6 +312,8 @@ def make_grid(axes: Mapping[str, Sequence[Any]] | None = None,
                       f"--config.grid.lr=\"(0.01,0.1)\" --config.grid.batch_size=\"(32,)\".")
   if members is not None and table.isna().any().any():
     raise ConfigError("grid: explicit members must all give the same hyperparameters.")
+  if members is not None:
+    _check_distinct_members(rows)
   table.insert(0, "member", np.arange(len(table)))
   # Integer axes: refuse (rather than truncate or overflow) what is not a whole number.
   _check_integers(table, "batch_size", 1, 2**31 - 1, "a whole number of examples >= 1")

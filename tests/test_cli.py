@@ -2,10 +2,12 @@
 import json
 import os
 
+import ml_collections
 import pandas as pd
 import pytest
 
 from lrjax import cli
+from lrjax.config_files import apply_overrides, load_config
 
 MAIN = "experiments/lr_batch_aug.py"
 
@@ -271,3 +273,34 @@ def test_bad_input_is_one_readable_paragraph_with_exit_2(tmp_path, monkeypatch, 
   assert expected in flat
   assert flat.count(named_once) == 1, flat
   assert not workdir.exists()
+
+
+def test_duplicate_axis_value_exits_2_when_given_before_anything_is_written(tmp_path, capsys):
+  workdir = tmp_path / "run"
+  code = run(["run", f"{MAIN}:runlocal", "--workdir", str(workdir),
+              "--config.grid.seed=(0,0)"])
+  err = " ".join(capsys.readouterr().err.split())
+  assert code == 2 and "Traceback" not in err
+  assert "grid.seed: the value 0 appears twice" in err
+  assert '--config.grid.seed="(0,)"' in err
+  assert not workdir.exists() and not (tmp_path / "run.partial").exists()
+  assert os.listdir(tmp_path) == []
+
+
+def test_repeated_override_takes_last_value_when_key_given_twice():
+  config = load_config(f"{MAIN}:runlocal", [
+      "--config.grid.seed=(0,)", "--config.epochs=2", "--config.grid.seed=(1,2)",
+      "--config.epochs", "3", "--config.grid.momentum=(0.5,)", "--config.grid.momentum=0.9"])
+  assert config.grid.seed == (1, 2)
+  assert config.epochs == 3.0
+  assert config.grid.momentum == (0.9,)
+
+
+def test_scalar_override_is_one_value_axis_when_axis_exists():
+  config = load_config(f"{MAIN}:runlocal", ["--config.grid.lr=0.1",
+                                            "--config.grid.batch_size=32"])
+  assert config.grid.lr == (0.1,) and config.grid.batch_size == (32,)
+  # An axis the config gives as one value or as a list is overridden the same way.
+  base = ml_collections.ConfigDict({"grid": {"lr": 0.1, "seed": [0, 1]}})
+  config = apply_overrides(base, ["--config.grid.lr=(0.3,1.0)", "--config.grid.seed=2"])
+  assert config.grid.lr == (0.3, 1.0) and config.grid.seed == (2,)

@@ -83,3 +83,44 @@ def test_name_axes_take_names_other_axes_numbers():
                              "cosine", "constant"]
   with pytest.raises(ConfigError, match="grid.momentum: values must be numbers"):
     grid.make_grid({"lr": (0.1,), "batch_size": (8,), "momentum": ("high",)})
+
+
+def test_make_grid_rejects_duplicate_axis_value_when_given_twice():
+  with pytest.raises(ConfigError) as e:
+    grid.make_grid({"lr": (0.1,), "batch_size": (32,), "seed": (0, 0)})
+  message = str(e.value)
+  assert message.startswith("grid.seed: the value 0 appears twice")
+  assert '--config.grid.seed="(0,)"' in message
+  with pytest.raises(ConfigError, match="grid.schedule: the value 'cosine' appears 3 times"):
+    grid.make_grid({"lr": (0.1,), "batch_size": (32,),
+                    "schedule": ("cosine", "constant", "cosine", "cosine")})
+
+
+def test_make_grid_rejects_float32_equal_values_when_on_one_axis():
+  with pytest.raises(ConfigError) as e:
+    grid.make_grid({"lr": (0.1, 0.3, 0.1000000001), "batch_size": (32,)})
+  message = str(e.value)
+  assert "grid.lr: the values 0.1 and 0.1000000001 are equal in float32" in message
+  assert '--config.grid.lr="(0.1,0.3)"' in message
+  # Integer axes compare exactly: seeds float32 cannot tell apart are distinct.
+  table = grid.make_grid({"lr": (0.1,), "batch_size": (32,), "seed": (2**24, 2**24 + 1)})
+  assert table.seed.tolist() == [2**24, 2**24 + 1]
+
+
+def test_make_grid_leaves_non_finite_values_to_validate_when_repeated():
+  table = grid.make_grid({"lr": (float("inf"), float("inf")), "batch_size": (32,)})
+  with pytest.raises(ConfigError, match="grid.lr: learning rates must be finite"):
+    grid.validate(table, 32, num_train=1297)
+
+
+def test_make_grid_rejects_identical_members_when_listed_twice():
+  with pytest.raises(ConfigError, match=r"grid: members 0 and 2 of the member list are the "
+                                        r"same: \{'lr': 0.1, 'batch_size': 16, 'seed': 0"):
+    grid.make_grid(members=[{"lr": 0.1, "batch_size": 16},
+                            {"lr": 0.2, "batch_size": 16},
+                            {"lr": 0.1, "batch_size": 16, "seed": 0}])  # seed 0: the default
+  with pytest.raises(ConfigError, match=r"in float32.*lr: 0.1 and 0.1000000001"):
+    grid.make_grid(members=[{"lr": 0.1, "batch_size": 16},
+                            {"lr": 0.1000000001, "batch_size": 16}])
+  assert len(grid.make_grid(members=[{"lr": 0.1, "batch_size": 16, "seed": s}
+                                     for s in (0, 1)])) == 2
