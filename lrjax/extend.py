@@ -39,6 +39,7 @@ import pandas as pd
 
 from lrjax import callables
 from lrjax import experiment
+from lrjax import grid as grid_lib
 from lrjax.config_files import apply_overrides
 from lrjax.engine import GridResult, train
 from lrjax.engine.plan import plan
@@ -137,6 +138,9 @@ def added_members(config: dict, members: pd.DataFrame,
                         f"run (lrjax run).")
     others = [c for c in cols if c not in values]
     axes = {a: tuple(dict.fromkeys([*existing[a].tolist(), *values[a]])) for a in values}
+    for a in values:  # repeated or float32-equal values, as grid.make_grid refuses them
+      grid_lib.make_grid({"lr": (0.1,), "batch_size": (1,), **{a: tuple(values[a])}})
+      grid_lib.make_grid({"lr": (0.1,), "batch_size": (1,), **{a: axes[a]}})
     grown = pd.DataFrame(list(itertools.product(*axes.values())), columns=list(axes))
     combos = existing[others].drop_duplicates()
     parts.append(combos.merge(grown, how="cross")[cols] if others else grown[cols])

@@ -231,3 +231,12 @@ def test_run_resume_on_finished_run_points_to_extend(finished, capsys):
   assert cli.main(args) == 2
   err = capsys.readouterr().err
   assert "is finished" in err and "lrjax extend" in err
+
+
+@pytest.mark.parametrize("values,words", [({"seed": (3, 3)}, "grid.seed: the value 3"),
+                                          ({"lr": (0.2000000001,)}, "equal in float32")])
+def test_repeated_or_float32_equal_added_value_is_refused(run_dir, values, words):
+  before = _digests(run_dir)
+  with pytest.raises(ConfigError, match=words):
+    extend.extend_run(run_dir, values, progress=False, writers=())
+  assert _digests(run_dir) == before
