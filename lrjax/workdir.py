@@ -140,26 +140,16 @@ def write_results(result: GridResult, config: dict, workdir: str,
     >>> oct(os.stat(d).st_mode & 0o777) == oct(0o777 & ~_umask())
     True
   """
-  parent = os.path.dirname(os.path.abspath(workdir)) or "."
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".lrjax-", dir=parent)
-  try:
-    os.chmod(tmp, 0o777 & ~_umask())
+  with _rebuilt(workdir) as tmp:
     for logs in [tb_dir] if isinstance(tb_dir, str) else (tb_dir or ()):
       if os.path.isdir(logs):
         shutil.copytree(logs, os.path.join(tmp, "tb"), dirs_exist_ok=True)
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-      json.dump(config, f, indent=2, sort_keys=True)
+    _write_config(tmp, config)
     result.members.to_parquet(os.path.join(tmp, "members.parquet"), index=False)
     result.members.to_csv(os.path.join(tmp, "members.csv"), index=False)
     result.history.to_parquet(os.path.join(tmp, "history.parquet"), index=False)
     with open(os.path.join(tmp, "run_info.json"), "w") as f:
       json.dump(plain(result.info), f, indent=2)
-    report.write_report(tmp)
-    replace_dir(tmp, workdir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return sorted(os.path.join(workdir, n) for n in os.listdir(workdir))
 
 
@@ -177,20 +167,33 @@ def rewrite_config(workdir: str, config: dict) -> None:
     >>> json.load(open(os.path.join(d, "config.json")))["note"]
     'x'
   """
-  parent = os.path.dirname(os.path.abspath(workdir)) or "."
-  tmp = tempfile.mkdtemp(prefix=".lrjax-", dir=parent)
-  try:
-    os.chmod(tmp, 0o777 & ~_umask())
+  with _rebuilt(workdir) as tmp:
     for name in os.listdir(workdir):
       src = os.path.join(workdir, name)
       (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
-    with open(os.path.join(tmp, "config.json"), "w") as f:
-      json.dump(config, f, indent=2, sort_keys=True)
+    _write_config(tmp, config)
+
+
+@contextlib.contextmanager
+def _rebuilt(workdir: str):
+  """A temporary sibling of ``workdir`` to fill; on success its report is drawn and it
+  replaces ``workdir`` (``replace_dir``), on any failure it is deleted."""
+  parent = os.path.dirname(os.path.abspath(workdir)) or "."
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".lrjax-", dir=parent)
+  try:
+    os.chmod(tmp, 0o777 & ~_umask())
+    yield tmp
     report.write_report(tmp)
     replace_dir(tmp, workdir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+def _write_config(directory: str, config: dict) -> None:
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    json.dump(config, f, indent=2, sort_keys=True)
 
 
 def partial_dir(workdir: str) -> str:
