@@ -1,5 +1,8 @@
 """Data: the built-in digits and mnist1d, catalog datasets through mocked TFDS, to_float,
 the example stream."""
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,3 +91,18 @@ def test_example_order_is_epoch_permutations_when_stream_spans_epochs():
   assert sorted(order[:7]) == list(range(7)) and sorted(order[7:14]) == list(range(7))
   np.testing.assert_array_equal(order, data.example_order(3, 7, 20))
   assert not np.array_equal(order, data.example_order(4, 7, 20))
+
+
+def test_builtin_dataset_prepared_once_when_processes_race(tmp_path):
+  """Processes of a multi-process run on a fresh machine prepare the same built-in
+  dataset at the same moment; TFDS's rename into place used to fail for all but one."""
+  script = ("import sys; from lrjax import data; "
+            "ds = data.load('digits', sys.argv[1]); print(len(ds.train))")
+  procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for _ in range(3)]
+  results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+  for out, err, rc in results:
+    assert rc == 0, err[-2000:]
+    assert out.split()[-1] == "1297"  # TFDS also prints its progress here
+  assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["1.0.0"]

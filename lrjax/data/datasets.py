@@ -21,7 +21,9 @@ device once and gathers batches by index inside the compiled program.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import os
 
@@ -149,10 +151,42 @@ def prepare(name: str, data_dir: str | None = None) -> None:
   """
   data_dir = data_dir or default_data_dir()
   if name in BUILTIN_DATASETS:
-    BUILTIN_DATASETS[name](data_dir=data_dir).download_and_prepare()
+    _prepare_builtin(name, data_dir)
     return
   builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
   builder.download_and_prepare()
+
+
+@contextlib.contextmanager
+def _preparation_lock(name: str, data_dir: str):
+  """Holds an exclusive ``flock`` on ``DATA_DIR/.NAME.prepare.lock`` while inside.
+
+  TFDS prepares into a temporary directory and renames it into place; two processes
+  preparing one dataset at once (the processes of a multi-process run on a fresh
+  machine) race on that rename, and the loser fails. ``flock`` serialises them on one
+  host and on shared file systems that honour it; the lock is released when the
+  file closes, also when a process dies.
+  """
+  os.makedirs(data_dir, exist_ok=True)
+  with open(os.path.join(data_dir, f".{name}.prepare.lock"), "a") as lock_file:
+    fcntl.flock(lock_file, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _prepare_builtin(name: str, data_dir: str) -> None:
+  """Prepares a built-in dataset once, however many processes ask at the same time.
+
+  The first process to take the lock builds it; the others find it prepared.
+  """
+  if BUILTIN_DATASETS[name](data_dir=data_dir).is_prepared():
+    return
+  with _preparation_lock(name, data_dir):
+    builder = BUILTIN_DATASETS[name](data_dir=data_dir)  # a fresh look, under the lock
+    if not builder.is_prepared():
+      builder.download_and_prepare()
 
 
 def _catalog_error(name: str, data_dir: str, cause: Exception) -> ConfigError:
@@ -194,9 +228,7 @@ def load(name: str = BUILTIN, data_dir: str | None = None) -> Dataset:
   """
   data_dir = data_dir or default_data_dir()
   if name in BUILTIN_DATASETS:
-    builder = BUILTIN_DATASETS[name](data_dir=data_dir)
-    if not builder.is_prepared():
-      builder.download_and_prepare()
+    _prepare_builtin(name, data_dir)
   elif name not in tfds.list_builders(with_community_datasets=False):
     raise ConfigError(
         f"dataset: unknown dataset '{name}'. Use a built-in offline dataset, "
