@@ -240,3 +240,25 @@ def test_repeated_or_float32_equal_added_value_is_refused(run_dir, values, words
   with pytest.raises(ConfigError, match=words):
     extend.extend_run(run_dir, values, progress=False, writers=())
   assert _digests(run_dir) == before
+
+
+def test_members_of_one_schedule_family_added_when_grid_has_several(tmp_path):
+  """Per-family schedule_kwargs name every family of the run's grid.schedule; an
+  extension whose new members are all of one family still takes them."""
+  c = _config(schedule=("constant", "cosine"), batch_size=(32,))
+  c.schedule_kwargs = {"cosine": {"alpha": 0.1}}
+  workdir, union = str(tmp_path / "run"), str(tmp_path / "union")
+  experiment.train_and_evaluate(c, workdir, progress=False, writers=())
+  points = pd.DataFrame({"lr": [0.1], "batch_size": [32], "aug": [0.0], "seed": [0],
+                         "schedule": ["constant"]})
+  extend.extend_run(workdir, points=points, progress=False, writers=())
+  c.grid.lr = (0.05, 0.1, 0.2)
+  experiment.train_and_evaluate(c, union, progress=False, writers=())
+  keys = ("lr", "batch_size", "seed", "schedule")
+  members, history = _tables(union)
+  fresh = _by_hparams(members, history[history["member"].isin(
+      members[(members.lr != 0.1) | (members.schedule == "constant")]["member"])], keys)
+  got = _by_hparams(*_tables(workdir), keys)
+  assert got.index.equals(fresh.index)
+  np.testing.assert_allclose(got[METRICS].to_numpy(float), fresh[METRICS].to_numpy(float),
+                             rtol=2e-5, atol=1e-6)

@@ -251,7 +251,10 @@ def build_run(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
                       f"of a micro-batch (micro_batch {the_plan.micro_batch} x multiplicity "
                       f"{settings.multiplicity}); use a divisor of {rows}, or set "
                       f"micro_batch to a multiple of bn_batch.")
-  opt_cols, sched_cols, spec = split_hparams(table, settings)
+  # The union grid's schedule families, so that an extension adding members of one
+  # family still takes the per-family schedule_kwargs of all.
+  opt_cols, sched_cols, spec = split_hparams(table if plan_table is None else plan_table,
+                                             settings)
   lay = grid_lib.layout(table)
   k = table["batch_size"].to_numpy() // the_plan.micro_batch
   growth = batch_growth(table, settings)
