@@ -25,13 +25,18 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import socket
+import struct
+import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from tensorboardX import SummaryWriter
+from tensorboardX.proto import event_pb2, summary_pb2
+from tensorboardX.record_writer import masked_crc32c
 from tensorboardX.summary import hparams
 
 from lrjax import outcomes
@@ -130,6 +135,19 @@ def _member_status(row: Mapping[str, Any]) -> str | None:
   return None
 
 
+def _framed(data: bytes) -> bytes:
+  """One TFRecord, the framing of TensorBoard event files: length, its masked CRC32C,
+  the data, the data's masked CRC32C (tensorboardX's ``masked_crc32c``)."""
+  header = struct.pack("<Q", len(data))
+  return (header + struct.pack("<I", masked_crc32c(header)) + data
+          + struct.pack("<I", masked_crc32c(data)))
+
+
+def _open_event_file(path: str):
+  """Opens an event file to append to (one place, so that tests can count open files)."""
+  return open(path, "ab")
+
+
 class TensorBoardWriter(MetricWriter):
   """One TensorBoard run per member under ``logdir``, plus the HParams table.
 
@@ -140,64 +158,96 @@ class TensorBoardWriter(MetricWriter):
   latest (finally, the final) metrics. At the end each member gets the metric
   ``status`` (`STATUS_CODES`: 0 trained, 1 slow, 2 failed, 3 diverged) and its
   session ends with status failure when it failed or diverged, success otherwise.
+
+  Open files and threads are bounded, whatever the grid's size: events are kept as
+  encoded records in memory, and every ``flush_secs`` (checked at each evaluation),
+  at each ``flush()`` and at ``close()`` they are appended, in the caller's thread,
+  to each member's event file, one file open at a time. (tensorboardX's
+  ``SummaryWriter`` keeps a file, a queue and a thread per run: a 16,384-member grid
+  ran out of file descriptors.) A member's evaluation is one event with all its
+  scalars.
   """
 
-  def __init__(self, logdir: str):
+  def __init__(self, logdir: str, flush_secs: float = 30.0, clock=time.monotonic):
     self.logdir = logdir
-    self._writers: dict[int, Any] = {}
+    self.flush_secs = float(flush_secs)
+    self._clock = clock
+    self._last_flush = clock()
+    self._pending: dict[str, list[bytes]] = {}  # run directory -> encoded records
+    self._files: dict[str, str] = {}  # run directory -> its event file, once created
     self._last_step: dict[int, int] = {}  # member -> examples seen at its last evaluation
-    self._root = None
+    self._run_dirs: dict[int, str] = {}  # member -> its run directory
 
-  def _member_writer(self, row: Mapping[str, Any]):
-    member = int(row["member"])
-    if member not in self._writers:
-      self._writers[member] = SummaryWriter(os.path.join(self.logdir, member_run_name(row)),
-                                            flush_secs=30)
-    return self._writers[member]
+  def _add(self, run_dir: str, summary, step: int | None = None) -> None:
+    event = event_pb2.Event(wall_time=time.time(), summary=summary)
+    if step is not None:
+      event.step = int(step)
+    self._pending.setdefault(run_dir, []).append(_framed(event.SerializeToString()))
 
   def start(self, run) -> None:
     metric_names = {name: 0.0 for name in SCALARS + FINAL_SCALARS + ("status",)}
     for row in run.table.to_dict("records"):
       experiment, session_start, _ = hparams(hyperparameters(row), metric_names)
-      if self._root is None:
-        self._root = SummaryWriter(self.logdir, flush_secs=30)
-        self._root.file_writer.add_summary(experiment)
-      self._member_writer(row).file_writer.add_summary(session_start)
+      if self.logdir not in self._files and self.logdir not in self._pending:
+        self._add(self.logdir, experiment)
+      self._add(self._run_dir(row), session_start)
+
+  def _run_dir(self, row: Mapping[str, Any]) -> str:
+    """A member's run directory, named once from its grid row (the final members
+    row has result columns too, which must not rename it)."""
+    member = int(row["member"])
+    if member not in self._run_dirs:
+      self._run_dirs[member] = os.path.join(self.logdir, member_run_name(row))
+    return self._run_dirs[member]
 
   def write(self, members, examples_seen, metrics, replayed=False) -> None:
-    for row in members.to_dict("records"):
-      self._last_step[int(row["member"])] = int(examples_seen)
+    step = int(examples_seen)
+    rows = members.to_dict("records")
+    for row in rows:
+      self._last_step[int(row["member"])] = step
     if replayed:  # already written before the run was interrupted
       return
-    for j, row in enumerate(members.to_dict("records")):
-      w = self._member_writer(row)
-      for name in SCALARS:
-        value = float(metrics[name][j]) if name in metrics else np.nan
-        if np.isfinite(value):  # a diverged member's curves stop there
-          w.add_scalar(name, value, int(examples_seen))
+    columns = [(name, np.asarray(metrics[name], np.float64).tolist())
+               for name in SCALARS if name in metrics]
+    for j, row in enumerate(rows):
+      values = [summary_pb2.Summary.Value(tag=name, simple_value=column[j])
+                for name, column in columns if math.isfinite(column[j])]
+      if values:  # a diverged member's curves stop there
+        self._add(self._run_dir(row), summary_pb2.Summary(value=values), step)
+    if self._clock() - self._last_flush >= self.flush_secs:
+      self.flush()
 
   def finish(self, members: pd.DataFrame) -> None:
     for row in members.to_dict("records"):
-      w = self._member_writer(row)
-      step = self._last_step.get(int(row["member"]))
-      for name in FINAL_SCALARS:
-        if name in row and np.isfinite(float(row[name])):
-          w.add_scalar(name, float(row[name]), step)
+      run_dir, step = self._run_dir(row), self._last_step.get(int(row["member"]))
+      values = [summary_pb2.Summary.Value(tag=name, simple_value=float(row[name]))
+                for name in FINAL_SCALARS if name in row and np.isfinite(float(row[name]))]
       status = _member_status(row)
       if status in STATUS_CODES:
-        w.add_scalar("status", float(STATUS_CODES[status]), step)
-      w.file_writer.add_summary(session_end(status in ("failed", "diverged")))
+        values.append(summary_pb2.Summary.Value(tag="status",
+                                                simple_value=float(STATUS_CODES[status])))
+      if values:
+        self._add(run_dir, summary_pb2.Summary(value=values), step)
+      self._add(run_dir, session_end(status in ("failed", "diverged")))
 
   def flush(self) -> None:
-    for w in [self._root, *self._writers.values()]:
-      if w is not None:
-        w.flush()
+    for run_dir, records in self._pending.items():
+      path = self._files.get(run_dir)
+      if path is None:  # a new event file starts with its version record
+        os.makedirs(run_dir, exist_ok=True)
+        path = os.path.join(run_dir, f"events.out.tfevents.{time.time():.6f}."
+                                     f"{socket.gethostname()}.{os.getpid()}")
+        self._files[run_dir] = path
+        version = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
+        records = [_framed(version.SerializeToString()), *records]
+      with _open_event_file(path) as f:
+        f.write(b"".join(records))
+    self._pending = {}
+    self._last_flush = self._clock()
 
   def close(self) -> None:
-    for w in [self._root, *self._writers.values()]:
-      if w is not None:
-        w.close()
-    self._writers, self._root = {}, None
+    self.flush()
+    self._files = {}
 
 
 class WandbWriter(MetricWriter):
