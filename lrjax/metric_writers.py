@@ -30,6 +30,7 @@ import os
 import re
 import socket
 import struct
+import sys
 import time
 from typing import Any, Mapping, Sequence
 
@@ -250,23 +251,40 @@ class TensorBoardWriter(MetricWriter):
     self._files = {}
 
 
+# The most members whose curves the W&B writer logs one by one; above it, every k-th.
+WANDB_MEMBER_CURVES = 64
+
+
 class WandbWriter(MetricWriter):
   """One Weights & Biases run for the grid (needs ``pip install lrjax[wandb]``).
 
-  Logs ``member0007_lr0.1_bs32.../val_loss`` etc. at each evaluation (with
-  ``examples_seen``), and the final members table as a ``wandb.Table``.
-  ``init_kwargs`` go to ``wandb.init`` (``project``, ``name``, ``mode``, ...).
+  At each evaluation (step ``examples_seen``) it logs the grid's spread of each scalar
+  (``grid/val_loss_min``, ``_median``, ``_max``; ``grid/diverged_fraction``) and the
+  curves of at most ``WANDB_MEMBER_CURVES`` members one by one
+  (``member0007_lr0.1_bs32.../val_loss``): all of them in a small grid, every k-th in
+  a larger one, said in the run's config (``curves_of``) and on stderr. At the end
+  it logs the final members table (every member) as a ``wandb.Table``. So what it
+  sends per step is bounded whatever the grid's size. ``init_kwargs`` go to
+  ``wandb.init`` (``project``, ``name``, ``mode``, ...).
   """
 
   def __init__(self, **init_kwargs):
     self.init_kwargs = init_kwargs
     self._run = None
     self._step = 0
+    self._every = 1
 
   def start(self, run) -> None:
     if self._run is None:
       import wandb  # optional dependency: imported only when asked for
-      config = {"members": int(len(run.table)),
+      n = int(len(run.table))
+      self._every = max(1, math.ceil(n / WANDB_MEMBER_CURVES))
+      curves = ("every member" if self._every == 1 else
+                f"every {self._every}th member ({math.ceil(n / self._every)} of {n})")
+      if self._every > 1:
+        print(f"lrjax: W&B logs the curves of {curves}; the members table has all.",
+              file=sys.stderr)
+      config = {"members": n, "curves_of": curves,
                 "grid": {c: sorted(map(_plain, run.table[c].unique()), key=str)
                          for c in run.table.columns if c != "member"}}
       self._run = wandb.init(**{"config": config, **self.init_kwargs})
@@ -275,8 +293,19 @@ class WandbWriter(MetricWriter):
     if replayed or self._run is None:
       return
     logged = {"examples_seen": int(examples_seen)}
-    for j, row in enumerate(members.to_dict("records")):
-      name = member_run_name(row)
+    for m in SCALARS:
+      if m in metrics:
+        finite = np.asarray(metrics[m], np.float64)
+        finite = finite[np.isfinite(finite)]
+        if finite.size:
+          logged.update({f"grid/{m}_min": float(finite.min()),
+                         f"grid/{m}_median": float(np.median(finite)),
+                         f"grid/{m}_max": float(finite.max())})
+    if "diverged" in metrics:
+      logged["grid/diverged_fraction"] = float(np.mean(metrics["diverged"]))
+    numbers = members["member"].to_numpy()
+    for j in np.flatnonzero(numbers % self._every == 0):
+      name = member_run_name(members.iloc[j])
       for m in SCALARS:
         if m in metrics:
           logged[f"{name}/{m}"] = float(metrics[m][j])

@@ -138,3 +138,84 @@ def test_status_is_an_hparams_metric_and_failures_end_as_failures(tmp_path):
     end = plugin["_hparams_/session_end_info"].session_end_info.status
     assert end == (api_pb2.STATUS_FAILURE if status in ("failed", "diverged")
                    else api_pb2.STATUS_SUCCESS)
+
+
+def test_open_files_and_threads_bounded_when_16384_members(tmp_path, monkeypatch):
+  """16,384 members, 3 evaluations, a fake clock past flush_secs between them: one
+  event file open at a time, no writer threads, every member's events on disk."""
+  import threading
+
+  from lrjax import grid, metric_writers
+
+  table = grid.make_grid({"lr": tuple(np.geomspace(1e-3, 1.0, 64)),
+                          "batch_size": (32, 64, 128, 256), "seed": tuple(range(64))})
+  assert len(table) == 16384
+  now, open_now, most_open = [0.0], [0], [0]
+  real_open = metric_writers._open_event_file
+
+  class Counted:
+    def __init__(self, path):
+      self.f = real_open(path)
+
+    def __enter__(self):
+      open_now[0] += 1
+      most_open[0] = max(most_open[0], open_now[0])
+      return self.f.__enter__()
+
+    def __exit__(self, *exc):
+      open_now[0] -= 1
+      return self.f.__exit__(*exc)
+
+  monkeypatch.setattr(metric_writers, "_open_event_file", Counted)
+  threads = threading.active_count()
+  writer = TensorBoardWriter(str(tmp_path), flush_secs=30, clock=lambda: now[0])
+  writer.start(types.SimpleNamespace(table=table))
+  n = len(table)
+  for step in (64, 128, 192):
+    now[0] += 31.0  # past flush_secs: this evaluation reaches the event files
+    writer.write(table, step, {"val_loss": np.full(n, 1.0 / step), "val_acc": np.ones(n)})
+    assert threading.active_count() == threads
+  writer.finish(table.assign(status="trained", test_acc=0.5))
+  writer.close()
+  assert most_open[0] == 1 and open_now[0] == 0
+  assert len(os.listdir(tmp_path)) == n + 1  # a run per member, and the HParams experiment
+  for row in table.iloc[[0, 8191, n - 1]].to_dict("records"):
+    scalars, plugin = _read_events(str(tmp_path / member_run_name(row)))
+    assert scalars["val_loss"] == (192, pytest.approx(1.0 / 192))
+    assert scalars["test_acc"] == (192, 0.5)
+    assert {"_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(plugin)
+
+
+def test_wandb_logs_bounded_keys_and_says_so_when_16384_members(monkeypatch, capsys):
+  from lrjax import grid
+  from lrjax.metric_writers import WANDB_MEMBER_CURVES
+
+  logged, inits = [], []
+
+  class FakeRun:
+    def log(self, data, step):
+      logged.append(data)
+
+    def finish(self):
+      pass
+
+  fake = types.SimpleNamespace(init=lambda **kw: inits.append(kw) or FakeRun(),
+                               Table=lambda dataframe: len(dataframe))
+  monkeypatch.setitem(sys.modules, "wandb", fake)
+  table = grid.make_grid({"lr": tuple(np.geomspace(1e-3, 1.0, 64)),
+                          "batch_size": (32, 64, 128, 256), "seed": tuple(range(64))})
+  n = len(table)
+  writer = WandbWriter(mode="disabled")
+  writer.start(types.SimpleNamespace(table=table))
+  val_loss = np.linspace(0.1, 2.0, n)
+  val_loss[5] = np.nan
+  writer.write(table, 64, {"val_loss": val_loss, "diverged": np.arange(n) == 5})
+  writer.finish(table)
+  member_keys = [k for k in logged[0] if k.startswith("member")]
+  assert len(member_keys) == WANDB_MEMBER_CURVES  # one scalar of 64 of the 16,384
+  assert logged[0]["grid/val_loss_min"] == pytest.approx(0.1)
+  assert logged[0]["grid/val_loss_max"] == pytest.approx(2.0)
+  assert logged[0]["grid/diverged_fraction"] == pytest.approx(1 / n)
+  assert logged[1] == {"members": n}  # the final table has every member
+  assert inits[0]["config"]["curves_of"] == "every 256th member (64 of 16384)"
+  assert "every 256th member (64 of 16384)" in capsys.readouterr().err
