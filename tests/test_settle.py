@@ -167,3 +167,18 @@ def test_settling_finished_run_again_adds_its_waves_to_the_looks(tmp_path, monke
   settle_run(workdir, SettleSettings(max_waves=3), progress=False)
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["analysis"]["looks"] == 1 + 2 + 3
+
+
+def test_settle_analyses_run_whose_grid_has_several_schedule_families(tmp_path):
+  """Per-family schedule_kwargs name every family; each wave's analysis reads the whole
+  run (it once built a run of the first member alone, whose one family refused them)."""
+  c = _tiny_config()
+  c.grid.schedule = ("constant", "cosine")
+  c.schedule_kwargs = {"cosine": {"alpha": 0.1}}
+  workdir = str(tmp_path / "run")
+  record = settle_run(workdir, SettleSettings(budget_member_epochs=4, max_waves=1), c,
+                      progress=False, n_boot=200)
+  assert record["waves"] == 1 and record["budget"]["spent_member_epochs"] <= 4
+  with open(os.path.join(workdir, "config.json")) as f:
+    added = json.load(f)["extensions"][0]["wave"]["added"]
+  assert {a["rule"] for a in added} == {"edge"}  # 0.03, the grid's top, was best

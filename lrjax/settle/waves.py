@@ -34,6 +34,7 @@ import time
 
 import pandas as pd
 
+from lrjax import data as data_lib
 from lrjax import experiment, extend
 from lrjax.analysis import summary as summary_lib
 from lrjax.analysis import tables
@@ -202,9 +203,8 @@ def _analyse(workdir: str, n_boot: int):
   run = tables.load_run(workdir)
   summary, est = summary_lib.analyze(run, n_boot=n_boot)
   axes = extend.axis_columns(run.config)
-  resolved = experiment.resolve_runs(extend.run_config(run.config),
-                                     table=run.members[["member", *axes]].iloc[:1])
-  return summary, est, axes, len(resolved[0].dataset.train)
+  dataset = data_lib.load(run.config["dataset"], run.config.get("data_dir") or None)
+  return summary, est, axes, len(dataset.train)
 
 
 def _flips(verdicts: list[dict], first: dict, wave: int) -> list[dict]:
