@@ -182,3 +182,25 @@ def test_settle_analyses_run_whose_grid_has_several_schedule_families(tmp_path):
   with open(os.path.join(workdir, "config.json")) as f:
     added = json.load(f)["extensions"][0]["wave"]["added"]
   assert {a["rule"] for a in added} == {"edge"}  # 0.03, the grid's top, was best
+
+
+def test_unsettled_arm_comparison_gets_seeds_in_its_arm_and_reference_cells():
+  run = synthetic_run(augs=(0.0,), seeds=(0, 1), batch_sizes=(32, 64),
+                      extra_axes={"warmup_fraction": (0.0, 0.1)})
+  run = run._replace(config={**run.config,
+                             "analysis": {"questions": ("arms:warmup_fraction",)}})
+  summary, est = summary_lib.analyze(run, n_boot=200)
+  arms = [d for d in summary["decisions"]
+          if d["question"] == "arms:warmup_fraction" and d["role"] == "primary"]
+  assert [d["cell"] for d in arms] == ["0.1 at batch_size 32, aug 0",
+                                       "0.1 at batch_size 64, aug 0"]
+  arms[1]["verdict"] = "not settled"  # plant: batch 64's comparison holds both answers
+  additions, opens = propose(summary, est, [*AXES, "warmup_fraction"], 10_000,
+                             SettleSettings(max_seeds=8))
+  (a,) = additions
+  assert a.rule == "seeds" and a.cell == arms[1]["cell"] and opens == []
+  assert set(a.points["batch_size"]) == {64}  # the group the comparison holds fixed
+  assert set(a.points["warmup_fraction"]) == {0.0, 0.1}  # the arm and its reference
+  assert sorted(a.points["seed"].unique()) == [2, 3]  # doubles 2 seeds, paired
+  lrs = run.members[run.members.batch_size == 64]["lr"].nunique()
+  assert len(a.points) == 2 * 2 * lrs  # 2 arms x 2 seeds x every LR

@@ -25,7 +25,9 @@ order they are tried:
 6. ``seeds``: a decision whose interval holds both alternatives (its cells' optima
    interior) gets seeds in every cell that question uses, in blocks that bring each
    to twice the fewest any has, up to ``max_seeds``; all cells draw from one pool of
-   seed numbers, so they stay balanced and paired.
+   seed numbers, so they stay balanced and paired. An arm comparison
+   (``arms:AXIS``, each arm at its best LR) uses the arm's and the reference's
+   best-LR cells in the group it holds fixed; rules 1-3 act on them first too.
 
 Only primary questions get members (nothing that cannot change a verdict), one
 addition per question and cell per wave; a question whose rule cannot act says why
@@ -289,8 +291,29 @@ def is_open(decision: dict) -> bool:
   return verdict in OPEN_VERDICTS
 
 
-def cells_of(decision: dict, est) -> list[tuple]:
-  """The best-LR cells (``est.best_lr`` keys) a decision rests on.
+def _arm_cells(decision: dict, keys: list[tuple], cols: list[str],
+               comparisons: list[dict]) -> list[tuple]:
+  """The best-LR cells of an arm comparison (``arms:AXIS``): the arm's and the
+  reference's, in the group the comparison holds fixed."""
+  axis = decision["question"].split(":", 1)[1]
+  if axis not in cols:
+    return []
+  others = [c for c in cols if c != axis]
+  for comp in comparisons:
+    if comp.get("axis") != axis or not decision["cell"].endswith(" at " + comp["cell"]):
+      continue
+    arm_text = decision["cell"][:-len(" at " + comp["cell"])]
+    if arm_text != group_label(["x"], [comp["arm"]])[2:]:
+      continue
+    arms = {comp["arm"], comp["reference"]}
+    return [k for k in keys if k[cols.index(axis)] in arms and group_label(
+        others, [k[cols.index(c)] for c in others]) == comp["cell"]]
+  return []
+
+
+def cells_of(decision: dict, est, comparisons: list[dict] = ()) -> list[tuple]:
+  """The best-LR cells (``est.best_lr`` keys) a decision rests on (an arm comparison's
+  from its record in ``comparisons``, the summary's).
 
   Example:
     >>> from lrjax.analysis.synthetic import synthetic_members
@@ -301,6 +324,8 @@ def cells_of(decision: dict, est) -> list[tuple]:
   """
   cols = list(est.best_lr.columns[:list(est.best_lr.columns).index("best_lr")])
   keys = [tuple(r[c] for c in cols) for _, r in est.best_lr.iterrows()]
+  if decision["question"].startswith("arms:"):
+    return _arm_cells(decision, keys, cols, list(comparisons))
   name, before = _QUESTION_TABLES.get(decision["question"], (None, None))
   table = getattr(est, name, None) if name else None
   if table is None or table.empty:
@@ -336,7 +361,9 @@ def propose(summary: dict, est, axes: list[str], num_train: int,
              and (d["question"], d["cell"]) not in settled]
   open_ds = [d for d in primary if is_open(d)]
   questions = {d["question"] for d in open_ds}
-  lr_cells = {k for d in open_ds if d["question"] in LR_QUESTIONS for k in cells_of(d, est)}
+  comparisons = summary.get("comparisons") or []
+  cells_by = {(d["question"], d["cell"]): cells_of(d, est, comparisons) for d in open_ds}
+  lr_cells = {k for d in open_ds if _seeded(d) for k in cells_by[(d["question"], d["cell"])]}
   additions, fine = _lr_rules(est, axes, lr_cells, settings)
   opens: list[Open] = []
   if "max_stable_lr" in questions:
@@ -349,13 +376,19 @@ def propose(summary: dict, est, axes: list[str], num_train: int,
       opens += why
   cols = list(est.best_lr.columns[:list(est.best_lr.columns).index("best_lr")])
   for d in open_ds:
-    cells = cells_of(d, est)
-    if d["question"] not in LR_QUESTIONS or not cells or not set(cells) <= fine:
+    cells = cells_by[(d["question"], d["cell"])]
+    if not _seeded(d) or not cells or not set(cells) <= fine:
       continue  # an LR rule acts on its cells first (more seeds cannot move an edge)
     found, why = _seed_rule(est, axes, d, [(cols, k) for k in cells], settings)
     additions += found
     opens += why
   return _without_repeats(additions, est.members, axes), opens
+
+
+def _seeded(decision: dict) -> bool:
+  """Whether a decision rests on best-LR cells that the LR and seed rules can refine:
+  the LR questions and the arm comparisons (each arm at its best LR)."""
+  return decision["question"] in LR_QUESTIONS or decision["question"].startswith("arms:")
 
 
 def _without_repeats(additions: list[Addition], members, axes) -> list[Addition]:
