@@ -1,6 +1,8 @@
 """Memory-aware chunking: the footprint line, the budget, the chunk size it picks."""
 
 import concurrent.futures
+import os
+import threading
 import types
 
 import pandas as pd
@@ -197,3 +199,25 @@ def test_resumed_run_keeps_interrupted_runs_chunk_size(tmp_path):
   nothing = _fake_lower(lambda g: pytest.fail("planned again"))
   resumed = memory.plan_chunks(RUN_10X4, 10**9, nothing, checkpoint_dir=str(tmp_path))
   assert (resumed.groups, resumed.estimate, resumed.budget) == (2, None, None)
+
+
+def test_processes_saving_the_choice_at_once_all_succeed(tmp_path):
+  # The processes of a multi-process run share the checkpoint directory and all plan the
+  # same chunks; they reach the save together (here: threads released by a barrier).
+  writers = 8
+  for attempt in range(10):
+    directory = str(tmp_path / str(attempt))
+    together = threading.Barrier(writers)
+
+    def plan(_):
+      def lower(groups):
+        together.wait() if groups == 10 else None
+        return _fake_lower(lambda g: 1_000 + 100 * g)(groups)
+      return memory.plan_chunks(RUN_10X4, 10**6, lower, checkpoint_dir=directory).groups
+
+    with concurrent.futures.ThreadPoolExecutor(writers) as pool:
+      assert list(pool.map(plan, range(writers))) == [10] * writers
+    resumed = memory.plan_chunks(RUN_10X4, 10**6, _fake_lower(lambda g: pytest.fail("planned")),
+                                 checkpoint_dir=directory)
+    assert resumed.groups == 10
+    assert sorted(os.listdir(directory)) == [memory.CHOICE_FILE]

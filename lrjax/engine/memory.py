@@ -32,6 +32,7 @@ import dataclasses
 import json
 import math
 import os
+import tempfile
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -231,11 +232,20 @@ def plan_chunks(run, max_memory: int, lower: Callable[[int], LoweredChunk] | Non
       return ChunkPlan(int(json.load(f)["groups_per_chunk"]), None, None)
   chosen = _plan(run, max_memory, lower or (lambda groups: lower_chunk(run, groups)))
   if path is not None:
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-      json.dump({"groups_per_chunk": chosen.groups}, f)
-    os.replace(path + ".tmp", path)
+    _save_choice(path, chosen.groups)
   return chosen
+
+
+def _save_choice(path: str, groups: int) -> None:
+  """Writes the choice atomically. Every process of a multi-process run writes the same
+  choice into the shared checkpoint directory, so each goes through a temporary file of
+  its own (with one shared name, one process's rename took the file from the other).
+  """
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+  with os.fdopen(fd, "w") as f:
+    json.dump({"groups_per_chunk": groups}, f)
+  os.replace(tmp, path)
 
 
 def _plan(run, max_memory: int, lower: Callable[[int], LoweredChunk]) -> ChunkPlan:
