@@ -22,7 +22,7 @@ from lrjax import transforms
 from lrjax.data import Dataset, load
 from lrjax.engine import GridResult, Run, TrainSettings, build_run, train, train_grid
 from lrjax.engine.devices import use_cpu_cores
-from lrjax.errors import ConfigError
+from lrjax.errors import ConfigError, RunNotWritten
 from lrjax.experiment import default_config, find_lr, resolve, train_and_evaluate
 from lrjax.extend import extend_run
 from lrjax.grid import layout, log2_space, log_space, make_grid
@@ -35,7 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CNN", "ConfigError", "Dataset", "GridResult", "MLP", "MNIST1DCNN", "ModelAdapter",
-    "OPTIMIZERS", "Run", "SettleSettings", "TrainSettings", "analysis", "augment",
+    "OPTIMIZERS", "Run", "RunNotWritten", "SettleSettings", "TrainSettings", "analysis", "augment",
     "build_run", "data", "default_config", "extend_run", "find_lr", "from_linen", "from_nnx", "get_model", "layout", "load",
     "log2_space", "log_space", "lr_finder", "make_grid", "make_optimizer", "make_schedule",
     "models", "optimizer_hparams", "optimizers", "resolve", "schedules", "settle",

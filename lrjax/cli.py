@@ -27,9 +27,9 @@ from lrjax.analysis import report
 from lrjax.analysis import summary as summary_lib
 from lrjax.augment import preview
 from lrjax.engine import checkpoint, devices
-from lrjax.errors import ConfigError
+from lrjax.errors import ConfigError, RunNotWritten, describe
 from lrjax.config_files import load_config, one_line
-from lrjax.workdir import check_workdir
+from lrjax.workdir import check_workdir, partial_dir
 
 
 
@@ -435,8 +435,13 @@ def main(argv: list[str] | None = None) -> int:
       devices.use_cpu_cores()
     return args.func(args, rest)
   except ConfigError as e:
-    print(textwrap.fill(f"lrjax {args.command}: error: {one_line(e)}", width=100,
-                        break_on_hyphens=False, break_long_words=False), file=sys.stderr)
+    _print_paragraph(f"lrjax {args.command}: error: {one_line(e)}")
+    return 2
+  except RunNotWritten as e:
+    _print_paragraph(f"lrjax {args.command}: error: {e}")
+    return 2
+  except OSError as e:  # the operating system's: a full disk, open files, permissions
+    _print_paragraph(f"lrjax {args.command}: error: {describe(e)}{_resume_hint(args)}")
     return 2
   except checkpoint.Interrupted as e:  # SIGTERM / SIGINT: checkpoint saved at a segment end
     hint = "; resume with --resume" if args.command in ("run", "extend") else ""
@@ -445,6 +450,23 @@ def main(argv: list[str] | None = None) -> int:
   except KeyboardInterrupt:
     print("lrjax: interrupted", file=sys.stderr)
     return 130
+
+
+def _print_paragraph(text: str) -> None:
+  print(textwrap.fill(text, width=100, break_on_hyphens=False, break_long_words=False),
+        file=sys.stderr)
+
+
+def _resume_hint(args) -> str:
+  """For a failure while training: where its last checkpoint is, and how to go on."""
+  workdir = getattr(args, "workdir", None)
+  if args.command not in ("run", "extend") or not workdir:
+    return ""
+  partial = (partial_dir if args.command == "run" else extend.extension_dir)(workdir)
+  if not os.path.isdir(partial):
+    return " Nothing was written."
+  return (f" The checkpoints saved so far are in {partial}: once the cause is fixed, rerun "
+          f"the same command with --resume to go on from there.")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from lrjax.engine import GridResult, Run, TrainSettings, build_run, train
 from lrjax.engine import devices
 from lrjax.engine.run import uses_augmentation
 from lrjax.engine.settings import config_fields
-from lrjax.errors import ConfigError
+from lrjax.errors import ConfigError, RunNotWritten
 from lrjax.optimizers import OPTIMIZERS
 from lrjax.metric_writers import make_writers
 from lrjax.workdir import (PartialTables, check_workdir, is_finished_run,
@@ -266,6 +266,13 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
       Whatever the writers, ``<workdir>.partial`` keeps ``members.parquet`` and
       ``history.parquet`` of what is known so far (``lrjax report WORKDIR.partial``).
 
+  Raises:
+    ConfigError: bad input, before anything compiles.
+    RunNotWritten: training finished but the run directory could not be written (a
+      full disk, say); ``<workdir>.partial`` keeps the trained state, and
+      ``resume=True`` writes the run without training again. An analysis that fails
+      does not raise: the tables are written, and the report says what failed.
+
   Example:
     >>> c = default_config()
     >>> c.grid.lr, c.grid.batch_size, c.epochs = (0.1,), (64,), 1
@@ -324,7 +331,10 @@ def _train_and_write(config, workdir, overwrite, progress, resume, writers) -> G
     for w in all_writers:
       w.close()
   if first:
-    write_results(result, config_dict, workdir, tb_dir=tb_dir)
+    try:
+      write_results(result, config_dict, workdir, tb_dir=tb_dir)
+    except Exception as e:  # the trained state stays in <workdir>.partial
+      raise RunNotWritten(workdir, partial, e) from e
     shutil.rmtree(partial, ignore_errors=True)
   devices.sync("lrjax: run written")  # every process returns once it exists
   return result

@@ -43,7 +43,7 @@ from lrjax import grid as grid_lib
 from lrjax.config_files import apply_overrides
 from lrjax.engine import GridResult, train
 from lrjax.engine.plan import plan
-from lrjax.errors import ConfigError
+from lrjax.errors import ConfigError, RunNotWritten
 from lrjax.metric_writers import make_writers
 from lrjax.outcomes import member_status, status_arguments
 from lrjax.workdir import PartialTables, is_finished_run, locked, plain, write_results
@@ -346,8 +346,11 @@ def _extend(workdir, values, points, resume, progress, writers, wave) -> GridRes
             "extensions": [*saved.get("extensions", []), record]}
   union_info = {**info, "extensions": [*info.get("extensions", []), new.info]}
   result = GridResult(union_members, union_history, None, union_info)
-  write_results(result, config, workdir,
-                tb_dir=[os.path.join(workdir, "tb"), os.path.join(partial, "tb")])
+  try:
+    write_results(result, config, workdir,
+                  tb_dir=[os.path.join(workdir, "tb"), os.path.join(partial, "tb")])
+  except Exception as e:  # the new members' trained state stays in <workdir>.extend
+    raise RunNotWritten(workdir, partial, e) from e
   shutil.rmtree(partial, ignore_errors=True)
   return result
 

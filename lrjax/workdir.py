@@ -17,13 +17,14 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from typing import Sequence
 
 import ml_collections
 import numpy as np
 import pandas as pd
 
-from lrjax.analysis import report
+from lrjax.analysis import failure, report
 from lrjax.engine import GridResult, devices
 from lrjax.errors import ConfigError
 from lrjax.metric_writers import MetricWriter
@@ -184,11 +185,27 @@ def _rebuilt(workdir: str):
   try:
     os.chmod(tmp, 0o777 & ~_umask())
     yield tmp
-    report.write_report(tmp)
+    _draw_report(tmp, workdir)
     replace_dir(tmp, workdir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+def _draw_report(directory: str, workdir: str) -> None:
+  """The summary, figures and report; an analysis that raises leaves the tables whole and
+  a report that says what failed (``failure.write_failure_report``). The operating
+  system's failures (a full disk) are not the analysis's: they raise."""
+  try:
+    report.write_report(directory)
+  except OSError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    failure.write_failure_report(directory, e)
+    warnings.warn(f"lrjax: the analysis of {workdir} failed in {failure.failed_step(e)} "
+                  f"({type(e).__name__}: {e}); the tables are written, and report.html "
+                  f"says what failed. `lrjax report {workdir}` draws it again.",
+                  stacklevel=3)
 
 
 def _write_config(directory: str, config: dict) -> None:

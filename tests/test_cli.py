@@ -304,3 +304,110 @@ def test_scalar_override_is_one_value_axis_when_axis_exists():
   base = ml_collections.ConfigDict({"grid": {"lr": 0.1, "seed": [0, 1]}})
   config = apply_overrides(base, ["--config.grid.lr=(0.3,1.0)", "--config.grid.seed=2"])
   assert config.grid.lr == (0.3, 1.0) and config.grid.seed == (2,)
+
+
+def _count_segments(monkeypatch):
+  """Wraps the trainer so the segments trained are counted."""
+  from lrjax import engine
+
+  trained, original = [], engine.train
+
+  def counting(*args, **kwargs):
+    return original(*args, **{**kwargs, "on_segment": lambda done, total: trained.append(done)})
+
+  monkeypatch.setattr("lrjax.experiment.train", counting)
+  return trained
+
+
+def _fail_with(error):
+  def fail(*args, **kwargs):
+    raise error
+  return fail
+
+
+_real_to_parquet = pd.DataFrame.to_parquet
+
+
+def _disk_full_outside_partial(self, path, *args, **kwargs):
+  """``to_parquet`` on a disk that filled up once training ended: the tables kept in
+  ``.partial`` while training were written, the run directory's are not."""
+  if ".partial" in str(path):
+    return _real_to_parquet(self, path, *args, **kwargs)
+  raise OSError(28, "No space left on device", str(path))
+
+
+# Where the writing of a trained run fails, and how (the operating system's errors).
+AFTER_TRAINING_FAILURES = {
+    "disk_full_in_tables": ("pandas.DataFrame.to_parquet", _disk_full_outside_partial,
+                            "No space left on device", "the disk is full"),
+    "open_files_in_report": ("lrjax.workdir.report.write_report",
+                             _fail_with(OSError(24, "Too many open files", "report.html")),
+                             "Too many open files", "ulimit -n"),
+    "permission_denied_on_workdir": ("lrjax.workdir.replace_dir",
+                                     _fail_with(PermissionError(13, "Permission denied",
+                                                                "run")),
+                                     "Permission denied", "pass a --workdir you can write"),
+}
+
+
+@pytest.mark.parametrize("target, replacement, strerror, fix",
+                         AFTER_TRAINING_FAILURES.values(), ids=AFTER_TRAINING_FAILURES)
+def test_failure_after_training_keeps_partial_and_resume_trains_nothing_again(
+    tmp_path, monkeypatch, capsys, target, replacement, strerror, fix):
+  workdir, partial = tmp_path / "r", tmp_path / "r.partial"
+  base = ["run", f"{MAIN}:runlocal", "--workdir", str(workdir), "--no-progress"]
+  trained = _count_segments(monkeypatch)
+  with monkeypatch.context() as broken:
+    broken.setattr(target, replacement)
+    assert run(base) == 2
+  err = capsys.readouterr().err
+  flat = " ".join(err.split())
+  assert "Traceback" not in err and "\n\n" not in err.strip(), err  # one paragraph
+  assert "training finished" in flat and fix in flat and strerror in flat
+  assert "--resume" in flat and f"lrjax report {partial}" in flat
+  assert not workdir.exists() and sorted(os.listdir(tmp_path)) == ["r.partial"]
+  segments = len(trained)
+  assert segments > 0
+  assert run(base + ["--resume"]) == 0
+  assert len(trained) == segments  # the resumed run trained no segment
+  assert (workdir / "report.html").exists() and not partial.exists()
+  assert len(pd.read_parquet(workdir / "members.parquet")) == 8
+
+
+def test_os_failure_while_training_is_one_paragraph_naming_the_checkpoints(
+    tmp_path, monkeypatch, capsys):
+  workdir = tmp_path / "r"
+  with monkeypatch.context() as broken:
+    broken.setattr("lrjax.engine.checkpoint.save",
+                   _fail_with(OSError(28, "No space left on device", "ckpt")))
+    code = run(["run", f"{MAIN}:runlocal", "--workdir", str(workdir), "--no-progress",
+                "--config.eval_every=320"])
+  err = capsys.readouterr().err
+  flat = " ".join(err.split())
+  assert code == 2 and "Traceback" not in err and "\n\n" not in err.strip(), err
+  assert "No space left on device (ckpt): the disk is full" in flat
+  assert f"{tmp_path / 'r.partial'}" in flat and "--resume" in flat
+  assert not workdir.exists()
+
+
+def test_analysis_failure_writes_tables_and_a_report_naming_the_failed_step(
+    tmp_path, monkeypatch, capsys):
+  workdir = tmp_path / "r"
+
+  def broken_fit(*args, **kwargs):
+    raise FloatingPointError("no finite slope")
+
+  monkeypatch.setattr("lrjax.analysis.verdicts.estimate", broken_fit)
+  monkeypatch.setattr("lrjax.analysis.summary.estimate", broken_fit)
+  with pytest.warns(UserWarning, match="analysis of .* failed"):
+    assert run(["run", f"{MAIN}:runlocal", "--workdir", str(workdir), "--no-progress"]) == 0
+  out = " ".join(capsys.readouterr().out.split())
+  assert "The analysis failed in" in out and "no finite slope" in out
+  assert len(pd.read_parquet(workdir / "members.parquet")) == 8
+  assert not (tmp_path / "r.partial").exists()
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["analysis_failed"]["error"] == "FloatingPointError: no finite slope"
+  assert summary["analysis_failed"]["step"] == "lrjax.analysis.summary.analyze"
+  assert summary["n_members"] == 8
+  page = (workdir / "report.html").read_text()
+  assert "Analysis failed" in page and "no finite slope" in page and "<table" in page

@@ -14,7 +14,9 @@ Each property counts its examples in ``EXAMPLES`` and prints the count.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
+import json
 import math
 from unittest import mock
 
@@ -24,7 +26,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings as hsettings, strategies as st
 
 import lrjax
-from lrjax import data, grid, models
+import lrjax.metric_writers
+from lrjax import data, experiment, grid, models
+from lrjax.config_files import load_config
 from lrjax.engine import devices
 from lrjax.engine.run import build_run
 from lrjax.engine.settings import TrainSettings
@@ -242,6 +246,148 @@ def test_train_grid_fuzz(axes, kw, num_devices, odd):
     EXAMPLES["train_grid: chunked by max_memory"] += result.info["num_chunks"] > 1
     assert result.info["memory_estimate"] <= kw["max_memory"]
   EXAMPLES["train_grid: ran"] += 1
+
+
+# --- (c) the command line: repeated overrides, duplicated and near-equal axis values ----
+
+# Per axis, values among which some are equal after float32 rounding (0.1 and
+# 0.1000000001) or repeated exactly (a value drawn twice).
+OVERRIDE_VALUES = {"lr": [0.01, 0.1, 0.1000000001, 0.3], "seed": [0, 1, 2],
+                   "batch_size": [16, 32, 64], "aug": [0.0, 0.5, 0.50000000001, 1.0]}
+
+
+@st.composite
+def repeated_overrides(draw):
+  """``(axis, values)`` pairs in command-line order; an axis may come back."""
+  return [(axis, tuple(draw(st.lists(st.sampled_from(OVERRIDE_VALUES[axis]), min_size=1,
+                                     max_size=3))))
+          for axis in draw(st.lists(st.sampled_from(sorted(OVERRIDE_VALUES)), min_size=1,
+                                    max_size=4))]
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(overrides=repeated_overrides())
+@example(overrides=[("seed", (0,)), ("seed", (1, 2))])  # appended to (0, 1, 2) before
+@example(overrides=[("seed", (0,)), ("seed", (0, 1))])
+@example(overrides=[("lr", (0.1, 0.1000000001))])  # one value in float32
+def test_command_line_overrides_fuzz(overrides):
+  """The last override of an axis wins; its values are the grid's exactly, or a value given
+  twice (or two equal in float32) is a ConfigError naming the axis, before any compile."""
+  EXAMPLES["overrides"] += 1
+  args = [f"--config.grid.{axis}=({', '.join(map(repr, values))},)"
+          for axis, values in overrides]
+  last = dict(overrides)
+  duplicated = {axis for axis, values in last.items()
+                if len({float(np.float32(v)) for v in values}) < len(values)}
+  compiled = mock.patch("jax.stages.Lowered.compile",
+                        side_effect=AssertionError("compiled before refusing"))
+  try:
+    with compiled:
+      config = load_config("experiments/lr_batch_aug.py:runlocal", args)
+      runs = experiment.resolve_runs(config)
+  except lrjax.ConfigError as e:
+    EXAMPLES["overrides: ConfigError"] += 1
+    assert duplicated, (args, str(e))
+    assert any(f"grid.{axis}: " in str(e) for axis in duplicated), (args, str(e))
+    return
+  assert not duplicated, args
+  table = runs[0].table
+  for axis, values in last.items():
+    assert tuple(config.grid[axis]) == values, (args, axis)
+    assert sorted(set(table[axis].astype(float))) == sorted(map(float, values)), (args, axis)
+  EXAMPLES["overrides: ran"] += 1
+
+
+# --- (d) failures after compilation: the checkpoint in <workdir>.partial is never lost ---
+
+class _FailingWriter(lrjax.metric_writers.MetricWriter):
+  """Raises ``error`` at its ``at``-th call of ``method`` (``write``: an evaluation)."""
+
+  def __init__(self, method: str, at: int, error: BaseException):
+    self.method, self.at, self.error, self.calls = method, at, error, 0
+
+  def _call(self, method):
+    if method == self.method:
+      self.calls += 1
+      if self.calls == self.at:
+        raise self.error
+
+  def write(self, *args, **kwargs):
+    self._call("write")
+
+  def finish(self, members):
+    self._call("finish")
+
+
+def _tiny_config():
+  config = experiment.default_config()
+  config.model_kwargs = {"hidden": (8,)}
+  config.grid.lr, config.grid.batch_size, config.grid.seed = (0.03, 0.3), (32, 64), (0,)
+  config.epochs, config.eval_every, config.checkpoint_every = 0.5, 160, 1
+  return config
+
+
+_UNINTERRUPTED = {}
+
+
+def _uninterrupted_members(tmp_path_factory):
+  if "members" not in _UNINTERRUPTED:
+    workdir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    _UNINTERRUPTED["members"] = experiment.train_and_evaluate(
+        _tiny_config(), str(workdir), progress=False, writers=()).members
+  return _UNINTERRUPTED["members"]
+
+
+POST_COMPILE_FAILURES = st.one_of(
+    st.tuples(st.just("write"), st.integers(1, 4)),  # at an evaluation while training
+    st.tuples(st.just("finish"), st.just(1)),  # the writers' end, after the last segment
+    st.tuples(st.sampled_from(["write_results", "write_report"]), st.just(1)))
+ERRORS = st.sampled_from([OSError(28, "No space left on device"),
+                          OSError(24, "Too many open files"), RuntimeError("writer crashed")])
+
+
+@pytest.mark.slow  # each example trains twice (failed, resumed)
+@hsettings(max_examples=6, deadline=None, derandomize=True,
+           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(where=POST_COMPILE_FAILURES, error=ERRORS)
+@example(where=("write_report", 1), error=RuntimeError("an analysis step raised"))
+@example(where=("write_results", 1), error=OSError(28, "No space left on device"))
+def test_failure_after_compile_never_loses_the_checkpoint_fuzz(tmp_path_factory, where, error):
+  """Whatever fails once training has started, <workdir>.partial holds the run's config and
+  checkpoints, and resuming from it gives the members an uninterrupted run gives."""
+  EXAMPLES["after compile"] += 1
+  workdir = tmp_path_factory.mktemp("failed") / "run"
+  method, at = where
+  writers, patches = (), []
+  if method in ("write", "finish"):
+    writers = (_FailingWriter(method, at, error),)
+  else:
+    target = {"write_results": "lrjax.experiment.write_results",
+              "write_report": "lrjax.workdir.report.write_report"}[method]
+    patches = [mock.patch(target, side_effect=error)]
+  try:
+    with contextlib.ExitStack() as stack:
+      for p in patches:
+        stack.enter_context(p)
+      experiment.train_and_evaluate(_tiny_config(), str(workdir), progress=False,
+                                    writers=writers)
+  except (OSError, RuntimeError, lrjax.RunNotWritten) as e:
+    EXAMPLES[f"after compile: {type(e).__name__}"] += 1
+  else:
+    # An OSError in the report is the disk's; any other error there is the analysis's,
+    # which the run survives with a report saying so.
+    assert method == "write_report" and not isinstance(error, OSError), (where, error)
+    EXAMPLES["after compile: written with the failure reported"] += 1
+    assert "analysis_failed" in json.loads((workdir / "summary.json").read_text())
+    return
+  partial = workdir.parent / "run.partial"
+  assert (partial / "config.json").exists() and not workdir.exists()
+  resumed = experiment.train_and_evaluate(_tiny_config(), str(workdir), progress=False,
+                                          resume=True, writers=())
+  assert not partial.exists() and (workdir / "report.html").exists()
+  expected = _uninterrupted_members(tmp_path_factory)
+  for column in ("final_val_loss", "final_train_loss", "test_acc", "status"):
+    assert resumed.members[column].tolist() == expected[column].tolist(), (where, column)
 
 
 def teardown_module(module):
