@@ -8,6 +8,7 @@ key and the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.machinery
 import importlib.util
@@ -20,7 +21,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from lrjax import optimizers
+from lrjax import models, optimizers
 from lrjax.analysis import analysis_settings
 from lrjax.errors import ConfigError
 from lrjax.optimizers import OPTIMIZERS
@@ -236,6 +237,37 @@ def _reconcile_optimizer_kwargs(config, overridden: set[str], file_optimizer, pr
   config.optimizer_kwargs = ml_collections.ConfigDict(kept)
 
 
+def _model_fields(name) -> list[str] | None:
+  """The fields a built-in model takes in ``model_kwargs`` (None: not a built-in)."""
+  cls = models.BUILTIN_MODELS.get(name) if isinstance(name, str) else None
+  if cls is None:
+    return None
+  return [f.name for f in dataclasses.fields(cls)
+          if f.name not in ("parent", "name", "num_classes")]
+
+
+def _reconcile_model_kwargs(config, overridden: set[str], file_model, prog: str) -> None:
+  """``model_kwargs`` after ``--config.model`` changed the model: the file's fields the
+  new model does not have are dropped, with a note (``hidden`` of the MLP is no field
+  of the CNN). Overriding ``model_kwargs`` too keeps a mismatch the model's error."""
+  if "model" not in overridden or any(k == "model_kwargs" or k.startswith("model_kwargs.")
+                                      for k in overridden):
+    return
+  fields, kwargs = _model_fields(config.get("model")), config.get("model_kwargs")
+  if fields is None or not isinstance(kwargs, ml_collections.ConfigDict):
+    return
+  extra = sorted(k for k in kwargs.keys() if k not in fields)
+  if not extra:
+    return
+  owner = (f"belong to '{file_model}', not '{config.model}'"
+           if set(extra) <= set(_model_fields(file_model) or ())
+           else f"are not fields of '{config.model}'")
+  print(f"{prog}: note: model_kwargs {extra} {owner} (it takes {fields}); dropped.",
+        file=sys.stderr)
+  config.model_kwargs = ml_collections.ConfigDict(
+      {k: v for k, v in kwargs.to_dict().items() if k in fields})
+
+
 def _grid_axes(config) -> dict:
   """The config's grid as axis -> values (one value as a 1-tuple)."""
   grid = config.get("grid")
@@ -309,7 +341,7 @@ def apply_overrides(config, overrides: list[str], prog: str = "lrjax",
     >>> apply_overrides(c, ["--config.grid.lr=(0.3,1.0)"]).grid.lr
     (0.3, 1.0)
   """
-  file_optimizer = config.get("optimizer")
+  file_optimizer, file_model = config.get("optimizer"), config.get("model")
   file_grid = _grid_axes(config)
   overrides = _last_wins(_normalize_overrides(overrides))
   keys = [_override_key(o) for o in overrides]
@@ -340,6 +372,7 @@ def apply_overrides(config, overrides: list[str], prog: str = "lrjax",
       with config.grid.ignore_type():
         config.grid[axis] = (config.grid[axis],)
   if reconcile:
+    _reconcile_model_kwargs(config, set(keys), file_model, prog)
     _reconcile_optimizer_kwargs(config, set(keys), file_optimizer, prog)
     _reconcile_questions(config, set(keys), file_grid, prog)
   return config

@@ -203,18 +203,18 @@ class TensorBoardWriter(MetricWriter):
 
   def write(self, members, examples_seen, metrics, replayed=False) -> None:
     step = int(examples_seen)
-    rows = members.to_dict("records")
-    for row in rows:
-      self._last_step[int(row["member"])] = step
+    ids = members["member"].to_numpy().astype(int).tolist()  # no row dicts: N is large
+    self._last_step.update(dict.fromkeys(ids, step))
     if replayed:  # already written before the run was interrupted
       return
     columns = [(name, np.asarray(metrics[name], np.float64).tolist())
                for name in SCALARS if name in metrics]
-    for j, row in enumerate(rows):
+    for j, member in enumerate(ids):
       values = [summary_pb2.Summary.Value(tag=name, simple_value=column[j])
                 for name, column in columns if math.isfinite(column[j])]
       if values:  # a diverged member's curves stop there
-        self._add(self._run_dir(row), summary_pb2.Summary(value=values), step)
+        run_dir = self._run_dirs.get(member) or self._run_dir(members.iloc[j].to_dict())
+        self._add(run_dir, summary_pb2.Summary(value=values), step)
     if self._clock() - self._last_flush >= self.flush_secs:
       self.flush()
 

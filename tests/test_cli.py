@@ -191,6 +191,27 @@ def test_optimizer_override_drops_kwargs_of_the_old_optimizer_with_a_note(tmp_pa
   assert "['momentum']" in note[0] and "'adam'" in note[0] and "dropped" in note[0]
 
 
+@pytest.mark.parametrize("model", ["cnn", "mnist1d_cnn"])
+def test_model_override_drops_kwargs_of_the_old_model_with_a_note(tmp_path, monkeypatch,
+                                                                  capsys, model):
+  seen = _resolve_instead_of_training(monkeypatch)
+  assert run(["run", f"{MAIN}:runlocal", "--workdir", str(tmp_path / "r"),
+              f"--config.model={model}"]) == 0
+  (resolved,) = seen["runs"]
+  assert resolved.model.name == model
+  note = " ".join(capsys.readouterr().err.split())
+  assert f"model_kwargs ['hidden'] belong to 'mlp', not '{model}'" in note
+  assert "['channels']" in note and "dropped" in note
+
+
+def test_model_and_mismatched_kwargs_overridden_together_is_an_error_naming_the_field(
+    tmp_path, capsys):
+  assert run(["run", f"{MAIN}:runlocal", "--workdir", str(tmp_path / "r"),
+              "--config.model=cnn", "--config.model_kwargs={'hidden': (8,)}"]) == 2
+  err = " ".join(capsys.readouterr().err.split())
+  assert "model_kwargs" in err and "hidden" in err and "Traceback" not in err
+
+
 def test_grid_override_drops_questions_it_leaves_unanswerable_with_a_note(tmp_path,
                                                                         monkeypatch, capsys):
   seen = _resolve_instead_of_training(monkeypatch)
@@ -258,6 +279,10 @@ NO_GET_CONFIG = "no_get_config.py"
      "optimizer_kwargs", "['momentum']"),
     ([f"{MAIN}:runlocal", "--config.grid.lr.x=1"], "grid.lr", "--config.grid.lr.x"),
     ([f"{MAIN}:runlocal", "--bogus"], "--bogus", "--bogus"),
+    ([f"{MAIN}:runlocal", "--config.grid.batchsize=(32,)"], "Did you mean grid.batch_size?",
+     "grid.batchsize"),
+    ([f"{MAIN}:runlocal", "--config.optimizer=adam", "--config.grid.momentum=(0.9,)"],
+     "argument of optimizer 'adam' (b1, b2, eps)", "grid.momentum"),
 ])
 def test_bad_input_is_one_readable_paragraph_with_exit_2(tmp_path, monkeypatch, capsys, args,
                                                         expected, named_once):

@@ -528,7 +528,8 @@ def test_bad_custom_schedule_raises_config_error_naming_schedule(settings, match
     (dict(schedule=step_decay, schedule_kwargs={"beta": 1.0}), {},
      r"schedule_kwargs: \['beta'\] are not arguments of schedule"),
     (dict(schedule=step_decay), {"beta": (1.0, 2.0)},
-     r"grid: \['beta'\] are not arguments of schedule"),
+     r"grid.beta: not a grid axis .*, nor an argument of optimizer 'momentum' \(momentum\) "
+     r"or of schedule '.*step_decay' \(drops, gamma, warmup_fraction, .*\)"),
     (dict(schedule=needs_gamma), {},
      r"schedule_kwargs: \['gamma'\] of schedule .* have no default"),
 ])

@@ -11,6 +11,7 @@ the LR finder only read the ``Run`` it returns; nothing validates or plans twice
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
 import jax
 import numpy as np
@@ -28,7 +29,7 @@ from lrjax.engine.settings import TrainSettings
 from lrjax.errors import ConfigError
 from lrjax.models import ModelAdapter
 from lrjax.schedules import ScheduleSpec, schedule_spec
-from lrjax.schedules.family import check_schedule_kwargs
+from lrjax.schedules.family import check_schedule_kwargs, schedule_arguments
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -86,6 +87,27 @@ def _schedule_takes(schedule, name: str) -> bool:
   return True
 
 
+def _check_known_axes(sched_cols, schedule, families, opt_label: str, opt_names) -> None:
+  """Refuses a grid axis that is no axis lrjax knows, no optimizer hyperparameter and no
+  argument of any of the run's schedules, with the closest name and every name it could
+  be (``grid.batchsize`` is ``grid.batch_size`` misspelt, not a schedule argument)."""
+  schedules = families or (schedule,)
+  unknown = [c for c in sched_cols
+             if not any(_schedule_takes(f, c) for f in schedules)]
+  if not unknown:
+    return
+  takes = sorted({a for f in schedules for a in schedule_arguments(f)})
+  names = [*grid_lib.AXES, *sorted(opt_names), *takes]
+  col = unknown[0]
+  close = difflib.get_close_matches(col, names, n=1, cutoff=0.6)
+  hint = f" Did you mean grid.{close[0]}?" if close else " Check the name."
+  labels = ", ".join(f"'{callables.label(f)}'" for f in schedules)
+  raise ConfigError(
+      f"grid.{col}: not a grid axis ({', '.join(grid_lib.AXES)}, aug_<op>), nor an "
+      f"argument of optimizer '{opt_label}' ({', '.join(sorted(opt_names)) or 'lr only'}) "
+      f"or of schedule {labels} ({', '.join(takes)}).{hint}")
+
+
 def split_hparams(table: pd.DataFrame, settings: TrainSettings
                   ) -> tuple[list[str], list[str], ScheduleSpec]:
   """Sorts the grid's hyperparameter columns (``grid.axis_kind`` "hparam") into
@@ -119,6 +141,7 @@ def split_hparams(table: pd.DataFrame, settings: TrainSettings
     to_opt = col in opt_names or (optimizers.accepts_hparam(opt, col) and (
         bool(families) or not _schedule_takes(settings.schedule, col)))
     (opt_cols if to_opt else sched_cols).append(col)
+  _check_known_axes(sched_cols, settings.schedule, families, opt_label, opt_names)
   spec = schedule_spec(settings.schedule, settings.schedule_kwargs, tuple(sched_cols),
                        families)
   cycles = [callables.label(f) for f, kw in zip(spec.families, spec.kwargs)

@@ -197,6 +197,24 @@ def _schedule_factory(name: str):
   return factory, params, peak
 
 
+def schedule_arguments(name) -> list[str]:
+  """The arguments schedule ``name`` takes from ``schedule_kwargs`` or grid axes (its
+  factory's, less the peak value, plus lrjax's warmup and momentum options).
+
+  Example:
+    >>> schedule_arguments("cosine")
+    ['alpha', 'decay_steps', 'exponent', 'warmup_steps', 'warmup_fraction', 'warmup_start_value']
+  """
+  custom = _custom_schedule(name)
+  if custom is not None:
+    _, defaults, required, _ = custom
+    return sorted(defaults) + list(required) + list(_WRAPPER_ARGS)
+  _, params, peak = _schedule_factory(name)
+  extra = set(_MOMENTUM_ARGS) if name in CYCLIC_FAMILIES else set()
+  extra |= {k for k, (family, _) in _FRACTION_ARGS.items() if family == name}
+  return sorted((set(params) - {peak}) | extra) + list(_WRAPPER_ARGS)
+
+
 def check_schedule_kwargs(name, kwargs: Mapping[str, Any], grid_axes=(),
                           complete: bool = False) -> None:
   """Raises ``ConfigError`` unless ``kwargs`` are arguments of schedule ``name``.
