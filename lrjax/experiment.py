@@ -227,14 +227,41 @@ def _check_partial(workdir: str, config_json: str, resume: bool) -> str:
       raise ConfigError(f"--workdir: an interrupted run of {workdir} is in {partial}. Pass "
                         f"--resume to continue it, or delete that directory to start over.")
     with open(saved) as f:
-      if f.read() != config_json:
-        raise ConfigError(f"--resume: the config differs from the interrupted run's "
-                          f"({saved}); resume with the same config and overrides, or "
-                          f"delete {partial} to start over.")
+      saved_json = f.read()
+    if saved_json != config_json:
+      differ = config_differences(json.loads(saved_json), json.loads(config_json))
+      raise ConfigError(f"--resume: the config differs from the interrupted run's "
+                        f"({saved}) in {differ}; resume with the same config and "
+                        f"overrides, or delete {partial} to start over.")
   elif resume:
     raise ConfigError(f"--resume: nothing to resume, {partial} does not exist. Run without "
                       f"--resume.")
   return partial
+
+
+def config_differences(saved: dict, now: dict, limit: int = 4) -> str:
+  """The fields where two configs differ, with both values (the first ``limit``).
+
+  Example:
+    >>> config_differences({"epochs": 10, "grid": {"lr": [0.1]}},
+    ...                    {"epochs": 2, "grid": {"lr": [0.1], "seed": [0]}})
+    'epochs (was 10, now 2), grid.seed (was absent, now [0])'
+  """
+  def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+      if isinstance(v, dict) and v:
+        out.update(flat(v, f"{prefix}{k}."))
+      else:
+        out[f"{prefix}{k}"] = v
+    return out
+
+  a, b = flat(saved), flat(now)
+  keys = [k for k in sorted(set(a) | set(b)) if a.get(k, KeyError) != b.get(k, KeyError)]
+  shown = [f"{k} (was {json.dumps(a[k]) if k in a else 'absent'}, now "
+           f"{json.dumps(b[k]) if k in b else 'absent'})" for k in keys[:limit]]
+  more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+  return ", ".join(shown) + more
 
 
 def _write_partial(partial: str, config_json: str) -> None:

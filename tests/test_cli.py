@@ -126,7 +126,8 @@ def test_resume_continues_interrupted_run_when_config_unchanged(tmp_path, monkey
   assert not workdir.exists()
   monkeypatch.setattr("lrjax.experiment.train", original)
   assert run(base + ["--resume", "--config.epochs=2"]) == 2
-  assert "config differs" in capsys.readouterr().err
+  err = " ".join(capsys.readouterr().err.split())
+  assert "config differs" in err and "in epochs (was " in err and "now 2.0)" in err
   assert run(base + ["--resume"]) == 0
   assert (workdir / "members.parquet").exists() and not (tmp_path / "r.partial").exists()
 
