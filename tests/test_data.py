@@ -1,7 +1,9 @@
 """Data: the built-in digits and mnist1d, catalog datasets through mocked TFDS, to_float,
 the example stream."""
+import os
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -106,3 +108,39 @@ def test_builtin_dataset_prepared_once_when_processes_race(tmp_path):
     assert rc == 0, err[-2000:]
     assert out.split()[-1] == "1297"  # TFDS also prints its progress here
   assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["1.0.0"]
+
+
+def test_prepare_without_network_refuses_at_once_naming_the_fix(tmp_path, monkeypatch):
+  from lrjax.data import datasets
+
+  def unreachable(address, timeout=None):
+    raise OSError(101, "Network is unreachable")
+
+  monkeypatch.setattr(datasets.socket, "create_connection", unreachable)
+  monkeypatch.setattr(datasets.tfds, "builder", lambda *a, **k: pytest.fail("downloaded"))
+  with pytest.raises(ConfigError, match=r"prepare: 'mnist' must be downloaded once, and "
+                     r"storage.googleapis.com cannot be reached \(Network is unreachable") as e:
+    data.prepare("mnist", data_dir=str(tmp_path))
+  assert "digits, mnist1d" in str(e.value) and "--data_dir DIR" in str(e.value)
+  assert os.listdir(tmp_path) == []
+
+
+def test_prepare_cut_off_mid_download_leaves_nothing_behind(tmp_path, monkeypatch):
+  from lrjax.data import datasets
+
+  (tmp_path / "downloads").mkdir()
+  (tmp_path / "downloads" / "other.zip").write_text("kept")  # another dataset's download
+
+  class CutOff:
+    def download_and_prepare(self):
+      (tmp_path / "mnist" / "3.0.1.incomplete").mkdir(parents=True)
+      (tmp_path / "downloads" / "mnist.gz.tmp.123").write_text("half")
+      raise ConnectionError("Connection aborted")
+
+  monkeypatch.setattr(datasets.socket, "create_connection",
+                      lambda *a, **k: types.SimpleNamespace(close=lambda: None))
+  monkeypatch.setattr(datasets.tfds, "builder", lambda *a, **k: CutOff())
+  with pytest.raises(ConfigError, match=r"downloading 'mnist' failed \(ConnectionError"):
+    data.prepare("mnist", data_dir=str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ["downloads"]
+  assert os.listdir(tmp_path / "downloads") == ["other.zip"]

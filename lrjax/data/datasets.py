@@ -26,6 +26,8 @@ import dataclasses
 import fcntl
 import functools
 import os
+import shutil
+import socket
 
 import jax.numpy as jnp
 import numpy as np
@@ -153,8 +155,60 @@ def prepare(name: str, data_dir: str | None = None) -> None:
   if name in BUILTIN_DATASETS:
     _prepare_builtin(name, data_dir)
     return
+  _check_network(name)
+  before = _entries(data_dir)
   builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare()
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # a download cut off, a server gone: nothing half-made is kept
+    _remove_new_entries(data_dir, before)
+    if not _is_network_error(e):
+      raise
+    raise ConfigError(f"prepare: downloading '{name}' failed ({type(e).__name__}: "
+                      f"{str(e)[:200]}). {_OFFLINE_ADVICE.format(name=name)}") from None
+
+
+# TFDS downloads catalog datasets from their sources, most through Google Cloud Storage.
+NETWORK_PROBE = ("storage.googleapis.com", 443)
+NETWORK_PROBE_TIMEOUT_S = 5.0
+_OFFLINE_ADVICE = ("Prepare it where there is a network (`lrjax prepare {name} --data_dir "
+                   "DIR`) and copy DIR here, or use a built-in offline dataset: "
+                   + ", ".join(sorted(BUILTIN_DATASETS)) + ".")
+
+
+def _check_network(name: str) -> None:
+  """Refuses at once when the download host cannot be reached (TFDS would retry for
+  minutes, then print a raw traceback)."""
+  try:
+    socket.create_connection(NETWORK_PROBE, timeout=NETWORK_PROBE_TIMEOUT_S).close()
+  except OSError as e:
+    raise ConfigError(f"prepare: '{name}' must be downloaded once, and "
+                      f"{NETWORK_PROBE[0]} cannot be reached ({e.strerror or e}: no network?). "
+                      + _OFFLINE_ADVICE.format(name=name)) from None
+
+
+def _is_network_error(error: BaseException) -> bool:
+  names = {c.__name__ for c in type(error).__mro__}
+  return bool(names & {"ConnectionError", "Timeout", "DownloadError", "URLError"}) or (
+      isinstance(error, OSError) and "connect" in str(error).lower())
+
+
+def _entries(data_dir: str) -> set[str]:
+  """The paths in ``data_dir`` and its ``downloads`` folder."""
+  out = set()
+  for folder in (data_dir, os.path.join(data_dir, "downloads")):
+    if os.path.isdir(folder):
+      out |= {os.path.join(folder, n) for n in os.listdir(folder)}
+  return out
+
+
+def _remove_new_entries(data_dir: str, before: set[str]) -> None:
+  for path in sorted(_entries(data_dir) - before, reverse=True):
+    if path == os.path.join(data_dir, "downloads"):
+      if not os.listdir(path):
+        os.rmdir(path)
+      continue
+    (shutil.rmtree if os.path.isdir(path) else os.remove)(path)
 
 
 @contextlib.contextmanager
