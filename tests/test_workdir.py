@@ -54,6 +54,8 @@ def test_report_of_interrupted_run_from_partial_dir(tmp_path, monkeypatch):
   assert os.path.isdir(os.path.join(partial, "tb"))
   written = write_report(partial, n_boot=0)
   assert os.path.basename(written[-1]) == "report.html"
+  page = open(written[-1]).read()
+  assert "Unfinished run." in page and "8 members so far, each evaluated up to 640" in page
 
   # Resuming finishes the run; its history starts with what the partial dir showed.
   monkeypatch.setattr("lrjax.experiment.train", original)
@@ -62,6 +64,7 @@ def test_report_of_interrupted_run_from_partial_dir(tmp_path, monkeypatch):
       ["member", "examples_seen"]).reset_index(drop=True)
   pd.testing.assert_series_equal(first.val_loss, history.val_loss, check_dtype=False)
   assert os.path.isdir(os.path.join(workdir, "tb")) and not os.path.exists(partial)
+  assert "Unfinished run" not in open(os.path.join(workdir, "report.html")).read()
 
 
 def test_second_run_of_a_workdir_is_refused_while_the_first_is_alive(tmp_path, capsys):

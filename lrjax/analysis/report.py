@@ -48,6 +48,7 @@ table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
 table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
 figure.vl{margin:.6em 0}.vl-chart{overflow-x:auto}
 table.waves td.left{text-align:left;vertical-align:top}table.waves ul{margin:0;padding-left:1.1em}
+.interrupted{border-left:6px solid #d68910;background:#fef5e7;padding:.5em 1em}
 """
 # Extra axes whose comparison leads the report (after the findings), in this order;
 # other extra axes follow them.
@@ -244,6 +245,7 @@ def _html(run: tables.RunTables, summary: dict, est, figures, metric: str,
            f"<h1>{html.escape(title)}</h1>",
            f"<p class='subtitle'>{html.escape(subtitle)}; {summary['n_members']} "
            f"members</p>",
+           *_interrupted_html(run),
            *_headline_html(summary), *_findings_html(summary, metric),
            *settle_report.settle_html(run.config if isinstance(run.config, dict) else {})]
   # What the experiment varied besides LR, batch size and aug leads: the paired arm
@@ -277,6 +279,28 @@ def _html(run: tables.RunTables, summary: dict, est, figures, metric: str,
       parts += ["<h2>Run info</h2>", f"<pre>{html.escape(f.read())}</pre>"]
   parts += [*scripts, "</body></html>"]
   return "\n".join(parts)
+
+
+# The working directories of a run still training or stopped: ``lrjax run``'s and
+# ``lrjax extend``'s (``workdir.partial_dir``, ``extend.extension_dir``).
+UNFINISHED_SUFFIXES = (".partial", ".extend")
+
+
+def _interrupted_html(run: tables.RunTables) -> list[str]:
+  """A banner on the report of an unfinished run: what it holds so far, and how to go on."""
+  name = os.path.basename(os.path.normpath(run.run_dir))
+  if not name.endswith(UNFINISHED_SUFFIXES):
+    return []
+  history = run.history if isinstance(run.history, pd.DataFrame) else None
+  upto = (f", each evaluated up to {int(history['examples_seen'].max()):,} examples"
+          if history is not None and len(history) else "")
+  go_on = ("`lrjax run CONFIG --workdir DIR --resume`" if name.endswith(".partial")
+           else "`lrjax extend DIR --resume`")
+  return [f"<div class='interrupted' id='interrupted'><p><b>Unfinished run.</b> This is "
+          f"{html.escape(name)}: the tables of a run that is still training or was "
+          f"stopped, with {len(run.members)} members so far{upto}. Members not evaluated "
+          f"yet are missing, test metrics are empty, and every verdict may change. "
+          f"{html.escape(go_on)} finishes it.</p></div>"]
 
 
 def _headline_html(summary: dict) -> list[str]:
