@@ -9,7 +9,6 @@ config's fields, loads the dataset and model, and hands the grid to
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -18,7 +17,6 @@ from typing import Any, Mapping
 import ml_collections
 import pandas as pd
 
-from lrjax import augment
 from lrjax import callables
 from lrjax import data as data_lib
 from lrjax import grid as grid_lib
@@ -27,7 +25,6 @@ from lrjax import models as models_lib
 from lrjax.analysis import analysis_settings
 from lrjax.engine import GridResult, Run, TrainSettings, build_run, train
 from lrjax.engine import devices
-from lrjax.engine.run import uses_augmentation
 from lrjax.engine.settings import config_fields
 from lrjax.errors import ConfigError, RunNotWritten
 from lrjax.optimizers import OPTIMIZERS
@@ -207,13 +204,11 @@ def _resolve_one(cfg: dict, table, plan_table=None) -> Run:
   if table is None:
     table = grid_table(cfg)
 
-  dataset = data_lib.load(cfg["dataset"], cfg["data_dir"] or None)
+  dataset = data_lib.get_dataset(cfg["dataset"], cfg["data_dir"] or None)
   model_kwargs = {k: tuple(v) if isinstance(v, list) else v
                   for k, v in cfg["model_kwargs"].items()}
   model = models_lib.get_model(cfg["model"], dataset.num_classes, **model_kwargs)
-  if uses_augmentation(table if plan_table is None else plan_table):
-    policy = augment.policy_for(cfg["dataset"], dataset.image_shape)
-    settings = dataclasses.replace(settings, augment_policy=policy)
+  # An augmented grid takes the dataset's policy (build_run: its recipe, or its kind's).
   return build_run(model, dataset, table, settings, plan_table=plan_table)
 
 

@@ -157,7 +157,7 @@ def _with_policy(settings: TrainSettings, table: pd.DataFrame,
   augments = (table["aug"] != 0).any() or any(c.startswith("aug_") for c in table.columns)
   if settings.augment_policy is not None or not augments:
     return settings
-  policy = augment.policy_for(dataset.name, dataset.image_shape)
+  policy = augment.policy_for_dataset(dataset)
   return dataclasses.replace(settings, augment_policy=policy)
 
 
@@ -234,7 +234,7 @@ def range_test(model: ModelAdapter, dataset: Dataset, *, optimizer: Any = None,
       ``TrainSettings()``.
     hparams: other grid columns every member takes, e.g. ``{"aug": 0.5}``,
       ``{"label_smoothing": 0.1}`` or an optimizer hyperparameter (nonzero ``aug``
-      without ``settings.augment_policy`` uses ``lrjax.augment.policy_for``).
+      without ``settings.augment_policy`` uses ``lrjax.augment.policy_for_dataset``).
 
   Returns:
     ``{"lr", "loss", "smoothed"}`` arrays up to the stopping step, and

@@ -177,6 +177,39 @@ def policy_for(dataset: str, image_shape: tuple) -> Policy:
                 beyond=beyond, cutout_fill=fill)
 
 
+def policy_for_dataset(dataset) -> Policy:
+  """The policy of a ``lrjax.data.Dataset``: its name's recipe (``policy_for``), unless
+  its ``kind`` says its inputs are no images.
+
+  | kind | s = 1 | added above s = 1 |
+  |---|---|---|
+  | image | ``policy_for(name, shape)`` | (its recipe's) |
+  | sequence (L, 1, 1) | shift L/10 points, noise 0.15, cutout 0.15 (MNIST-1D's ops) | mixup 0.4 |
+  | tabular (F, 1, 1) | noise 0.1 | mixup 0.4 |
+
+  Sequence and tabular inputs are standardised (``lrjax.data.from_arrays``), so noise
+  is in standard deviations and nothing is clipped; a feature order has no
+  neighbourhood, so tabular rows are never shifted or cut.
+
+  Example:
+    >>> from lrjax.data import from_arrays
+    >>> ds = from_arrays(np.random.rand(40, 5), np.arange(40) % 2, name="t", kind="tabular")
+    >>> p = policy_for_dataset(ds)
+    >>> p.name, p.noise_std, p.max_shift, p.beyond
+    ('tabular', 0.1, 0.0, (('mixup_alpha', 0.4),))
+  """
+  kind = getattr(dataset, "kind", "image")
+  if kind == "tabular":
+    return Policy(name="tabular", noise_std=0.1, beyond=(("mixup_alpha", 0.4),),
+                  value_range=None)
+  if kind == "sequence" and dataset.name.split(":")[0].lower() != "mnist1d":
+    length = dataset.image_shape[0]
+    return Policy(name="sequence", max_shift=float(max(1, round(length / 10))),
+                  noise_std=0.15, cutout_frac=0.15, beyond=(("mixup_alpha", 0.4),),
+                  cutout_fill=0.0, value_range=None)
+  return policy_for(dataset.name, dataset.image_shape)
+
+
 def magnitudes(policy: Policy, strength, **overrides) -> dict:
   """Maps a scalar strength to the magnitude of every op the policy (or overrides) enables.
 

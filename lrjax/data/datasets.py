@@ -64,13 +64,18 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A dataset as host arrays, with train/validation/test splits."""
+  """A dataset as host arrays, with train/validation/test splits.
+
+  ``kind`` ("image", "sequence" or "tabular") picks the augmentation policy of a
+  dataset that has no recipe of its own (``lrjax.augment.policy_for_dataset``).
+  """
 
   name: str
   train: Split
   validation: Split
   test: Split
   num_classes: int
+  kind: str = "image"
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -310,7 +315,8 @@ def load(name: str = BUILTIN, data_dir: str | None = None) -> Dataset:
   else:
     train, validation = _holdout(train)
   return Dataset(name=name, train=train, validation=validation, test=read("test"),
-                 num_classes=int(num_classes))
+                 num_classes=int(num_classes),
+                 kind="sequence" if name == "mnist1d" else "image")
 
 
 def example_order(seed: int, num_train: int, num_examples: int) -> np.ndarray:

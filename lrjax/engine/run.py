@@ -257,6 +257,9 @@ def build_run(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
   get in that grid. ``lrjax.extend`` trains the members it adds to a run this way, so
   each equals what a fresh run of the whole grid gives it.
 
+  An augmented grid without ``settings.augment_policy`` takes the dataset's policy
+  (``lrjax.augment.policy_for_dataset``: its name's recipe, or its kind's).
+
   Raises:
     ConfigError: bad input, naming the field and the fix.
 
@@ -267,6 +270,10 @@ def build_run(model: ModelAdapter, dataset: Dataset, table: pd.DataFrame,
     >>> run.plan.micro_batch, [(b.start, b.stop, b.k) for b in run.blocks]
     (32, [(0, 2, 1), (2, 4, 2)])
   """
+  if settings.augment_policy is None and uses_augmentation(
+      table if plan_table is None else plan_table):  # the dataset's own recipe
+    settings = dataclasses.replace(settings,
+                                   augment_policy=augment.policy_for_dataset(dataset))
   the_plan = plan(table if plan_table is None else plan_table, len(dataset.train), settings)
   rows = the_plan.micro_batch * settings.multiplicity  # examples per member per tick
   if settings.bn_batch and rows % settings.bn_batch:

@@ -203,7 +203,7 @@ def _analyse(workdir: str, n_boot: int):
   run = tables.load_run(workdir)
   summary, est = summary_lib.analyze(run, n_boot=n_boot)
   axes = extend.axis_columns(run.config)
-  dataset = data_lib.load(run.config["dataset"], run.config.get("data_dir") or None)
+  dataset = data_lib.get_dataset(run.config["dataset"], run.config.get("data_dir") or None)
   return summary, est, axes, len(dataset.train)
 
 
