@@ -19,7 +19,8 @@ from lrjax import optimizers
 from lrjax import schedules
 from lrjax import settle
 from lrjax import transforms
-from lrjax.data import Dataset, load
+from lrjax.best import BestMember, best_member, load_params, save_best
+from lrjax.data import Dataset, from_arrays, load
 from lrjax.engine import GridResult, Run, TrainSettings, build_run, train, train_grid
 from lrjax.engine.devices import use_cpu_cores
 from lrjax.errors import ConfigError, RunNotWritten
@@ -34,11 +35,11 @@ from lrjax.settle import SettleSettings, settle_run
 __version__ = "0.1.0"
 
 __all__ = [
-    "CNN", "ConfigError", "Dataset", "GridResult", "MLP", "MNIST1DCNN", "ModelAdapter",
+    "BestMember", "CNN", "ConfigError", "Dataset", "GridResult", "MLP", "MNIST1DCNN", "ModelAdapter",
     "OPTIMIZERS", "Run", "RunNotWritten", "SettleSettings", "TrainSettings", "analysis", "augment",
-    "build_run", "data", "default_config", "extend_run", "find_lr", "from_linen", "from_nnx", "get_model", "layout", "load",
-    "log2_space", "log_space", "lr_finder", "make_grid", "make_optimizer", "make_schedule",
+    "best_member", "build_run", "data", "default_config", "extend_run", "find_lr", "from_arrays", "from_linen", "from_nnx", "get_model", "layout", "load",
+    "log2_space", "log_space", "load_params", "lr_finder", "make_grid", "make_optimizer", "make_schedule",
     "models", "optimizer_hparams", "optimizers", "resolve", "schedules", "settle",
-    "settle_run", "train",
+    "save_best", "settle_run", "train",
     "train_and_evaluate", "train_grid", "transforms", "use_cpu_cores",
 ]

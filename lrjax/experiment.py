@@ -26,6 +26,7 @@ from lrjax.analysis import analysis_settings
 from lrjax.engine import GridResult, Run, TrainSettings, build_run, train
 from lrjax.engine import devices
 from lrjax.engine.settings import config_fields
+from lrjax.best import summary_of
 from lrjax.errors import ConfigError, RunNotWritten
 from lrjax.optimizers import OPTIMIZERS
 from lrjax.metric_writers import make_writers
@@ -358,6 +359,7 @@ def _train_and_write(config, workdir, overwrite, progress, resume, writers) -> G
     except Exception as e:  # the trained state stays in <workdir>.partial
       raise RunNotWritten(workdir, partial, e) from e
     shutil.rmtree(partial, ignore_errors=True)
+    result.summary = summary_of(workdir)
   devices.sync("lrjax: run written")  # every process returns once it exists
   return result
 
@@ -378,7 +380,9 @@ def concatenate(results: list[GridResult]) -> GridResult:
       ["member", "examples_seen"], kind="stable")
   return GridResult(members.reset_index(drop=True), history.reset_index(drop=True),
                     params=[r.params for r in results],
-                    info={"runs": [r.info for r in results]})
+                    info={"runs": [r.info for r in results],
+                          "run_members": [r.members["member"].astype(int).tolist()
+                                          for r in results]})
 
 
 def find_lr(config, workdir: str, *, overwrite: bool = False) -> dict:

@@ -254,6 +254,8 @@ class GridResult:
     tick_loss: with ``settings.record_tick_loss``, every tick's training loss (one
       micro-batch) per member, float32 (N, ticks), not masked after divergence;
       None otherwise.
+    summary: the run's ``summary.json`` (``lrjax.train_and_evaluate``, which writes
+      the run directory); None from ``train_grid``.
   """
 
   members: pd.DataFrame
@@ -262,3 +264,11 @@ class GridResult:
   info: dict
   model_state: Any = None
   tick_loss: Any = None
+  summary: dict | None = None
+
+  @property
+  def best(self):
+    """The member that learned with the lowest ``final_val_loss``: its hyperparameters,
+    metrics and parameters (``lrjax.best.best_member``; one seed, not an estimate)."""
+    from lrjax.best import best_member  # pylint: disable=import-outside-toplevel
+    return best_member(self)
