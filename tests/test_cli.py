@@ -376,8 +376,10 @@ AFTER_TRAINING_FAILURES = {
 }
 
 
-@pytest.mark.parametrize("target, replacement, strerror, fix",
-                         AFTER_TRAINING_FAILURES.values(), ids=AFTER_TRAINING_FAILURES)
+# One injected failure in the default suite; the others (each a run and its resume) slow.
+@pytest.mark.parametrize("target, replacement, strerror, fix", [
+    pytest.param(*case, id=name, marks=() if name == "disk_full_in_tables" else pytest.mark.slow)
+    for name, case in AFTER_TRAINING_FAILURES.items()])
 def test_failure_after_training_keeps_partial_and_resume_trains_nothing_again(
     tmp_path, monkeypatch, capsys, target, replacement, strerror, fix):
   workdir, partial = tmp_path / "r", tmp_path / "r.partial"

@@ -96,6 +96,10 @@ def test_documented_commands_cover_resume_and_catalog_data_elsewhere():
   assert "--resume" in text and "mock_data" in text
 
 
+# Slow: each command is a fresh process (JAX's import, a compile, a report), about 40 s a
+# block and 6 minutes in all; the default suite drives the same commands in-process
+# (tests/test_cli.py, test_extend.py, test_settle.py, test_multiprocess.py).
+@pytest.mark.slow
 @pytest.mark.parametrize("commands", list(_shell_params(slow=False)))
 def test_shell_commands_run_from_the_repository(commands, tmp_path):
   _check_shell(commands, tmp_path)
