@@ -1,7 +1,8 @@
 """TensorBoard logging's cost: one grid trained with live metrics on and off, side by side.
 
-The grid is the main job's (digits MLP, SGD with momentum, constant LR), cut to the
-member count asked for; the arms alternate in one process (off, on, off, on, ...), and
+The grid is the main job's (``experiments/lr_batch_aug.py``: digits, MLP 256-256, SGD
+with momentum, constant LR, 10 epochs, its batch sizes and augmentation strengths),
+with seeds and LRs set to reach the member count asked for; the arms alternate in one process (off, on, off, on, ...), and
 the report gives each arm's training seconds (``GridResult.info["train_seconds"]``,
 which holds the writer's calls at each evaluation), the seconds the writer itself took
 (all its calls, start and finish included), and the ratio on/off. From the repository
@@ -9,6 +10,7 @@ root:
 
   python benchmarks/tb_overhead.py --members 360 --json benchmarks/results/tb_overhead_360.json
   python benchmarks/tb_overhead.py --members 16384 --repeats 1 --epochs 1
+  (benchmarks/studies/large_grid_cli.py times the writer in the 16,384-member CLI run)
   python benchmarks/tb_overhead.py --quick     # a smoke run: 8 members, 1 epoch
 """
 
@@ -23,11 +25,8 @@ import time
 import numpy as np
 
 from lrjax import experiment
+from lrjax.config_files import load_config
 from lrjax.metric_writers import TensorBoardWriter
-
-BATCH_SIZES = (16, 32, 64, 128)
-AUGS = (0.0, 1.0)
-
 
 class TimedWriter(TensorBoardWriter):
   """A ``TensorBoardWriter`` that adds up the seconds spent in its own calls."""
@@ -59,16 +58,16 @@ class TimedWriter(TensorBoardWriter):
     return self._timed(super().close)
 
 
-def grid_config(members: int, epochs: float):
-  """The main job's config with ``members`` members: batch sizes x aug x seeds x LRs."""
-  config = experiment.default_config()
-  config.model_kwargs = {"hidden": (64,)}
-  config.optimizer, config.optimizer_kwargs = "momentum", {"momentum": 0.9}
-  config.epochs = epochs
-  per_lr = len(BATCH_SIZES) * len(AUGS)
+def grid_config(members: int, epochs: float | None):
+  """The main job's config (``experiments/lr_batch_aug.py``: MLP 256-256, SGD with
+  momentum, its epochs) with about ``members`` members: its batch sizes and
+  augmentation strengths, then seeds and log-spaced LRs."""
+  config = load_config("experiments/lr_batch_aug.py", [])
+  if epochs is not None:
+    config.epochs = epochs
+  per_lr = len(config.grid.batch_size) * len(config.grid.aug)
   seeds = max(1, members // (per_lr * 16))
-  lrs = math.ceil(members / (per_lr * seeds))
-  config.grid.batch_size, config.grid.aug = BATCH_SIZES, AUGS
+  lrs = max(2, math.ceil(members / (per_lr * seeds)))  # the questions need 2+ LRs
   config.grid.seed = tuple(range(seeds))
   config.grid.lr = tuple(float(v) for v in np.geomspace(1e-3, 1.0, lrs))
   return config
@@ -98,7 +97,8 @@ def measure(members: int, epochs: float, repeats: int) -> dict:
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--members", type=int, default=360)
-  parser.add_argument("--epochs", type=float, default=3.0)
+  parser.add_argument("--epochs", type=float, default=None,
+                      help="default: the main job's (10)")
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--quick", action="store_true", help="8 members, 1 epoch, 1 repeat")
   parser.add_argument("--json", help="write the report here")

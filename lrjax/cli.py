@@ -101,6 +101,7 @@ examples:
   lrjax find experiments/lr_batch_aug.py:runlocal --workdir runs/find
   lrjax find experiments/lr_batch_aug.py --workdir runs/find \\
       --config.optimizer=adam
+  lrjax find experiments/lr_batch_aug.py --workdir runs/find --start-lr 1e-4 --end-lr 3
 """
 
 
@@ -118,8 +119,12 @@ def _print_headline(summary_path: str) -> None:
 
 def _run(args, overrides) -> int:
   config = load_config(args.config, overrides, prog="lrjax run")
-  experiment.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
-                                progress=not args.no_progress, resume=args.resume)
+  try:
+    experiment.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
+                                  progress=not args.no_progress, resume=args.resume)
+  except (ConfigError, RunNotWritten):
+    devices.leave_processes()  # every process raised these together: leave together
+    raise
   first = devices.is_first_process()
   devices.leave_processes()  # every process, now: the run is written
   if not first:  # process 0 wrote the run directory and says so
@@ -233,11 +238,14 @@ def _bench(args, overrides) -> int:
 
 def _find(args, overrides) -> int:
   config = load_config(args.config, overrides, prog="lrjax find")
-  summary = experiment.find_lr(config, args.workdir, overwrite=args.overwrite)
+  summary = experiment.find_lr(config, args.workdir, overwrite=args.overwrite,
+                               start_lr=args.start_lr, end_lr=args.end_lr)
   print(json.dumps(summary, indent=2))
   for s in summary["per_batch_size"]:
-    print(f"batch {s['batch_size']}: best LR {s['vectorised_best_lr']:.3g} "
-          f"(range test valley {s['range_test']['valley']:.3g})")
+    lr = s["recommended_lr"]
+    print(f"batch {s['batch_size']}: use LR {lr:.3g}" if lr is not None else
+          f"batch {s['batch_size']}: no LR trained stably")
+  print(textwrap.fill(summary["recommendation"], width=100))
   grid_lrs = summary["suggested_grid_lr"]
   # The user's overrides stay, except the LR axis the suggestion replaces.
   kept = [o for o in overrides if not o.startswith("--config.grid.lr")]
@@ -299,6 +307,10 @@ def _add_find(sub) -> None:
                     help="the directory to write (required)")
   find.add_argument("--overwrite", action="store_true",
                     help="replace an existing non-empty DIR")
+  find.add_argument("--start-lr", metavar="LR", type=float, default=1e-6,
+                    help="the range test's first LR (default 1e-06)")
+  find.add_argument("--end-lr", metavar="LR", type=float, default=10.0,
+                    help="the range test's last LR (default 10)")
   find.set_defaults(func=_find)
 
 

@@ -10,6 +10,7 @@ config's fields, loads the dataset and model, and hands the grid to
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from typing import Any, Mapping
@@ -353,14 +354,20 @@ def _train_and_write(config, workdir, overwrite, progress, resume, writers) -> G
   finally:
     for w in all_writers:
       w.close()
+  error = None
   if first:
     try:
       write_results(result, config_dict, workdir, tb_dir=tb_dir)
     except Exception as e:  # the trained state stays in <workdir>.partial
-      raise RunNotWritten(workdir, partial, e) from e
-    shutil.rmtree(partial, ignore_errors=True)
-    result.summary = summary_of(workdir)
-  devices.sync("lrjax: run written")  # every process returns once it exists
+      error = RunNotWritten(workdir, partial, e)
+      error.__cause__ = e
+    else:
+      shutil.rmtree(partial, ignore_errors=True)
+      result.summary = summary_of(workdir)
+  # Every process returns once the run exists, or raises at once when process 0 failed.
+  if not devices.all_succeeded(error is None):
+    raise error or RunNotWritten(workdir, partial, RuntimeError(
+        "process 0 could not write the run directory (its message says why)"))
   return result
 
 
@@ -385,14 +392,16 @@ def concatenate(results: list[GridResult]) -> GridResult:
                                           for r in results]})
 
 
-def find_lr(config, workdir: str, *, overwrite: bool = False) -> dict:
+def find_lr(config, workdir: str, *, overwrite: bool = False, start_lr: float = 1e-6,
+            end_lr: float = 10.0) -> dict:
   """Runs the LR range test and its vectorised variant for a config; writes ``workdir``.
 
   The whole config counts: for every batch size of the grid,
   ``lrjax.lr_finder.batch_size_test`` runs the classic range test (an exponential LR
   ramp trained by the engine with the config's settings: its optimizer, loss, label
   smoothing, dtype, BatchNorm ghost batches and the first member's augmentation) for
-  a centre, then the vectorised test trains 9 fixed LRs around it for one epoch as one
+  a centre (its ramp from ``start_lr`` to ``end_lr``, fastai's and Lightning's
+  ``lr_find`` bounds), then the vectorised test trains 9 fixed LRs around it for one epoch as one
   grid, with every augmentation strength, schedule and other axis value of the config
   at that batch size (first seed). Writes ``lr_find.json`` (``lr_finder.summarise``),
   ``lr_find.csv`` and one ``lr_find_bs<B>.png`` per batch size (``lr_find.png`` for the
@@ -408,10 +417,14 @@ def find_lr(config, workdir: str, *, overwrite: bool = False) -> dict:
     >>> [s["batch_size"] for s in out["per_batch_size"]], len(out["suggested_grid_lr"])
     ([32, 64], 7)
   """
+  if not 0 < start_lr < end_lr or not math.isfinite(end_lr):
+    raise ConfigError(f"--start-lr, --end-lr: the ramp needs 0 < start_lr < end_lr, both "
+                      f"finite; got {start_lr:g} and {end_lr:g}. The defaults are 1e-06 "
+                      f"and 10.")
   check_workdir(workdir, overwrite)
   run = resolve(config)
   os.makedirs(workdir, exist_ok=True)
-  tests = [lr_finder.batch_size_test(run, batch)
+  tests = [lr_finder.batch_size_test(run, batch, start_lr, end_lr)
            for batch in sorted(set(int(b) for b in run.table.batch_size))]
   for i, test in enumerate(tests):
     names = [f"lr_find_bs{test['batch_size']}.png"] + (["lr_find.png"] if i == 0 else [])

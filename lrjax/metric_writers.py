@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -36,8 +37,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import crc32c
 from tensorboardX.proto import event_pb2, summary_pb2
-from tensorboardX.record_writer import masked_crc32c
+from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionStartInfo
 from tensorboardX.summary import hparams
 
 from lrjax import outcomes
@@ -105,6 +107,7 @@ def member_run_name(row: Mapping[str, Any]) -> str:
   return re.sub(r"[^A-Za-z0-9._=+-]", "-", "_".join(parts))
 
 
+@functools.lru_cache(maxsize=2)  # two summaries, whatever the number of members
 def session_end(failed: bool):
   """The HParams ``session_end_info`` summary: status failure or success.
 
@@ -136,12 +139,47 @@ def _member_status(row: Mapping[str, Any]) -> str | None:
   return None
 
 
+def session_start(hparams_of_member: Mapping[str, Any]):
+  """The HParams ``session_start_info`` summary of one member, as tensorboardX's
+  ``hparams`` builds it (strings, booleans and numbers; None left out), without
+  rebuilding the experiment summary for every member.
+
+  Example:
+    >>> from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+    >>> v = session_start({"lr": 0.1, "optimizer": "adam"}).value[0]
+    >>> info = HParamsPluginData.FromString(v.metadata.plugin_data.content)
+    >>> info.session_start_info.hparams["lr"].number_value, v.tag
+    (0.1, '_hparams_/session_start_info')
+  """
+  info = SessionStartInfo()
+  for name, value in hparams_of_member.items():
+    if value is None:
+      continue
+    if isinstance(value, str):
+      info.hparams[name].string_value = value
+    elif isinstance(value, bool):
+      info.hparams[name].bool_value = value
+    elif isinstance(value, (int, float)):
+      info.hparams[name].number_value = float(value)
+  content = HParamsPluginData(session_start_info=info, version=0).SerializeToString()
+  metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(
+      plugin_name="hparams", content=content))
+  return summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+      tag="_hparams_/session_start_info", metadata=metadata)])
+
+
+def _masked_crc32c(data: bytes) -> int:
+  """TFRecord's masked CRC32C (tensorboardX's ``masked_crc32c``), on the native CRC."""
+  crc = crc32c.crc32c(data)
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
 def _framed(data: bytes) -> bytes:
   """One TFRecord, the framing of TensorBoard event files: length, its masked CRC32C,
-  the data, the data's masked CRC32C (tensorboardX's ``masked_crc32c``)."""
+  the data, the data's masked CRC32C."""
   header = struct.pack("<Q", len(data))
-  return (header + struct.pack("<I", masked_crc32c(header)) + data
-          + struct.pack("<I", masked_crc32c(data)))
+  return b"".join((header, struct.pack("<I", _masked_crc32c(header)), data,
+                   struct.pack("<I", _masked_crc32c(data))))
 
 
 def _open_event_file(path: str):
@@ -179,19 +217,23 @@ class TensorBoardWriter(MetricWriter):
     self._last_step: dict[int, int] = {}  # member -> examples seen at its last evaluation
     self._run_dirs: dict[int, str] = {}  # member -> its run directory
 
-  def _add(self, run_dir: str, summary, step: int | None = None) -> None:
-    event = event_pb2.Event(wall_time=time.time(), summary=summary)
+  def _add(self, run_dir: str, summary, step: int | None = None,
+           wall_time: float | None = None) -> None:
+    event = event_pb2.Event(wall_time=time.time() if wall_time is None else wall_time,
+                            summary=summary)
     if step is not None:
       event.step = int(step)
     self._pending.setdefault(run_dir, []).append(_framed(event.SerializeToString()))
 
   def start(self, run) -> None:
     metric_names = {name: 0.0 for name in SCALARS + FINAL_SCALARS + ("status",)}
+    now = time.time()
     for row in run.table.to_dict("records"):
-      experiment, session_start, _ = hparams(hyperparameters(row), metric_names)
+      values = hyperparameters(row)
       if self.logdir not in self._files and self.logdir not in self._pending:
-        self._add(self.logdir, experiment)
-      self._add(self._run_dir(row), session_start)
+        experiment, _, _ = hparams(values, metric_names)  # the grid's names, once
+        self._add(self.logdir, experiment, wall_time=now)
+      self._add(self._run_dir(row), session_start(values), wall_time=now)
 
   def _run_dir(self, row: Mapping[str, Any]) -> str:
     """A member's run directory, named once from its grid row (the final members
@@ -209,16 +251,18 @@ class TensorBoardWriter(MetricWriter):
       return
     columns = [(name, np.asarray(metrics[name], np.float64).tolist())
                for name in SCALARS if name in metrics]
+    now, value = time.time(), summary_pb2.Summary.Value
     for j, member in enumerate(ids):
-      values = [summary_pb2.Summary.Value(tag=name, simple_value=column[j])
+      values = [value(tag=name, simple_value=column[j])
                 for name, column in columns if math.isfinite(column[j])]
       if values:  # a diverged member's curves stop there
         run_dir = self._run_dirs.get(member) or self._run_dir(members.iloc[j].to_dict())
-        self._add(run_dir, summary_pb2.Summary(value=values), step)
+        self._add(run_dir, summary_pb2.Summary(value=values), step, now)
     if self._clock() - self._last_flush >= self.flush_secs:
       self.flush()
 
   def finish(self, members: pd.DataFrame) -> None:
+    now = time.time()
     for row in members.to_dict("records"):
       run_dir, step = self._run_dir(row), self._last_step.get(int(row["member"]))
       values = [summary_pb2.Summary.Value(tag=name, simple_value=float(row[name]))
@@ -228,14 +272,19 @@ class TensorBoardWriter(MetricWriter):
         values.append(summary_pb2.Summary.Value(tag="status",
                                                 simple_value=float(STATUS_CODES[status])))
       if values:
-        self._add(run_dir, summary_pb2.Summary(value=values), step)
-      self._add(run_dir, session_end(status in ("failed", "diverged")))
+        self._add(run_dir, summary_pb2.Summary(value=values), step, now)
+      self._add(run_dir, session_end(status in ("failed", "diverged")), wall_time=now)
 
   def flush(self) -> None:
     for run_dir, records in self._pending.items():
       path = self._files.get(run_dir)
       if path is None:  # a new event file starts with its version record
-        os.makedirs(run_dir, exist_ok=True)
+        try:
+          os.mkdir(run_dir)  # the logdir exists (made first); a member's run dir is new
+        except FileExistsError:
+          pass
+        except FileNotFoundError:
+          os.makedirs(run_dir, exist_ok=True)
         path = os.path.join(run_dir, f"events.out.tfevents.{time.time():.6f}."
                                      f"{socket.gethostname()}.{os.getpid()}")
         self._files[run_dir] = path

@@ -134,7 +134,7 @@ def test_resume_continues_interrupted_run_when_config_unchanged(tmp_path, monkey
 
 HELP_OPTIONS = {
     "run": ["-h, --help", "--workdir DIR", "--overwrite", "--resume", "--no-progress"],
-    "find": ["-h, --help", "--workdir DIR", "--overwrite"],
+    "find": ["-h, --help", "--workdir DIR", "--overwrite", "--start-lr LR", "--end-lr LR"],
     "report": ["-h, --help", "--metric NAME"],
     "augment-preview": ["-h, --help", "--dataset NAME", "--strengths LIST", "--out PATH",
                         "--data_dir DIR"],

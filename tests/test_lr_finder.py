@@ -188,3 +188,42 @@ def test_stability_limits_count_failed_members_by_their_side_of_the_optimum():
   # A diverged member is unstable on either side; aug 1's optimum moves to 0.01.
   assert lr_finder.stability_limits(t) == {"smallest_unstable_lr": 0.1,
                                            "largest_too_slow_lr": 0.001}
+
+
+def test_find_ramps_from_the_given_start_and_end_lr_and_recommends_one_lr(monkeypatch,
+                                                                          tmp_path):
+  from lrjax import experiment
+
+  seen = {}
+
+  def range_test(*args, **kwargs):
+    seen.update(start=kwargs["start_lr"], end=kwargs["end_lr"])
+    lrs = np.geomspace(kwargs["start_lr"], kwargs["end_lr"], 20)
+    return {"lr": lrs, "loss": 2 - lrs, "smoothed": 2 - lrs,
+            "suggestions": {"valley": 0.01, "steepest": 0.02, "minimum/10": 0.03}}
+
+  def vectorised_test(*args, lrs, **kwargs):
+    members = pd.DataFrame({"lr": list(lrs), "final_val_loss": np.linspace(1, 2, len(lrs))})
+    return {"members": members, "best_lr": 0.05, "best_lr_by_aug": {0.0: 0.05},
+            "smallest_unstable_lr": 0.5, "largest_too_slow_lr": 1e-4}
+
+  monkeypatch.setattr(lr_finder, "range_test", range_test)
+  monkeypatch.setattr(lr_finder, "vectorised_test", vectorised_test)
+  config = experiment.default_config()
+  config.grid.batch_size = (32,)
+  out = experiment.find_lr(config, str(tmp_path / "find"), start_lr=1e-4, end_lr=3.0)
+  assert seen == {"start": 1e-4, "end": 3.0}
+  assert out["recommended_lr"] == {32: 0.05}
+  assert out["per_batch_size"][0]["recommended_lr"] == 0.05
+  assert "vectorised one-epoch test" in out["recommendation"]
+
+
+@pytest.mark.parametrize("start, end", [(0.0, 1.0), (1.0, 0.1), (1e-6, float("inf"))])
+def test_find_refuses_a_ramp_that_does_not_rise_before_anything_trains(tmp_path, start, end):
+  from lrjax import experiment
+  from lrjax.errors import ConfigError
+
+  with pytest.raises(ConfigError, match=r"--start-lr, --end-lr: the ramp needs 0 < start_lr"):
+    experiment.find_lr(experiment.default_config(), str(tmp_path / "find"),
+                       start_lr=start, end_lr=end)
+  assert not (tmp_path / "find").exists()

@@ -219,3 +219,17 @@ def test_wandb_logs_bounded_keys_and_says_so_when_16384_members(monkeypatch, cap
   assert logged[1] == {"members": n}  # the final table has every member
   assert inits[0]["config"]["curves_of"] == "every 256th member (64 of 16384)"
   assert "every 256th member (64 of 16384)" in capsys.readouterr().err
+
+
+def test_session_start_and_record_framing_match_tensorboardx():
+  from tensorboardX.record_writer import masked_crc32c
+  from tensorboardX.summary import hparams
+
+  from lrjax import metric_writers
+
+  values = {"lr": 0.1, "batch_size": 32, "optimizer": "adam", "nesterov": True, "x": None}
+  _, theirs, _ = hparams(values, {"val_loss": 0.0})
+  assert (metric_writers.session_start(values).SerializeToString()
+          == theirs.SerializeToString())
+  for data in (b"", b"lrjax", bytes(range(256)) * 9):
+    assert metric_writers._masked_crc32c(data) == masked_crc32c(data)

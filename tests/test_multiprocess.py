@@ -165,3 +165,28 @@ def test_alike_per_process_takes_as_many_devices_from_each_process():
   assert devices._alike_per_process(devs, 4) == devs
   assert devices._alike_per_process(devs, 3) is None  # one process would idle
   assert devices._alike_per_process(devs[:2], 1) == devs[:1]
+
+
+# `lrjax run` whose process 0 cannot write the run directory (a full disk).
+WRITE_FAILS = textwrap.dedent("""
+    import sys
+    from lrjax import cli, experiment
+    def full_disk(*args, **kwargs):
+      raise OSError(28, "No space left on device")
+    experiment.write_results = full_disk
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+@pytest.mark.slow  # two processes train, then both must stop at once
+def test_every_process_stops_at_once_when_process_0_cannot_write_the_run(tmp_path):
+  workdir = tmp_path / "run"
+  t0 = time.monotonic()
+  results = _wait(_two_processes(workdir, program=("-c", WRITE_FAILS)))
+  elapsed = time.monotonic() - t0
+  (code0, _, err0), (code1, _, err1) = results
+  assert (code0, code1) == (2, 2), (err0[-2000:], err1[-2000:])
+  assert "No space left on device" in err0 and "--resume" in err0
+  assert "process 0 could not write the run directory" in err1
+  assert elapsed < 120, elapsed  # not the 300 s a barrier waits before it times out
+  assert (tmp_path / "run.partial").is_dir() and not workdir.exists()

@@ -365,6 +365,21 @@ def agree_min(value: int) -> int:
   return int(np.asarray(multihost_utils.process_allgather(mib)).min()) << 20
 
 
+def all_succeeded(ok: bool) -> bool:
+  """Whether every process's ``ok`` is true; every process must call it (a collective,
+  which is also a barrier). Process 0 writes the run directory: when that fails, the
+  others learn it here at once instead of waiting at a barrier until it times out.
+
+  Example:
+    >>> all_succeeded(True), all_succeeded(False)
+    (True, False)
+  """
+  if jax.process_count() == 1:
+    return bool(ok)
+  flags = multihost_utils.process_allgather(np.int32(bool(ok)))
+  return bool(np.asarray(flags).min())
+
+
 def sync(name: str) -> None:
   """Waits until every process reaches ``sync(name)`` (nothing with one process).
 
