@@ -97,6 +97,18 @@ def _status(members: pd.DataFrame) -> np.ndarray:
   return stats.status_labels(members)
 
 
+def _curve_scale(df: pd.DataFrame, metric: str, positive: bool):
+  """The curves' y scale: log for a positive loss, its top at 3x the largest first
+  evaluation (diverging members' losses, up to 1e3 and more, would squash the curves
+  that matter into a strip; those are pinned to the top edge: clamped)."""
+  import altair as alt  # pylint: disable=import-outside-toplevel  (the report's alone)
+  if not (positive and "loss" in metric):
+    return alt.Scale(zero=False)
+  first = df.sort_values("examples_seen").groupby("member")[metric].first()
+  top = float(min(df[metric].max(), 3.0 * first.max()))
+  return alt.Scale(type="log", domain=[float(df[metric].min()), top], clamp=True)
+
+
 def _panel_label(df: pd.DataFrame, axes: Sequence[str]) -> pd.Series:
   """"aug=0.5" (plus any extra axes) per row: one heatmap panel each."""
   cols = [a for a in axes if a in df.columns]
@@ -234,9 +246,7 @@ def curves_spec(history: pd.DataFrame, members: pd.DataFrame, axes: Sequence[str
   positive = bool((df[metric] > 0).all()) and len(df) > 0
   base = alt.Chart().encode(
       x=alt.X("examples_seen:Q", title="examples seen"),
-      y=alt.Y(f"{metric}:Q", title=metric,
-              scale=alt.Scale(type="log") if positive and "loss" in metric else
-              alt.Scale(zero=False)),
+      y=alt.Y(f"{metric}:Q", title=metric, scale=_curve_scale(df, metric, positive)),
       color=alt.Color("lr:O", title="LR", scale=alt.Scale(scheme="viridis"),
                       legend=alt.Legend(format=".3~g")),
       detail="member:N")
@@ -252,9 +262,9 @@ def curves_spec(history: pd.DataFrame, members: pd.DataFrame, axes: Sequence[str
   points = base.mark_point(size=70, filled=True).encode(
       opacity=alt.condition(hover, alt.value(1.0), alt.value(0.0)),
       tooltip=tooltip).add_params(hover)
-  row = "aug" if "aug" in df and df["aug"].nunique() > 1 else None
-  if extra:  # one row per (aug, extra axes) combination
-    df["row"] = _panel_label(df, [a for a in ("aug", *extra) if a in df])
+  row = None
+  if extra or ("aug" in df and df["aug"].nunique() > 1):  # a row per aug (and extra axes)
+    df["row"] = _panel_label(df, [a for a in ("aug", *extra) if a in df])  # "aug=0.5"
     row = "row"
   n_bs = df["batch_size"].nunique() if "batch_size" in df else 1
   layered = alt.layer(lines, points, data=alt.Data(name="curves")).properties(

@@ -383,7 +383,7 @@ def training_curves(history: pd.DataFrame, members: pd.DataFrame,
   lrs = np.sort(members["lr"].unique())
   lr_norm = (colors.LogNorm(lrs[0], lrs[-1]) if len(lrs) > 1 and lrs[0] > 0
              else colors.Normalize(lrs[0] * 0.5, lrs[0] * 1.5 + 1e-12))
-  cmap = matplotlib.colormaps["plasma"]
+  cmap = matplotlib.colormaps["viridis"]  # the interactive curves' LR scale too
   fig = Figure(figsize=(min(3.3 * len(bss) + 1.5, 28), 2.6 * len(augs) + 1.0),
                layout="constrained")
   axs = fig.subplots(len(augs), len(bss), sharex=True, sharey=True, squeeze=False)
