@@ -243,8 +243,12 @@ def _find(args, overrides) -> int:
   print(json.dumps(summary, indent=2))
   for s in summary["per_batch_size"]:
     lr = s["recommended_lr"]
-    print(f"batch {s['batch_size']}: use LR {lr:.3g}" if lr is not None else
+    by_aug = ", ".join(f"aug {a:g}: {v:.3g}" for a, v in
+                       sorted(s["vectorised_best_lr_by_aug"].items()))
+    print(f"batch {s['batch_size']}: use LR {lr:.3g} ({by_aug})" if lr is not None else
           f"batch {s['batch_size']}: no LR trained stably")
+    print("  alternatives (range test): " + ", ".join(
+        f"{rule} {v:.3g}" for rule, v in s["range_test"].items()))
   print(textwrap.fill(summary["recommendation"], width=100))
   grid_lrs = summary["suggested_grid_lr"]
   # The user's overrides stay, except the LR axis the suggestion replaces.
@@ -299,7 +303,15 @@ def _add_find(sub) -> None:
       formatter_class=_formatter,
       usage="%(prog)s [options] CONFIG_FILE[:ARG] [--config.KEY=VALUE ...]",
       description="LR range test (and its vectorised variant) for an experiment's model, "
-                  "data and\noptimizer; writes lr_find.png/.json/.csv and suggests grid.lr.",
+                  "data and\noptimizer; writes lr_find.png/.json/.csv, recommends one LR "
+                  "per batch size and\nsuggests grid.lr.\n\n"
+                  "The recommendation is the vectorised test's best stable LR: 9 fixed LRs "
+                  "around the\nrange test's valley, trained for one epoch as one grid, "
+                  "judged by validation loss.\nThe range test's rules (valley, steepest, "
+                  "minimum/10) are printed as alternatives.\nDo not trust either as the "
+                  "answer: both are one-epoch proxies; on the main job they\nmissed the "
+                  "settled optimum by x2 to x16 (docs/RESULTS.md). Settle the suggested "
+                  "grid.",
       epilog=OVERRIDES_HELP + FIND_EXAMPLES)
   find.add_argument("config", metavar="CONFIG_FILE[:ARG]",
                     help="experiment file [: argument of its get_config]")

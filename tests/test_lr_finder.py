@@ -191,7 +191,7 @@ def test_stability_limits_count_failed_members_by_their_side_of_the_optimum():
 
 
 def test_find_ramps_from_the_given_start_and_end_lr_and_recommends_one_lr(monkeypatch,
-                                                                          tmp_path):
+                                                                          tmp_path, capsys):
   from lrjax import experiment
 
   seen = {}
@@ -216,6 +216,16 @@ def test_find_ramps_from_the_given_start_and_end_lr_and_recommends_one_lr(monkey
   assert out["recommended_lr"] == {32: 0.05}
   assert out["per_batch_size"][0]["recommended_lr"] == 0.05
   assert "vectorised one-epoch test" in out["recommendation"]
+
+  from lrjax import cli
+  assert cli.main(["find", "experiments/lr_batch_aug.py:runlocal", "--workdir",
+                   str(tmp_path / "cli"), "--start-lr", "1e-4", "--end-lr", "1",
+                   "--config.grid.batch_size=(32,)"]) == 0
+  assert seen == {"start": 1e-4, "end": 1.0}
+  printed = capsys.readouterr().out
+  assert "batch 32: use LR 0.05 (aug 0: 0.05)" in printed
+  assert "alternatives (range test): valley 0.01, steepest 0.02, minimum/10 0.03" in printed
+  assert "Next: lrjax run experiments/lr_batch_aug.py:runlocal" in printed
 
 
 @pytest.mark.parametrize("start, end", [(0.0, 1.0), (1.0, 0.1), (1e-6, float("inf"))])
