@@ -113,15 +113,16 @@ def test_report_renders_interactive_charts_without_errors(browser, report_path):
       "!r.name.startsWith('data:') && !r.name.startsWith('file:')).map(r => r.name)") == []
 
 
-def _hover_tooltip(driver, chart_id, needle):
-  """Moves the mouse over the chart until vega's tooltip shows ``needle``; its text."""
+def _hover_tooltip(driver, chart_id, needle, rows=9, cols=12):
+  """Moves the mouse over the chart, row by row, until vega's tooltip shows ``needle``;
+  its text (curves spread over a fitted y range need a finer scan than heatmap cells)."""
   from selenium.webdriver.common.action_chains import ActionChains
   from selenium.webdriver.common.by import By
   canvas = driver.find_element(By.CSS_SELECTOR, f"#{chart_id} canvas")
   w, h = canvas.size["width"], canvas.size["height"]
   driver.execute_script("arguments[0].scrollIntoView()", canvas)
-  for fy in np.linspace(0.1, 0.9, 9):
-    for fx in np.linspace(0.08, 0.92, 12):
+  for fy in np.linspace(0.1, 0.9, rows):
+    for fx in np.linspace(0.08, 0.92, cols):
       ActionChains(driver).move_to_element_with_offset(
           canvas, int((fx - 0.5) * w), int((fy - 0.5) * h)).perform()
       time.sleep(0.03)
@@ -140,7 +141,7 @@ def test_hover_shows_cell_stats_and_member_hyperparameters(browser, report_path)
   for field in ("lr", "batch_size", "final_val_loss mean", "std over seeds", "trained",
                 "failed", "diverged"):
     assert field in text, text
-  text = _hover_tooltip(browser, "vl-curves", "examples_seen")
+  text = _hover_tooltip(browser, "vl-curves", "examples_seen", rows=40, cols=30)
   for field in ("member", "lr", "batch_size", "aug", "seed", "status", "val_loss"):
     assert field in text, text
   assert _errors(browser) == []
@@ -184,4 +185,19 @@ def test_schedule_report_renders_and_leads_with_schedule(browser, tmp_path):
   h2 = [e.text for e in browser.find_elements("css selector", "h2")]
   assert h2[:4] == ["Headline", "Findings", "Schedule comparison", "Interactive view"], h2
   assert all(c["rendered"] == "1" and c["width"] > 100 for c in _charts(browser))
+  assert _errors(browser) == []
+
+
+def test_report_fits_1400_px_and_opens_with_the_headline(browser, report_path):
+  path, _ = report_path
+  _open(browser, path)
+  width = browser.execute_script("return window.innerWidth")
+  assert 1300 <= width <= 1400, width  # the 1400 px window, less any scrollbar
+  overflow = browser.execute_script(
+      "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+  assert overflow <= 0, f"the page scrolls sideways by {overflow} px at 1400 px"
+  first = browser.execute_script(
+      "const s = document.querySelector('body > section, body > div');"
+      "return s ? s.id : null")
+  assert first == "headline", first
   assert _errors(browser) == []

@@ -100,6 +100,7 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{padding:2px 6px;border:1p
 <p>Training finished and the tables are complete: {esc(failure['fix'])}.</p></div>
 <details><summary>Traceback</summary><pre>{esc(failure['traceback'])}</pre></details>
 <h2>Members</h2><p>{len(members)} members: {esc(counts_text)}.</p>{more}
-{shown.to_html(index=False, float_format=lambda v: f"{v:.4g}")}
+<div style="max-width:100%;overflow-x:auto">
+{shown.to_html(index=False, float_format=lambda v: f"{v:.4g}")}</div>
 </body></html>
 """

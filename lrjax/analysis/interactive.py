@@ -262,16 +262,17 @@ def curves_spec(history: pd.DataFrame, members: pd.DataFrame, axes: Sequence[str
   points = base.mark_point(size=70, filled=True).encode(
       opacity=alt.condition(hover, alt.value(1.0), alt.value(0.0)),
       tooltip=tooltip).add_params(hover)
-  row = None
-  if extra or ("aug" in df and df["aug"].nunique() > 1):  # a row per aug (and extra axes)
-    df["row"] = _panel_label(df, [a for a in ("aug", *extra) if a in df])  # "aug=0.5"
+  row = "aug" if "aug" in df and df["aug"].nunique() > 1 else None
+  if extra:  # one row per (aug, extra axes) combination
+    df["row"] = _panel_label(df, [a for a in ("aug", *extra) if a in df])
     row = "row"
   n_bs = df["batch_size"].nunique() if "batch_size" in df else 1
   layered = alt.layer(lines, points, data=alt.Data(name="curves")).properties(
       width=max(180, min(320, 900 // max(1, n_bs))), height=180)
   facet = {"column": alt.Column("batch_size:O", title="batch size")}
-  if row:
-    facet["row"] = alt.Row(f"{row}:N", title=None if row == "row" else row)
+  if row:  # rows labelled "aug=0.5" (a bare value stood beside the axis title)
+    facet["row"] = alt.Row(f"{row}:N", title=None, header=alt.Header(
+        labelExpr="'aug=' + datum.value" if row == "aug" else "datum.value"))
   return _with_data(layered.facet(**facet), "curves", df)
 
 

@@ -49,6 +49,7 @@ table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
 figure.vl{margin:.6em 0}.vl-chart{overflow-x:auto}
 table.waves td.left{text-align:left;vertical-align:top}table.waves ul{margin:0;padding-left:1.1em}
 .interrupted{border-left:6px solid #d68910;background:#fef5e7;padding:.5em 1em}
+.table-scroll{max-width:100%;overflow-x:auto}pre{max-width:100%;overflow-x:auto}
 """
 # Extra axes whose comparison leads the report (after the findings), in this order;
 # other extra axes follow them.
@@ -62,7 +63,10 @@ def _table_html(df: pd.DataFrame | None) -> str:
     return "<p><em>(empty)</em></p>"
   fmt = {c: (lambda v: "" if pd.isna(v) else f"{v:.4g}")
          for c in df.columns if pd.api.types.is_float_dtype(df[c])}
-  return df.to_html(index=False, formatters=fmt, na_rep="", border=0, escape=True)
+  # A wide table scrolls inside its own box: the page stays within the window.
+  return ("<div class='table-scroll'>"
+          + df.to_html(index=False, formatters=fmt, na_rep="", border=0, escape=True)
+          + "</div>")
 
 
 def _figure_html(run_dir: str, name: str, caption: str) -> str:
