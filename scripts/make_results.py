@@ -188,7 +188,8 @@ def main(argv=None) -> int:
       ax.set_xlabel("examples seen")
       ax.set_ylabel("validation loss")
       ax.set_ylim(top=float(h.val_loss.quantile(0.9)))
-      ax.set_title("LR decay vs batch increase (mean and range over 3 seeds)", fontsize=10)
+      ax.set_title(f"LR decay vs batch increase (mean and range over "
+                   f"{members['seed'].nunique()} seeds)", fontsize=10)
       ax.legend(fontsize=7)
       fig.savefig(os.path.join(args.out, "increase_batch_curves.png"), dpi=110)
     if study == "optimizers":
