@@ -201,3 +201,18 @@ def test_report_fits_1400_px_and_opens_with_the_headline(browser, report_path):
       "return s ? s.id : null")
   assert first == "headline", first
   assert _errors(browser) == []
+
+
+def test_wide_grid_report_scrolls_its_charts_not_the_page(browser, tmp_path):
+  # 48 LRs x 4 strengths: the interactive heatmap is wider than the window.
+  run = synthetic.synthetic_run(lrs=tuple(np.geomspace(1e-3, 1.0, 48)), batch_sizes=(32, 64),
+                                augs=(0.0, 0.5, 1.0, 1.5), seeds=(0,), status_columns=True)
+  run_dir = synthetic.save_run(run, str(tmp_path))
+  report.write_report(run_dir, n_boot=0)
+  _open(browser, os.path.join(run_dir, "report.html"))
+  chart = browser.execute_script(
+      "const e = document.getElementById('vl-heatmap'); return [e.scrollWidth, e.clientWidth]")
+  assert chart[0] > chart[1], chart  # wider than its box: it scrolls there
+  overflow = browser.execute_script(
+      "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+  assert overflow <= 0, f"the page scrolls sideways by {overflow} px at 1400 px"

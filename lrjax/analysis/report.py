@@ -46,7 +46,7 @@ pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}
 table.sortable th{cursor:pointer;position:sticky;top:0}
 table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
 table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
-figure.vl{margin:.6em 0}.vl-chart{overflow-x:auto}
+figure.vl{margin:.6em 0}.vl-chart{overflow-x:auto;max-width:100%}
 table.waves td.left{text-align:left;vertical-align:top}table.waves ul{margin:0;padding-left:1.1em}
 .interrupted{border-left:6px solid #d68910;background:#fef5e7;padding:.5em 1em}
 .table-scroll{max-width:100%;overflow-x:auto}pre{max-width:100%;overflow-x:auto}
