@@ -233,3 +233,27 @@ def test_session_start_and_record_framing_match_tensorboardx():
           == theirs.SerializeToString())
   for data in (b"", b"lrjax", bytes(range(256)) * 9):
     assert metric_writers._masked_crc32c(data) == masked_crc32c(data)
+
+
+def test_tensorboard_lists_each_member_as_a_run_with_its_hparams_session(tmp_path):
+  """What `tensorboard --logdir` reads (its EventMultiplexer): one run per member, the
+  HParams experiment at the root, a session per member run."""
+  from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+  from lrjax import grid
+
+  table = grid.make_grid({"lr": (0.01, 0.1), "batch_size": (32, 64)})
+  writer = TensorBoardWriter(str(tmp_path))
+  writer.start(types.SimpleNamespace(table=table))
+  writer.write(table, 64, {"val_loss": np.ones(4), "val_acc": np.full(4, 0.5)})
+  writer.finish(table.assign(status="trained"))
+  writer.close()
+  multiplexer = EventMultiplexer().AddRunsFromDirectory(str(tmp_path))
+  multiplexer.Reload()
+  members = {member_run_name(r) for r in table.to_dict("records")}
+  assert set(multiplexer.Runs()) == members | {"."}
+  hparams = multiplexer.PluginRunToTagToContent("hparams")
+  assert "_hparams_/experiment" in hparams["."]
+  for run in members:
+    assert {"_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams[run])
+    assert multiplexer.Tensors(run, "val_loss")[0].step == 64
