@@ -231,8 +231,10 @@ class PartialTables(MetricWriter):
 
   def __init__(self, directory: str):
     self.directory = directory
-    self._hist: dict[tuple[int, int], dict] = {}
-    self._rows: dict[int, dict] = {}
+    # One frame per written evaluation of a chunk (columns, not per-member dicts: a grid
+    # of 16,384 members writes 16,384 rows at each evaluation).
+    self._hist: list[pd.DataFrame] = []
+    self._rows: list[pd.DataFrame] = []
     self._status_args: dict = {}
     self._dirty = False
 
@@ -242,23 +244,29 @@ class PartialTables(MetricWriter):
                              **status_arguments(run.settings))
 
   def write(self, members, examples_seen, metrics, replayed=False) -> None:
-    names = [n for n in metrics if n != "diverged"]
-    for j, row in enumerate(members.to_dict("records")):
-      m = int(row["member"])
-      self._rows[m] = row
-      self._hist[(m, int(examples_seen))] = {
-          "member": m, "examples_seen": int(examples_seen),
-          **{n: np.asarray(metrics[n][j]).item() for n in names},
-          "diverged": bool(metrics["diverged"][j]) if "diverged" in metrics else False}
+    n = len(members)
+    evaluation = {"member": members["member"].to_numpy().astype(np.int64),
+                  "examples_seen": np.full(n, int(examples_seen), np.int64)}
+    for name in metrics:
+      if name != "diverged":
+        evaluation[name] = np.asarray(metrics[name]).reshape(n)
+    evaluation["diverged"] = (np.asarray(metrics["diverged"], bool).reshape(n)
+                              if "diverged" in metrics else np.zeros(n, bool))
+    self._hist.append(pd.DataFrame(evaluation))
+    self._rows.append(members.reset_index(drop=True))
     self._dirty = True
 
   def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(members, history)`` of what has been evaluated so far."""
-    history = pd.DataFrame(list(self._hist.values())).sort_values(
+    # A replayed evaluation (a resumed run) writes rows already here: the last counts.
+    history = pd.concat(self._hist, ignore_index=True).drop_duplicates(
+        ["member", "examples_seen"], keep="last").sort_values(
         ["member", "examples_seen"], kind="stable").reset_index(drop=True)
+    rows = pd.concat(self._rows, ignore_index=True).drop_duplicates("member", keep="last")
+    self._hist, self._rows = [history], [rows]  # compacted: one frame each from here
     by_member = history.groupby("member", sort=True)
     last = by_member.last()
-    members = pd.DataFrame([self._rows[m] for m in last.index]).reset_index(drop=True)
+    members = rows.set_index("member").loc[last.index].reset_index()
     members["diverged"] = by_member["diverged"].any().to_numpy()
     members["diverged_at"] = np.nan
     members["updates"] = last["updates"].to_numpy().astype(np.int64)

@@ -13,7 +13,7 @@ import pytest
 
 from lrjax import cli, experiment, extend
 from lrjax.engine import checkpoint
-from lrjax.errors import ConfigError
+from lrjax.errors import ConfigError, RunNotWritten
 from lrjax.outcomes import member_status, status_arguments
 from lrjax.workdir import locked
 
@@ -213,8 +213,10 @@ def test_failure_while_writing_keeps_run_and_trained_members(run_dir, monkeypatc
     raise OSError(28, "No space left on device")
 
   monkeypatch.setattr("lrjax.workdir.report.write_report", disk_full)
-  with pytest.raises(OSError, match="No space left"):
+  with pytest.raises(RunNotWritten, match="No space left") as raised:
     extend.extend_run(run_dir, {"seed": (1,)}, progress=False, writers=())
+  assert isinstance(raised.value.cause, OSError)
+  assert f"{extend.extension_dir(run_dir)} holds the final checkpoints" in str(raised.value)
   assert _digests(run_dir) == before
   parent = os.path.dirname(run_dir)
   assert not [n for n in os.listdir(parent) if n.startswith(".lrjax-")]  # no temporary left
