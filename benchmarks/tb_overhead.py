@@ -2,7 +2,8 @@
 
 The grid is the main job's (``experiments/lr_batch_aug.py``: digits, MLP 256-256, SGD
 with momentum, constant LR, 10 epochs, its batch sizes and augmentation strengths),
-with seeds and LRs set to reach the member count asked for; the arms alternate in one process (off, on, off, on, ...), and
+with seeds and LRs set to reach the member count asked for; the arms alternate in one
+process in ABBA order (off, on, on, off, ...), and
 the report gives each arm's training seconds (``GridResult.info["train_seconds"]``,
 which holds the writer's calls at each evaluation), the seconds the writer itself took
 (all its calls, start and finish included), and the ratio on/off. From the repository
@@ -76,8 +77,8 @@ def grid_config(members: int, epochs: float | None):
 def measure(members: int, epochs: float, repeats: int) -> dict:
   config = grid_config(members, epochs)
   rows = {"off": [], "on": []}
-  for _ in range(repeats):
-    for arm in ("off", "on"):
+  for repeat in range(repeats):  # ABBA...: a drift of the machine hits both arms alike
+    for arm in ("off", "on") if repeat % 2 == 0 else ("on", "off"):
       with tempfile.TemporaryDirectory() as tmp:
         writer = TimedWriter(f"{tmp}/tb") if arm == "on" else None
         result = experiment.train_and_evaluate(config, f"{tmp}/run", progress=False,
