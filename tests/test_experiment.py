@@ -62,11 +62,13 @@ def test_find_lr_writes_summary_with_its_keys_when_config_augments(tmp_path):
   summary = experiment.find_lr(c, str(tmp_path / "find"))
   with open(tmp_path / "find" / "lr_find.json") as f:
     assert json.load(f) == json.loads(json.dumps(summary))
-  assert sorted(summary) == ["optimizer", "per_batch_size", "schedule", "suggested_grid_lr"]
+  assert sorted(summary) == ["optimizer", "per_batch_size", "recommendation",
+                             "recommended_lr", "schedule", "suggested_grid_lr"]
   (entry,) = summary["per_batch_size"]
   assert list(entry) == ["batch_size", "range_test", "vectorised_best_lr",
                          "vectorised_best_lr_by_aug", "smallest_unstable_lr",
-                         "largest_too_slow_lr"]
+                         "largest_too_slow_lr", "recommended_lr"]
+  assert summary["recommended_lr"] == {64: entry["vectorised_best_lr"]}
   assert sorted(entry["range_test"]) == ["minimum_div_10", "steepest", "valley"]
   assert set(entry["vectorised_best_lr_by_aug"]) <= {0.0, 1.0}
   for name in ("lr_find.png", "lr_find_bs64.png", "lr_find.csv"):

@@ -25,14 +25,12 @@ def failed_step(error: BaseException) -> str:
   """The innermost ``lrjax.analysis`` function the error came from ("module.function").
 
   Example:
-    >>> def fit():
-    ...   raise ValueError("x")
-    >>> fit.__module__ = "lrjax.analysis.critical_batch"
+    >>> from lrjax.analysis.stats import check_metric
     >>> try:
-    ...   fit()
+    ...   check_metric(pd.DataFrame({"lr": [0.1]}), "no_such_metric")
     ... except ValueError as e:
     ...   failed_step(e)
-    'lrjax.analysis.critical_batch.fit'
+    'lrjax.analysis.stats.check_metric'
   """
   step = "the analysis"
   tb = error.__traceback__
