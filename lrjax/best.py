@@ -77,10 +77,10 @@ def best_member(result, metric: str = "final_val_loss") -> BestMember:
   row = members.iloc[position]
   params, state = _member_trees(result, position, int(row["member"]))
   return BestMember(member=int(row["member"]),
-                    hyperparameters=hyperparameters(_plain(row.drop(
+                    hyperparameters=hyperparameters(row.drop(
                         [c for c in members.columns if c in METRIC_COLUMNS or
                          c.startswith(("final_", "best_", "test_", "diverged", "updates",
-                                       "first_"))]).to_dict())),
+                                       "first_"))]).to_dict()),
                     metrics={c: _plain_value(row[c]) for c in METRIC_COLUMNS if c in row},
                     params=params, model_state=state)
 
@@ -106,10 +106,6 @@ def _plain_value(v):
   if isinstance(v, (np.generic,)):
     return v.item()
   return v
-
-
-def _plain(d: dict) -> dict:
-  return {k: _plain_value(v) for k, v in d.items() if k != "member"}
 
 
 def save_best(result, path: str, metric: str = "final_val_loss") -> BestMember:
